@@ -1,0 +1,20 @@
+//! Files in and out: Hugging Face model directories, GGUF import, atomic writes.
+
+use std::path::Path;
+
+/// Write `data` to `path` atomically: write a temporary sibling, fsync it, then rename it over
+/// `path`. A reader (or a run killed mid-write) never sees a half-written file under `path`.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+pub mod hf;

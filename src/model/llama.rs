@@ -1,0 +1,405 @@
+//! The Llama-family decoder: Llama 2/3, SmolLM2, Mistral (no sliding window) and Qwen2
+//! (q/k/v bias), as in Hugging Face transformers' `modeling_llama.py`.
+//!
+//! Design choices:
+//! - Pre-norm blocks with RMSNorm (Zhang and Sennrich, 2019), SwiGLU MLP (Shazeer, 2020),
+//!   grouped-query attention (Ainslie et al., 2023) and rotary position embeddings
+//!   (Su et al., 2021) in the Hugging Face *rotate-half* convention (the head dimension is split
+//!   in two halves, not interleaved pairs), with the config's theta.
+//! - Parameters are one flat `Vec<Tensor<2>>` in a fixed order named by the Hugging Face
+//!   checkpoint keys ([`param_specs`]). 1-D tensors (norms, biases) are stored as `[1, n]`.
+//!   Optimizers, checkpoints, the Patcher offsets Δ and all-reduces are then plain maps over
+//!   one vector, and a model clone is O(1) (burn tensors are shared, copy-on-write).
+//! - The same `forward` serves inference and training: wrap the parameters as autodiff leaves
+//!   ([`Llama::tracked`]) and the graph is recorded; otherwise nothing is.
+//! - `forward` returns the logits of every position (training needs them all); generation has
+//!   its own cached path ([`Llama::forward_cached`]).
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::activation::{log_softmax, silu, softmax};
+
+use crate::model::config::LlamaConfig;
+
+/// Name and Hugging Face shape of one parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    /// Shape as stored in a Hugging Face checkpoint: `[out, in]` for linears, `[n]` for norms.
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The `[rows, cols]` shape of the tensor held in [`Llama::params`].
+    pub fn shape2(&self) -> [usize; 2] {
+        match self.shape.as_slice() {
+            [n] => [1, *n],
+            [r, c] => [*r, *c],
+            other => panic!("parameter {} has rank {}", self.name, other.len()),
+        }
+    }
+}
+
+/// What each slot of a layer holds; the order of [`param_specs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    InputNorm,
+    Q,
+    K,
+    V,
+    QBias,
+    KBias,
+    VBias,
+    O,
+    PostNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+fn layer_slots(cfg: &LlamaConfig) -> Vec<Slot> {
+    use Slot::*;
+    let mut s = vec![InputNorm, Q, K, V];
+    if cfg.qkv_bias {
+        s.extend([QBias, KBias, VBias]);
+    }
+    s.extend([O, PostNorm, Gate, Up, Down]);
+    s
+}
+
+/// Every parameter of the architecture, in storage order: embedding, layers, final norm, head.
+pub fn param_specs(cfg: &LlamaConfig) -> Vec<ParamSpec> {
+    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let (qd, kvd) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let mut out = vec![ParamSpec { name: "model.embed_tokens.weight".into(), shape: vec![cfg.vocab_size, d] }];
+    for i in 0..cfg.num_layers {
+        for slot in layer_slots(cfg) {
+            let (name, shape) = match slot {
+                Slot::InputNorm => ("input_layernorm.weight", vec![d]),
+                Slot::Q => ("self_attn.q_proj.weight", vec![qd, d]),
+                Slot::K => ("self_attn.k_proj.weight", vec![kvd, d]),
+                Slot::V => ("self_attn.v_proj.weight", vec![kvd, d]),
+                Slot::QBias => ("self_attn.q_proj.bias", vec![qd]),
+                Slot::KBias => ("self_attn.k_proj.bias", vec![kvd]),
+                Slot::VBias => ("self_attn.v_proj.bias", vec![kvd]),
+                Slot::O => ("self_attn.o_proj.weight", vec![d, qd]),
+                Slot::PostNorm => ("post_attention_layernorm.weight", vec![d]),
+                Slot::Gate => ("mlp.gate_proj.weight", vec![f, d]),
+                Slot::Up => ("mlp.up_proj.weight", vec![f, d]),
+                Slot::Down => ("mlp.down_proj.weight", vec![d, f]),
+            };
+            out.push(ParamSpec { name: format!("model.layers.{i}.{name}"), shape });
+        }
+    }
+    out.push(ParamSpec { name: "model.norm.weight".into(), shape: vec![d] });
+    if !cfg.tie_word_embeddings {
+        out.push(ParamSpec { name: "lm_head.weight".into(), shape: vec![cfg.vocab_size, d] });
+    }
+    out
+}
+
+/// A Llama-family decoder: its configuration and its parameters (see [`param_specs`]).
+#[derive(Debug, Clone)]
+pub struct Llama {
+    pub cfg: Arc<LlamaConfig>,
+    pub params: Vec<Tensor<2>>,
+}
+
+/// Per-layer key/value cache for generation: `k`, `v` are `[B, KV, S, hd]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dims()[2],
+            _ => 0,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A float tensor of `data` in `shape`, on the device and in the dtype of `like`.
+pub fn float_like<const D: usize>(data: Vec<f32>, shape: [usize; D], like: &Tensor<2>) -> Tensor<D> {
+    let device = like.device().without_autodiff();
+    Tensor::<D>::from_data(TensorData::new(data, shape), (&device, like.dtype()))
+}
+
+/// The values of a float tensor as `f32` (any dtype, autodiff or not).
+pub fn to_vec_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.inner().into_data().convert::<f32>().try_into_vec::<f32>().expect("float tensor data")
+}
+
+pub fn int_tensor<const D: usize>(data: Vec<i64>, shape: [usize; D], device: &Device) -> Tensor<D, Int> {
+    Tensor::<D, Int>::from_data(TensorData::new(data, shape), &device.clone().without_autodiff())
+}
+
+impl Llama {
+    /// A model from parameters in [`param_specs`] order; checks count and shapes.
+    pub fn new(cfg: LlamaConfig, params: Vec<Tensor<2>>) -> Self {
+        let specs = param_specs(&cfg);
+        assert_eq!(specs.len(), params.len(), "parameter count mismatch");
+        for (s, p) in specs.iter().zip(&params) {
+            assert_eq!(p.dims(), s.shape2(), "shape of {}", s.name);
+        }
+        Self { cfg: Arc::new(cfg), params }
+    }
+
+    /// A randomly initialised model (normal(0, std) matrices, unit norms, zero biases), seeded.
+    pub fn init(cfg: LlamaConfig, std: f64, seed: u64, device: &Device) -> Self {
+        let mut rng = crate::rng::Rng::derive(seed, "init");
+        let params = param_specs(&cfg)
+            .iter()
+            .map(|s| {
+                let n = s.numel();
+                let data: Vec<f32> = if s.name.ends_with("norm.weight") {
+                    vec![1.0; n]
+                } else if s.name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else {
+                    (0..n).map(|_| (rng.normal() * std) as f32).collect()
+                };
+                Tensor::<2>::from_data(TensorData::new(data, s.shape2()), device)
+            })
+            .collect();
+        Self::new(cfg, params)
+    }
+
+    pub fn specs(&self) -> Vec<ParamSpec> {
+        param_specs(&self.cfg)
+    }
+
+    pub fn device(&self) -> Device {
+        self.params[0].device()
+    }
+
+    /// The same weights as autodiff leaves that record a graph and keep their gradients.
+    pub fn tracked(&self) -> Self {
+        let params = self.params.iter().map(|p| p.clone().inner().autodiff().require_grad()).collect();
+        Self { cfg: self.cfg.clone(), params }
+    }
+
+    /// The same weights without autodiff (drops any graph).
+    pub fn untracked(&self) -> Self {
+        Self { cfg: self.cfg.clone(), params: self.params.iter().map(|p| p.clone().inner()).collect() }
+    }
+
+    fn per_layer(&self) -> usize {
+        layer_slots(&self.cfg).len()
+    }
+
+    fn layer_param(&self, layer: usize, slot: Slot) -> Tensor<2> {
+        let slots = layer_slots(&self.cfg);
+        let j = slots.iter().position(|s| *s == slot).expect("slot present in this architecture");
+        self.params[1 + layer * self.per_layer() + j].clone()
+    }
+
+    fn embed(&self) -> Tensor<2> {
+        self.params[0].clone()
+    }
+
+    fn final_norm(&self) -> Tensor<2> {
+        self.params[1 + self.cfg.num_layers * self.per_layer()].clone()
+    }
+
+    fn head(&self) -> Tensor<2> {
+        if self.cfg.tie_word_embeddings { self.embed() } else { self.params.last().expect("head").clone() }
+    }
+
+    /// cos/sin tables `[B, 1, T, hd]` for the given positions (rotate-half layout: the
+    /// frequencies repeated over both halves of the head dimension).
+    fn rope_tables(&self, positions: &[Vec<usize>]) -> (Tensor<4>, Tensor<4>) {
+        let hd = self.cfg.head_dim;
+        let half = hd / 2;
+        let (b, t) = (positions.len(), positions[0].len());
+        let inv: Vec<f64> =
+            (0..half).map(|i| 1.0 / self.cfg.rope_theta.powf((2 * i) as f64 / hd as f64)).collect();
+        let mut cos = Vec::with_capacity(b * t * hd);
+        let mut sin = Vec::with_capacity(b * t * hd);
+        for row in positions {
+            for &p in row {
+                for rep in 0..2 {
+                    let _ = rep;
+                    for f in &inv {
+                        // HF computes the angle in f32: (position * inv_freq) as f32.
+                        let angle = (p as f32) * (*f as f32);
+                        cos.push(angle.cos());
+                        sin.push(angle.sin());
+                    }
+                }
+            }
+        }
+        let like = &self.params[0];
+        (float_like(cos, [b, 1, t, hd], like), float_like(sin, [b, 1, t, hd], like))
+    }
+
+    /// Logits of every position. `ids`: `[B, T]`; causal attention, positions 0..T.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let positions = vec![(0..t).collect::<Vec<_>>(); b];
+        let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
+        let mut cache = None;
+        self.run(ids, &positions, &mask, &mut cache)
+    }
+
+    /// Cached forward for generation: `ids` `[B, T]` are new tokens at `positions`;
+    /// `key_valid[b][s]` says whether cached-or-new key `s` of row `b` is real (not padding).
+    /// Returns the logits of every new position `[B, T, V]` and extends `cache`.
+    pub fn forward_cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        key_valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let t = ids.dims()[1];
+        let past = cache.len();
+        let mask = causal_mask(key_valid, t, past);
+        if cache.layers.is_empty() {
+            cache.layers = vec![None; self.cfg.num_layers];
+        }
+        let mut c = Some(std::mem::take(cache));
+        let out = self.run(ids, positions, &mask, &mut c);
+        *cache = c.expect("cache");
+        out
+    }
+
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: &[f32],
+        cache: &mut Option<KvCache>,
+    ) -> Tensor<3> {
+        let cfg = &self.cfg;
+        let [b, t] = ids.dims();
+        let d = cfg.hidden_size;
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let s = past + t;
+        let (cos, sin) = self.rope_tables(positions);
+        let mask = float_like(mask.to_vec(), [b, 1, t, s], &self.params[0]); // (B, 1, T, S)
+        let ids = ids.to_device(&self.device().without_autodiff());
+        let mut x = self.embed().select(0, ids.reshape([b * t])).reshape([b, t, d]); // (B, T, d)
+        for layer in 0..cfg.num_layers {
+            let h = rms_norm(x.clone(), self.layer_param(layer, Slot::InputNorm), cfg.rms_norm_eps);
+            let kv = cache.as_mut().map(|c| &mut c.layers[layer]);
+            let a = self.attention(layer, h, &cos, &sin, &mask, kv); // (B, T, d)
+            x = x + a;
+            let h = rms_norm(x.clone(), self.layer_param(layer, Slot::PostNorm), cfg.rms_norm_eps);
+            x = x + self.mlp(layer, h);
+        }
+        let x = rms_norm(x, self.final_norm(), cfg.rms_norm_eps);
+        let v = cfg.vocab_size;
+        linear(x, self.head()).reshape([b, t, v]) // (B, T, V)
+    }
+
+    fn attention(
+        &self,
+        layer: usize,
+        h: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let cfg = &self.cfg;
+        let [b, t, d] = h.dims();
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let mut q = linear(h.clone(), self.layer_param(layer, Slot::Q)); // (B, T, nh*hd)
+        let mut k = linear(h.clone(), self.layer_param(layer, Slot::K)); // (B, T, nkv*hd)
+        let mut v = linear(h, self.layer_param(layer, Slot::V));
+        if cfg.qkv_bias {
+            q = q + self.layer_param(layer, Slot::QBias).unsqueeze::<3>();
+            k = k + self.layer_param(layer, Slot::KBias).unsqueeze::<3>();
+            v = v + self.layer_param(layer, Slot::VBias).unsqueeze::<3>();
+        }
+        let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
+        let k = k.reshape([b, t, nkv, hd]).swap_dims(1, 2); // (B, nkv, T, hd)
+        let v = v.reshape([b, t, nkv, hd]).swap_dims(1, 2); // (B, nkv, T, hd)
+        let q = apply_rope(q, cos, sin);
+        let mut k = apply_rope(k, cos, sin);
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2); // (B, nkv, S, hd)
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let s = k.dims()[2];
+        let g = nh / nkv;
+        // Grouped-query attention: kv head j serves query heads j*g .. (j+1)*g.
+        let k = k.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
+        let v = v.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask.clone(); // (B, nh, T, S)
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v); // (B, nh, T, hd)
+        let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let _ = d;
+        linear(out, self.layer_param(layer, Slot::O))
+    }
+
+    fn mlp(&self, layer: usize, h: Tensor<3>) -> Tensor<3> {
+        let gate = linear(h.clone(), self.layer_param(layer, Slot::Gate)); // (B, T, f)
+        let up = linear(h, self.layer_param(layer, Slot::Up));
+        linear(silu(gate) * up, self.layer_param(layer, Slot::Down)) // (B, T, d)
+    }
+}
+
+/// `x @ w.T` for `x` `[B, T, in]` and a Hugging Face weight `w` `[out, in]`.
+pub fn linear(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [b, t, i] = x.dims();
+    let o = w.dims()[0];
+    x.reshape([b * t, i]).matmul(w.transpose()).reshape([b, t, o])
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + eps) * w`, `w` stored `[1, d]`.
+pub fn rms_norm(x: Tensor<3>, w: Tensor<2>, eps: f64) -> Tensor<3> {
+    let inv = x.clone().square().mean_dim(2).add_scalar(eps).sqrt().recip(); // (B, T, 1)
+    x * inv * w.unsqueeze::<3>()
+}
+
+/// Hugging Face rotary embedding: `x*cos + rotate_half(x)*sin`, rotate_half = `cat(-x2, x1)`.
+fn apply_rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let hd = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, hd / 2);
+    let x2 = x.clone().narrow(3, hd / 2, hd / 2);
+    let rot = Tensor::cat(vec![x2.neg(), x1], 3);
+    x * cos.clone() + rot * sin.clone()
+}
+
+/// Additive attention mask `[B, 1, T, S]` flattened: 0 where query `t` (at absolute index
+/// `past + t`) may see key `s` (causal and `key_valid`), a large negative number elsewhere.
+/// A finite value (not -inf) keeps fully masked padding rows finite.
+fn causal_mask(key_valid: &[Vec<bool>], t: usize, past: usize) -> Vec<f32> {
+    let s = past + t;
+    let mut m = Vec::with_capacity(key_valid.len() * t * s);
+    for row in key_valid {
+        assert_eq!(row.len(), s, "key_valid must cover cached + new keys: {} != {s}", row.len());
+        for q in 0..t {
+            for (k, valid) in row.iter().enumerate() {
+                m.push(if k <= past + q && *valid { 0.0 } else { -1e9 });
+            }
+        }
+    }
+    m
+}
+
+/// Token-level cross-entropy averaged over the positions where `weights` > 0.
+/// `logits` `[B, T, V]`, `targets` `[B, T]`, `weights` `[B, T]` (0/1 for assistant tokens).
+/// Returns a one-element tensor (differentiable when `logits` is).
+pub fn masked_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<1> {
+    let [b, t, _v] = logits.dims();
+    let logp = log_softmax(logits, 2); // (B, T, V)
+    let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]); // (B, T)
+    let denom = weights.clone().sum().clamp_min(1.0);
+    (picked * weights).sum().neg() / denom
+}

@@ -1,0 +1,8 @@
+//! Llama-family decoders and text generation.
+
+pub mod config;
+pub mod generate;
+pub mod llama;
+
+pub use config::{HfConfig, LlamaConfig};
+pub use llama::{KvCache, Llama, ParamSpec, param_specs};

@@ -1,0 +1,152 @@
+//! Optimizers over a flat parameter vector: AdamW (Loshchilov and Hutter, 2019), Adam with L2
+//! weight decay (Kingma and Ba, 2015) and SGD with momentum, each matching PyTorch's update
+//! rule (`torch.optim.AdamW`, `Adam`, `SGD(momentum=..., dampening=0)`), plus global-norm
+//! gradient clipping.
+//!
+//! State is explicit ([`OptimState`]): the step count and one or two moment tensors per
+//! parameter, so it can be checkpointed, forked (Patcher's fresh inner attack optimizers) and
+//! compared. Parameters whose gradient is `None` (frozen) are left untouched.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimKind {
+    AdamW,
+    Adam,
+    Sgd,
+}
+
+impl std::fmt::Display for OptimKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimKind::AdamW => "adamw",
+            OptimKind::Adam => "adam",
+            OptimKind::Sgd => "sgd",
+        })
+    }
+}
+
+/// Optimizer hyper-parameters (the learning rate comes from the schedule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimKind,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled for AdamW, L2 (added to the gradient) for Adam and SGD.
+    pub weight_decay: f64,
+    /// SGD momentum (0 = plain SGD).
+    pub momentum: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self { kind: OptimKind::AdamW, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, momentum: 0.9 }
+    }
+}
+
+impl OptimizerConfig {
+    pub fn adamw() -> Self {
+        Self::default()
+    }
+    pub fn sgd(momentum: f64) -> Self {
+        Self { kind: OptimKind::Sgd, momentum, ..Self::default() }
+    }
+}
+
+/// Step count and moments. `m` is Adam's first moment or SGD's momentum buffer; `v` is Adam's
+/// second moment. Entries are created lazily on the first step that sees a gradient.
+#[derive(Debug, Clone, Default)]
+pub struct OptimState {
+    pub step: u64,
+    pub m: Vec<Option<Tensor<2>>>,
+    pub v: Vec<Option<Tensor<2>>>,
+}
+
+impl OptimState {
+    pub fn new(n_params: usize) -> Self {
+        Self { step: 0, m: vec![None; n_params], v: vec![None; n_params] }
+    }
+}
+
+/// One optimizer step in place: `params[i] <- update(params[i], grads[i])` at learning rate `lr`.
+pub fn step(cfg: &OptimizerConfig, state: &mut OptimState, params: &mut [Tensor<2>], grads: &[Option<Tensor<2>>], lr: f64) {
+    assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
+    if state.m.len() != params.len() {
+        *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
+    }
+    state.step += 1;
+    let t = state.step as i32;
+    for (i, g) in grads.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let p = params[i].clone().inner();
+        let g = g.clone().inner();
+        params[i] = match cfg.kind {
+            OptimKind::AdamW | OptimKind::Adam => {
+                let (p, g) = if cfg.kind == OptimKind::AdamW {
+                    (p.mul_scalar(1.0 - lr * cfg.weight_decay), g)
+                } else if cfg.weight_decay != 0.0 {
+                    (p.clone(), g + p.mul_scalar(cfg.weight_decay))
+                } else {
+                    (p, g)
+                };
+                let m = match state.m[i].take() {
+                    Some(m) => m.mul_scalar(cfg.beta1) + g.clone().mul_scalar(1.0 - cfg.beta1),
+                    None => g.clone().mul_scalar(1.0 - cfg.beta1),
+                };
+                let v = match state.v[i].take() {
+                    Some(v) => v.mul_scalar(cfg.beta2) + g.square().mul_scalar(1.0 - cfg.beta2),
+                    None => g.square().mul_scalar(1.0 - cfg.beta2),
+                };
+                let bc1 = 1.0 - cfg.beta1.powi(t);
+                let bc2 = 1.0 - cfg.beta2.powi(t);
+                let denom = v.clone().sqrt().div_scalar(bc2.sqrt()).add_scalar(cfg.eps);
+                let upd = m.clone().div(denom).mul_scalar(lr / bc1);
+                state.m[i] = Some(m);
+                state.v[i] = Some(v);
+                p - upd
+            }
+            OptimKind::Sgd => {
+                let g = if cfg.weight_decay != 0.0 { g + p.clone().mul_scalar(cfg.weight_decay) } else { g };
+                let d = if cfg.momentum != 0.0 {
+                    let buf = match state.m[i].take() {
+                        Some(b) => b.mul_scalar(cfg.momentum) + g,
+                        None => g,
+                    };
+                    state.m[i] = Some(buf.clone());
+                    buf
+                } else {
+                    g
+                };
+                p - d.mul_scalar(lr)
+            }
+        };
+    }
+}
+
+/// Global L2 norm of the gradients (frozen slots skipped).
+pub fn grad_norm(grads: &[Option<Tensor<2>>]) -> f64 {
+    let sq: f64 = grads
+        .iter()
+        .flatten()
+        .map(|g| g.clone().inner().square().sum().into_scalar::<f32>() as f64)
+        .sum();
+    sq.sqrt()
+}
+
+/// Scale gradients so their global norm is at most `max_norm` (as
+/// `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Option<Tensor<2>>], max_norm: f64) -> f64 {
+    let norm = grad_norm(grads);
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = g.clone().mul_scalar(scale);
+        }
+    }
+    norm
+}

@@ -1,0 +1,99 @@
+//! Batches and the basic training computation: loss and gradients of the masked
+//! cross-entropy at given weights. Every trainer (SFT alignment, attacks, Patcher's inner and
+//! outer loops) goes through [`loss_and_grads`], so there is one copy of the loss code.
+
+use burn::prelude::*;
+
+use crate::model::Llama;
+use crate::model::llama::{float_like, int_tensor, masked_cross_entropy};
+
+/// One tokenized training example: ids and a 0/1 loss mask (1 on assistant tokens).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+}
+
+/// A padded batch for next-token prediction: `inputs[b, t]` predicts `targets[b, t]`, counted
+/// in the loss when `weights[b, t] = 1`.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub inputs: Tensor<2, Int>,
+    pub targets: Tensor<2, Int>,
+    pub weights: Tensor<2>,
+    /// Number of target tokens counted in the loss.
+    pub n_tokens: usize,
+}
+
+impl Batch {
+    /// Right-pad (with `pad_id`, weight 0) and truncate to `max_len` tokens.
+    pub fn new(examples: &[&Example], pad_id: u32, max_len: usize, model: &Llama) -> Self {
+        assert!(!examples.is_empty(), "empty batch");
+        let len = examples.iter().map(|e| e.ids.len().min(max_len)).max().unwrap_or(0);
+        let t = len.saturating_sub(1).max(1);
+        let b = examples.len();
+        let mut inputs = Vec::with_capacity(b * t);
+        let mut targets = Vec::with_capacity(b * t);
+        let mut weights = Vec::with_capacity(b * t);
+        let mut n_tokens = 0;
+        for e in examples {
+            let n = e.ids.len().min(max_len);
+            for i in 0..t {
+                let real = i + 1 < n;
+                inputs.push(if i < n { e.ids[i] } else { pad_id } as i64);
+                targets.push(if real { e.ids[i + 1] } else { pad_id } as i64);
+                let w = real && e.mask[i + 1] > 0;
+                n_tokens += usize::from(w);
+                weights.push(if w { 1.0 } else { 0.0 });
+            }
+        }
+        let device = model.device().without_autodiff();
+        Self {
+            inputs: int_tensor(inputs, [b, t], &device),
+            targets: int_tensor(targets, [b, t], &device),
+            weights: float_like(weights, [b, t], &model.params[0]),
+            n_tokens,
+        }
+    }
+}
+
+/// Mean masked cross-entropy of `model` on `batch`, no gradients.
+pub fn loss(model: &Llama, batch: &Batch) -> f64 {
+    let m = model.untracked();
+    let logits = m.forward(batch.inputs.clone());
+    masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone()).into_scalar::<f32>() as f64
+}
+
+/// Loss and the gradient of every parameter at `model`'s weights. Gradients are plain
+/// (untracked) tensors in parameter order; a parameter that did not influence the loss gets
+/// a zero gradient.
+pub fn loss_and_grads(model: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
+    let tracked = model.tracked();
+    let logits = tracked.forward(batch.inputs.clone());
+    let loss = masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone());
+    let grads = loss.backward();
+    let value = loss.inner().into_scalar::<f32>() as f64;
+    let g = tracked
+        .params
+        .iter()
+        .map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like())))
+        .collect();
+    (value, g)
+}
+
+/// Element-wise sum of two gradient lists scaled: `a + s * b` (None treated as zero).
+pub fn add_scaled(a: &mut [Option<Tensor<2>>], b: &[Option<Tensor<2>>], s: f64) {
+    for (x, y) in a.iter_mut().zip(b) {
+        if let Some(y) = y {
+            *x = Some(match x.take() {
+                Some(x) => x + y.clone().mul_scalar(s),
+                None => y.clone().mul_scalar(s),
+            });
+        }
+    }
+}
+
+/// `true` when every gradient is finite.
+pub fn all_finite(grads: &[Option<Tensor<2>>]) -> bool {
+    grads.iter().flatten().all(|g| g.clone().is_finite().all().into_scalar::<bool>())
+}
