@@ -1,5 +1,10 @@
-//! Training: optimizers, learning-rate schedules, batches, the training step and checkpoints.
+//! Training: optimizers, learning-rate schedules, batch streams, the training step, LoRA,
+//! checkpoints and the fine-tuning engine that alignment, attacks and Patcher share.
 
+pub mod batches;
+pub mod checkpoint;
+pub mod engine;
+pub mod lora;
 pub mod optim;
 pub mod schedule;
 pub mod step;
