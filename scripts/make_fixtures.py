@@ -24,6 +24,7 @@ Outputs (relative to the repository root):
   tests/fixtures/tiny-llama.gguf
   tests/fixtures/tiny-llama.gguf.expected.safetensors
   tests/fixtures/tiny-llama.gguf.expected_logits.json
+  tests/fixtures/tiny-llama/expected_mc.json  (multiple-choice log-likelihoods)
 """
 
 from __future__ import annotations
@@ -588,6 +589,75 @@ def make_gguf_fixture(model, tokens, merges, token_type, chat_template):
 
 
 # --------------------------------------------------------------------------
+# 5. multiple-choice log-likelihoods (tiny-llama)
+# --------------------------------------------------------------------------
+
+MC_ITEMS = [
+    ("What is the capital of France?", ["Paris", "London", "Berlin", "Madrid"]),
+    ("Which number is even?", ["7", "12", "9"]),
+    ("What color is the sky on a clear day?", ["Green", "Blue", "Red", "Yellow"]),
+    ("Which animal says moo?", ["A cow", "A cat", "A dog"]),
+]
+
+
+def mc_user_message(question: str, choices) -> str:
+    """The question followed by its lettered choices, one per line."""
+    letters = "ABCDEFGH"
+    return question + "\n" + "\n".join(f"{letters[i]}. {c}" for i, c in enumerate(choices))
+
+
+def continuation_logprobs(model, prompt_ids, cont_ids):
+    """log p(cont_ids[j] | prompt_ids + cont_ids[:j]) for each j, from one forward pass (fp32)."""
+    import torch
+
+    lg = logits_of(model, [list(prompt_ids) + list(cont_ids)])[0]
+    logp = torch.log_softmax(lg.double(), dim=-1)
+    p = len(prompt_ids)
+    return [float(logp[p + j - 1, t]) for j, t in enumerate(cont_ids)]
+
+
+def make_mc_fixture():
+    """expected_mc.json: per item, the chat-formatted prompt ids and, per choice, the choice text's ids
+    (tokenized alone, no special tokens) with the sum and mean of their log-probabilities after the
+    prompt; `question` is the full user message (question + lettered choices)."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    outdir = FIX / "tiny-llama"
+    model = transformers.LlamaForCausalLM.from_pretrained(
+        str(outdir), dtype=torch.float32, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(str(outdir))
+    items = []
+    for question, choices in MC_ITEMS:
+        content = mc_user_message(question, choices)
+        prompt_ids = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=False)
+        prompt_ids = [int(i) for i in prompt_ids]
+        out_choices = []
+        for text in choices:
+            ids = [int(i) for i in tok.encode(text, add_special_tokens=False)]
+            assert ids and all(0 <= i < VOCAB_KEEP for i in ids), (text, ids)
+            lps = continuation_logprobs(model, prompt_ids, ids)
+            # Cross-check against one forward pass per continuation token (prefix recompute).
+            for j, t in enumerate(ids):
+                lg = logits_of(model, [prompt_ids + ids[:j]])[0, -1]
+                step = float(torch.log_softmax(lg.double(), dim=-1)[t])
+                assert abs(step - lps[j]) < 1e-4, (text, j, step, lps[j])
+            out_choices.append({"text": text, "ids": ids, "logprob_sum": sum(lps), "logprob_mean": sum(lps) / len(lps)})
+        sums = [c["logprob_sum"] for c in out_choices]
+        best = int(np.argmax(sums))
+        for c in out_choices:
+            c["logprob_sum"] = round7(c["logprob_sum"])
+            c["logprob_mean"] = round7(c["logprob_mean"])
+        items.append({"question": content, "prompt_ids": prompt_ids, "choices": out_choices, "best_by_sum": best})
+        best_mean = int(np.argmax([c["logprob_mean"] for c in out_choices]))
+        print(f"[mc] {question!r}: {len(prompt_ids)} prompt ids; sums {[round(x, 3) for x in sums]}; "
+              f"best by sum {best} ({choices[best]!r}), by mean {best_mean}")
+    write_json(outdir / "expected_mc.json", {"items": items}, indent=1)
+
+
+# --------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -606,6 +676,7 @@ def main():
     llama = make_tiny_checkpoint("llama", seed=SEED)
     make_tiny_checkpoint("qwen2", seed=SEED + 1)
     make_gguf_fixture(llama, tokens, merges, token_type, meta["chat_template"])
+    make_mc_fixture()
 
     total = sum(p.stat().st_size for p in FIX.rglob("*") if p.is_file())
     print(f"[done] tests/fixtures total {total} bytes")

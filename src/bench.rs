@@ -1,1 +1,146 @@
-//! Benchmarks (filled in below).
+//! `patcher bench`: time one training step (forward + loss, backward, optimizer step, each
+//! separately; median over steps after warm-up) and the machine's f32 matmul peak, and print
+//! tokens/s and achieved GFLOP/s.
+//!
+//! FLOPs per training step are counted as in Kaplan et al. (2020), "Scaling Laws for Neural
+//! Language Models", section 2.1: `6 · N · tokens` for the weights plus `6 · L · T · d_attn`
+//! per token for attention scores and values (forward `2·L·T·d_attn`, backward twice that).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::model::LlamaConfig;
+use crate::model::llama::{Llama, masked_cross_entropy};
+use crate::rng::Rng;
+use crate::train::optim::{self, OptimState, OptimizerConfig};
+use crate::train::step::{Batch, Example};
+
+/// A named benchmark shape.
+pub fn shape(name: &str) -> Option<(LlamaConfig, usize, usize)> {
+    let base = |vocab, d, f, l, h, kv, tied| LlamaConfig {
+        model_type: "llama".into(),
+        vocab_size: vocab,
+        hidden_size: d,
+        intermediate_size: f,
+        num_layers: l,
+        num_heads: h,
+        num_kv_heads: kv,
+        head_dim: d / h,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: tied,
+        qkv_bias: false,
+        bos_token_id: Some(1),
+        eos_token_ids: vec![2],
+        pad_token_id: Some(2),
+    };
+    match name {
+        // SmolLM2-135M at batch 4 x 128.
+        "smollm2-135m" => Some((base(49_152, 576, 1536, 30, 9, 3, true), 4, 128)),
+        // The tiny tier's shape at batch 8 x 64.
+        "tiny" => Some((base(1024, 128, 384, 4, 4, 2, true), 8, 64)),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainStepBench {
+    pub what: &'static str,
+    pub shape: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub params: usize,
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
+    pub total_s: f64,
+    pub tokens_per_s: f64,
+    pub gflops: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Time forward, backward and an AdamW step of `cfg` at `batch x seq` tokens.
+pub fn train_step(
+    name: &str,
+    cfg: &LlamaConfig,
+    batch: usize,
+    seq: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> TrainStepBench {
+    let mut model = Llama::init(cfg.clone(), 0.02, 0, device);
+    let mut rng = Rng::new(1);
+    let examples: Vec<Example> = (0..batch)
+        .map(|_| Example { ids: (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect(), mask: vec![1; seq + 1] })
+        .collect();
+    let refs: Vec<&Example> = examples.iter().collect();
+    let b = Batch::new(&refs, 0, seq + 1, &model);
+    let opt_cfg = OptimizerConfig::adamw();
+    let mut state = OptimState::new(model.params.len());
+    let (mut f, mut bw, mut o) = (vec![], vec![], vec![]);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let tracked = model.tracked();
+        let loss = masked_cross_entropy(tracked.forward(b.inputs.clone()), b.targets.clone(), b.weights.clone());
+        let _ = loss.clone().inner().into_scalar::<f32>();
+        let t1 = Instant::now();
+        let grads = loss.backward();
+        let g: Vec<Option<Tensor<2>>> = tracked.params.iter().map(|p| p.grad(&grads)).collect();
+        drop(grads);
+        let _ = device.sync();
+        let t2 = Instant::now();
+        optim::step(&opt_cfg, &mut state, &mut model.params, &g, 1e-4);
+        // Force the updates to be computed.
+        let _ = model.params.last().map(|p| p.clone().sum().into_scalar::<f32>());
+        let _ = device.sync();
+        let t3 = Instant::now();
+        if i >= warmup {
+            f.push((t1 - t0).as_secs_f64());
+            bw.push((t2 - t1).as_secs_f64());
+            o.push((t3 - t2).as_secs_f64());
+        }
+    }
+    let (forward_s, backward_s, optimizer_s) = (median(f), median(bw), median(o));
+    let total_s = forward_s + backward_s + optimizer_s;
+    let tokens = (batch * seq) as f64;
+    let n = cfg.num_params() as f64;
+    let attn = 6.0 * cfg.num_layers as f64 * seq as f64 * (cfg.num_heads * cfg.head_dim) as f64;
+    let flops = tokens * (6.0 * n + attn);
+    TrainStepBench {
+        what: "train_step",
+        shape: name.into(),
+        batch,
+        seq,
+        params: cfg.num_params(),
+        forward_s,
+        backward_s,
+        optimizer_s,
+        total_s,
+        tokens_per_s: tokens / total_s,
+        gflops: flops / total_s / 1e9,
+    }
+}
+
+/// GFLOP/s of an `n x n x n` f32 matmul (median of `reps`).
+pub fn matmul_peak(n: usize, reps: usize, device: &Device) -> f64 {
+    let a = Tensor::<2>::ones([n, n], device).mul_scalar(0.5);
+    let b = Tensor::<2>::ones([n, n], device).mul_scalar(0.25);
+    let _ = a.clone().matmul(b.clone()).sum().into_scalar::<f32>();
+    let mut ts = vec![];
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        let c = a.clone().matmul(b.clone());
+        let _ = device.sync();
+        let _ = c.narrow(0, 0, 1).narrow(1, 0, 1).into_scalar::<f32>();
+        ts.push(t0.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / median(ts) / 1e9
+}

@@ -20,6 +20,8 @@ pub enum Error {
     NonFinite { step: usize, what: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -6,7 +6,9 @@
 //! (optimizers, schedules, training state, checkpoints, the fine-tuning engine), [`bench`].
 
 pub mod bench;
+pub mod data;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod rng;

@@ -9,22 +9,11 @@
 use std::path::Path;
 
 use minijinja::{Environment, context};
-use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 
-/// One chat message, as in the `messages` list of a Hugging Face chat template.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
-
-impl ChatMessage {
-    pub fn new(role: &str, content: &str) -> Self {
-        Self { role: role.into(), content: content.into() }
-    }
-}
+/// One chat message (`role`, `content`), as in a chat template's `messages` list.
+pub use crate::data::Message as ChatMessage;
 
 /// A tokenizer with its chat template and special tokens.
 #[derive(Clone)]
@@ -63,12 +52,13 @@ impl ChatTokenizer {
         if !tj.exists() {
             return Err(Error::Tokenizer(format!("{}: not found", tj.display())));
         }
-        let tokenizer = tokenizers::Tokenizer::from_file(&tj)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tj.display())))?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&tj).map_err(|e| Error::Tokenizer(format!("{}: {e}", tj.display())))?;
         let tc = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = if tc.exists() {
             let text = std::fs::read_to_string(&tc).at(&tc)?;
-            serde_json::from_str(&text).map_err(|e| Error::Format { file: tc.display().to_string(), why: e.to_string() })?
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Format { file: tc.display().to_string(), why: e.to_string() })?
         } else {
             serde_json::Value::Null
         };

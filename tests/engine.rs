@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use patcher::model::llama::{Llama, to_vec_f32};
 use patcher::model::LlamaConfig;
+use patcher::model::llama::{Llama, to_vec_f32};
 use patcher::rng::Rng;
 use patcher::train::batches::{BatchConfig, Mixture};
 use patcher::train::engine::{RunOptions, TrainConfig, TrainState, run};
@@ -128,7 +128,8 @@ fn loss_decreases_and_lora_trains_only_adapters() {
     assert!(last < first * 0.8, "loss {first:.3} -> {last:.3}");
 
     let lora_cfg = TrainConfig { lora: Some(LoraConfig { rank: 4, ..Default::default() }), steps: 10, ..tc.clone() };
-    let st = run(TrainState::new(model.clone(), &lora_cfg).unwrap(), &lora_cfg, &mix, 0, RunOptions::default()).unwrap();
+    let st =
+        run(TrainState::new(model.clone(), &lora_cfg).unwrap(), &lora_cfg, &mix, 0, RunOptions::default()).unwrap();
     // Base weights untouched.
     for (a, b) in model.params.iter().zip(&st.model.params) {
         assert_eq!(to_vec_f32(a.clone()), to_vec_f32(b.clone()));

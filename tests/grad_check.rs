@@ -5,10 +5,10 @@
 
 use burn::prelude::*;
 use burn::tensor::DType;
-use patcher::model::llama::Llama;
 use patcher::model::LlamaConfig;
+use patcher::model::llama::Llama;
 use patcher::rng::Rng;
-use patcher::train::step::{loss_and_grads, Batch, Example};
+use patcher::train::step::{Batch, Example, loss_and_grads};
 
 fn tiny_cfg(tied: bool, bias: bool) -> LlamaConfig {
     LlamaConfig {

@@ -44,16 +44,11 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
         let bytes = view.data();
         let vals: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => {
-                bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F64 => {
+                bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
             }
-            Dtype::BF16 => {
-                bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-            }
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-                .collect(),
             other => {
                 return Err(Error::Tensor {
                     file: path.display().to_string(),
@@ -75,10 +70,10 @@ pub fn read_model_tensors(dir: &Path) -> Result<NamedTensors> {
         let text = std::fs::read_to_string(&index).at(&index)?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::Format { file: index.display().to_string(), why: e.to_string() })?;
-        let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Format {
-            file: index.display().to_string(),
-            why: "no `weight_map` object".into(),
-        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Format { file: index.display().to_string(), why: "no `weight_map` object".into() })?;
         let mut shards: Vec<&str> = map.values().filter_map(|s| s.as_str()).collect();
         shards.sort();
         shards.dedup();
@@ -153,8 +148,7 @@ pub fn params_to_vecs(params: &[Tensor<2>]) -> Vec<Vec<f32>> {
 
 /// Serialize named f32 tensors to safetensors bytes (with `{"format": "pt"}` metadata).
 pub fn safetensors_bytes(named: &[(String, Vec<usize>, Vec<f32>)]) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> =
-        named.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> = named.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
     let views: Vec<(String, safetensors::tensor::TensorView)> = named
         .iter()
         .zip(&bytes)

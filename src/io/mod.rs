@@ -17,4 +17,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     std::fs::rename(&tmp, path)
 }
+pub mod fetch;
+pub mod gguf;
+pub mod gguf_import;
+pub mod gguf_quant;
+pub mod gguf_tokenizer;
+pub mod gguf_value;
 pub mod hf;

@@ -26,10 +26,13 @@ pub struct HfConfig {
     pub head_dim: Option<usize>,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// transformers >= 5 writes `{"rope_theta": .., "rope_type": ..}` here.
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -48,9 +51,6 @@ pub struct HfConfig {
 
 fn default_eps() -> f64 {
     1e-6
-}
-fn default_theta() -> f64 {
-    10_000.0
 }
 fn default_max_pos() -> usize {
     2048
@@ -83,11 +83,7 @@ impl LlamaConfig {
     /// Resolve a Hugging Face config, rejecting what this decoder does not implement.
     pub fn from_hf(hf: &HfConfig, source: &str) -> Result<Self> {
         let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
-        let bad = |field: &str, why: String| Error::Config {
-            file: source.to_string(),
-            field: field.to_string(),
-            why,
-        };
+        let bad = |field: &str, why: String| Error::Config { file: source.to_string(), field: field.to_string(), why };
         if !matches!(model_type.as_str(), "llama" | "qwen2" | "mistral") {
             return Err(bad(
                 "model_type",
@@ -104,14 +100,21 @@ impl LlamaConfig {
         {
             return Err(bad("rope_scaling", format!("rope scaling is not implemented: {s}")));
         }
+        let params = hf.rope_parameters.as_ref().filter(|p| !p.is_null());
+        if let Some(kind) = params.and_then(|p| p.get("rope_type")).and_then(|t| t.as_str())
+            && kind != "default"
+        {
+            return Err(bad("rope_parameters.rope_type", format!("only default rope is implemented, got `{kind}`")));
+        }
+        let rope_theta = hf
+            .rope_theta
+            .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
+            .unwrap_or(10_000.0);
         let num_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
         if num_kv_heads == 0 || hf.num_attention_heads % num_kv_heads != 0 {
             return Err(bad(
                 "num_key_value_heads",
-                format!(
-                    "{} attention heads are not a multiple of {} kv heads",
-                    hf.num_attention_heads, num_kv_heads
-                ),
+                format!("{} attention heads are not a multiple of {} kv heads", hf.num_attention_heads, num_kv_heads),
             ));
         }
         let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
@@ -137,7 +140,7 @@ impl LlamaConfig {
             num_kv_heads,
             head_dim,
             rms_norm_eps: hf.rms_norm_eps,
-            rope_theta: hf.rope_theta,
+            rope_theta,
             max_position_embeddings: hf.max_position_embeddings,
             bos_token_id: hf.bos_token_id,
             eos_token_ids,

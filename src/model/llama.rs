@@ -220,8 +220,7 @@ impl Llama {
         let hd = self.cfg.head_dim;
         let half = hd / 2;
         let (b, t) = (positions.len(), positions[0].len());
-        let inv: Vec<f64> =
-            (0..half).map(|i| 1.0 / self.cfg.rope_theta.powf((2 * i) as f64 / hd as f64)).collect();
+        let inv: Vec<f64> = (0..half).map(|i| 1.0 / self.cfg.rope_theta.powf((2 * i) as f64 / hd as f64)).collect();
         let mut cos = Vec::with_capacity(b * t * hd);
         let mut sin = Vec::with_capacity(b * t * hd);
         for row in positions {

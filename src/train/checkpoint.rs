@@ -39,7 +39,9 @@ fn named(names: &[String], tensors: &[Option<Tensor<2>>]) -> Vec<(String, Vec<us
 fn slot_names(state: &TrainState) -> Vec<String> {
     match &state.lora {
         None => state.model.specs().into_iter().map(|s| s.name).collect(),
-        Some(l) => (0..l.params.len()).map(|i| format!("lora/{}/{}", i / 2, if i % 2 == 0 { "A" } else { "B" })).collect(),
+        Some(l) => {
+            (0..l.params.len()).map(|i| format!("lora/{}/{}", i / 2, if i % 2 == 0 { "A" } else { "B" })).collect()
+        }
     }
 }
 
@@ -100,10 +102,9 @@ pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Resu
     let text = std::fs::read_to_string(&latest).at(&latest)?;
     let v: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::Format { file: latest.display().to_string(), why: e.to_string() })?;
-    let name = v["checkpoint"].as_str().ok_or_else(|| Error::Format {
-        file: latest.display().to_string(),
-        why: "no `checkpoint` field".into(),
-    })?;
+    let name = v["checkpoint"]
+        .as_str()
+        .ok_or_else(|| Error::Format { file: latest.display().to_string(), why: "no `checkpoint` field".into() })?;
     let ck = dir.join(name);
     let sj = ck.join("state.json");
     let meta: StateJson = serde_json::from_str(&std::fs::read_to_string(&sj).at(&sj)?)
@@ -125,7 +126,11 @@ pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Resu
             why: "missing from checkpoint".into(),
         })?;
         if shape != spec.shape {
-            return Err(Error::Tensor { file: ck.display().to_string(), tensor: spec.name.clone(), why: format!("shape {shape:?}") });
+            return Err(Error::Tensor {
+                file: ck.display().to_string(),
+                tensor: spec.name.clone(),
+                why: format!("shape {shape:?}"),
+            });
         }
         *p = Tensor::<2>::from_data(TensorData::new(vals, spec.shape2()), &device);
     }

@@ -109,7 +109,10 @@ fn state_grads(state: &TrainState, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>
             let loss = crate::model::llama::masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone());
             let grads = loss.backward();
             let value = loss.inner().into_scalar::<f32>() as f64;
-            let g = tracked.iter().map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))).collect();
+            let g = tracked
+                .iter()
+                .map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like())))
+                .collect();
             (value, g)
         }
     }
@@ -145,7 +148,14 @@ pub fn train_step(state: &mut TrainState, cfg: &TrainConfig, data: &Mixture, pad
         Some(l) => optim::step(&cfg.optimizer, &mut state.opt, &mut l.params, &grads, lr),
     }
     state.step += 1;
-    Ok(StepStats { step: state.step, loss: loss_sum / accum as f64, lr, grad_norm, tokens, seconds: t0.elapsed().as_secs_f64() })
+    Ok(StepStats {
+        step: state.step,
+        loss: loss_sum / accum as f64,
+        lr,
+        grad_norm,
+        tokens,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Where and how a run reports: all optional.
@@ -167,7 +177,13 @@ pub struct RunOptions<'a> {
 
 /// Train `state` for `cfg.steps` steps (or until `stop_after`), resuming from `out_dir`'s
 /// latest checkpoint when there is one.
-pub fn run(mut state: TrainState, cfg: &TrainConfig, data: &Mixture, pad_id: u32, mut opts: RunOptions) -> Result<TrainState> {
+pub fn run(
+    mut state: TrainState,
+    cfg: &TrainConfig,
+    data: &Mixture,
+    pad_id: u32,
+    mut opts: RunOptions,
+) -> Result<TrainState> {
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir).at(dir)?;
         if let Some(resumed) = checkpoint::load_latest(dir, &state, cfg)? {

@@ -74,7 +74,13 @@ impl OptimState {
 }
 
 /// One optimizer step in place: `params[i] <- update(params[i], grads[i])` at learning rate `lr`.
-pub fn step(cfg: &OptimizerConfig, state: &mut OptimState, params: &mut [Tensor<2>], grads: &[Option<Tensor<2>>], lr: f64) {
+pub fn step(
+    cfg: &OptimizerConfig,
+    state: &mut OptimState,
+    params: &mut [Tensor<2>],
+    grads: &[Option<Tensor<2>>],
+    lr: f64,
+) {
     assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
     if state.m.len() != params.len() {
         *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
@@ -130,11 +136,7 @@ pub fn step(cfg: &OptimizerConfig, state: &mut OptimState, params: &mut [Tensor<
 
 /// Global L2 norm of the gradients (frozen slots skipped).
 pub fn grad_norm(grads: &[Option<Tensor<2>>]) -> f64 {
-    let sq: f64 = grads
-        .iter()
-        .flatten()
-        .map(|g| g.clone().inner().square().sum().into_scalar::<f32>() as f64)
-        .sum();
+    let sq: f64 = grads.iter().flatten().map(|g| g.clone().inner().square().sum().into_scalar::<f32>() as f64).sum();
     sq.sqrt()
 }
 

@@ -73,11 +73,8 @@ pub fn loss_and_grads(model: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2
     let loss = masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone());
     let grads = loss.backward();
     let value = loss.inner().into_scalar::<f32>() as f64;
-    let g = tracked
-        .params
-        .iter()
-        .map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like())))
-        .collect();
+    let g =
+        tracked.params.iter().map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))).collect();
     (value, g)
 }
 
