@@ -86,8 +86,8 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("unknown model `{name}` (known: smollm2-135m)");
             }
             let out = out.unwrap_or_else(|| PathBuf::from("models/smollm2-135m-instruct"));
-            patcher::io::fetch::fetch_smollm2(&out)?;
-            println!("SmolLM2-135M-Instruct is in {}", out.display());
+            let outcome = patcher::io::fetch::fetch_smollm2(&out)?;
+            println!("{outcome}");
         }
         Cmd::Import { gguf, out } => {
             let t0 = std::time::Instant::now();

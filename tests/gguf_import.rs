@@ -46,9 +46,7 @@ unsafe impl GlobalAlloc for MaxAlloc {
 static ALLOC: MaxAlloc = MaxAlloc;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn json(path: &Path) -> Value {
@@ -78,10 +76,7 @@ fn imported(tag: &str) -> TestDir {
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 #[test]
@@ -102,27 +97,13 @@ fn fixture_tensors_match_gguf_py() {
         assert_eq!(a.shape(), b.shape(), "{name}");
         assert_eq!(b.dtype(), safetensors::Dtype::F32, "{name}");
         let (x, y) = (f32s(a.data()), f32s(b.data()));
-        let diff = x
-            .iter()
-            .zip(&y)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let diff = x.iter().zip(&y).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
         if diff >= worst.0 {
             worst = (diff, name.clone());
         }
     }
-    eprintln!(
-        "{} tensors, max abs difference {:e} ({})",
-        names.len(),
-        worst.0,
-        worst.1
-    );
-    assert!(
-        worst.0 <= 1e-6,
-        "max abs difference {} in {}",
-        worst.0,
-        worst.1
-    );
+    eprintln!("{} tensors, max abs difference {:e} ({})", names.len(), worst.0, worst.1);
+    assert!(worst.0 <= 1e-6, "max abs difference {} in {}", worst.0, worst.1);
 }
 
 #[test]
@@ -155,24 +136,11 @@ fn fixture_config_matches_transformers() {
     assert_eq!(ours["pad_token_id"], 2); // the GGUF names a pad token; the HF original has none
     assert_eq!(ours["torch_dtype"], "float32");
     let gen_config = json(&out.join("generation_config.json"));
-    assert_eq!(
-        (
-            gen_config["bos_token_id"].as_u64(),
-            gen_config["eos_token_id"].as_u64()
-        ),
-        (Some(1), Some(2))
-    );
+    assert_eq!((gen_config["bos_token_id"].as_u64(), gen_config["eos_token_id"].as_u64()), (Some(1), Some(2)));
 
     let tc = json(&out.join("tokenizer_config.json"));
     let want = json(&fixture("tokenizer/tokenizer_config.json"));
-    for key in [
-        "chat_template",
-        "bos_token",
-        "eos_token",
-        "pad_token",
-        "unk_token",
-        "add_bos_token",
-    ] {
+    for key in ["chat_template", "bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token"] {
         assert_eq!(tc[key], want[key], "tokenizer_config.json {key}");
     }
     assert_eq!(tc["tokenizer_class"], "PreTrainedTokenizerFast");
@@ -194,17 +162,9 @@ fn fixture_tokenizer_matches_python_tokenizers() {
         let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         let got = ours.encode(text, false).unwrap();
         assert_eq!(got.get_ids(), ids, "ids of {text:?}");
-        assert_eq!(
-            reference.encode(text, false).unwrap().get_ids(),
-            ids,
-            "reference {text:?}"
-        );
+        assert_eq!(reference.encode(text, false).unwrap().get_ids(), ids, "reference {text:?}");
         let decoded = ours.decode(&ids, false).unwrap();
-        assert_eq!(
-            decoded,
-            case["decoded"].as_str().unwrap(),
-            "decode of {text:?}"
-        );
+        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "decode of {text:?}");
     }
     eprintln!("{} tokenizer cases identical", cases.len());
 }
@@ -218,10 +178,7 @@ fn corrupt_fixture_copies_never_panic_or_overallocate() {
     let full = GgufFile::from_bytes("fixture", good.clone()).unwrap();
     let data_offset = full.data_offset() as usize;
     // Bytes after the end of the last tensor (alignment padding) may be cut harmlessly.
-    let needed = full
-        .tensors()
-        .iter()
-        .map(|t| data_offset + (t.offset + t.n_bytes) as usize);
+    let needed = full.tensors().iter().map(|t| data_offset + (t.offset + t.n_bytes) as usize);
     let needed = needed.max().unwrap_or(data_offset);
     let limit = 16 * good.len();
     let check = |bytes: Vec<u8>| -> bool {
@@ -240,10 +197,7 @@ fn corrupt_fixture_copies_never_panic_or_overallocate() {
             }
         };
         let largest = LARGEST.with(|m| m.get());
-        assert!(
-            largest <= limit + len,
-            "allocation of {largest} bytes for a {len}-byte file"
-        );
+        assert!(largest <= limit + len, "allocation of {largest} bytes for a {len}-byte file");
         ok
     };
     let lengths = (0..data_offset).chain((data_offset..needed).step_by(7));

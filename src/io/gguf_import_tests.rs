@@ -41,10 +41,7 @@ fn unpermute_matches_the_index_formula_and_inverts_permute() {
         }
     }
     assert_eq!(permute(&u, rows, cols, n_head), w);
-    assert_eq!(
-        unpermute_qk(&permute(&w, rows, cols, n_head), rows, cols, n_head),
-        w
-    );
+    assert_eq!(unpermute_qk(&permute(&w, rows, cols, n_head), rows, cols, n_head), w);
     // Bias: one column.
     assert_eq!(unpermute_qk(&[0., 1., 2., 3.], 4, 1, 1), [0., 2., 1., 3.]);
 }
@@ -74,109 +71,36 @@ fn tiny_llama(untied: bool) -> (Writer, Tensors) {
     tiny_tokenizer(&mut w, "smollm");
     let mut want = Tensors::new();
     let mut seed = 0.0f32;
-    let mut add =
-        |w: &mut Writer, gguf: &str, hf: &str, shape: Vec<usize>, heads: Option<usize>| {
-            let n: usize = shape.iter().product();
-            let data: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.001).collect();
-            seed += 1.0;
-            let stored = match heads {
-                Some(h) => permute(&data, shape[0], shape.get(1).copied().unwrap_or(1), h),
-                None => data.clone(),
-            };
-            w.tensor_f32(gguf, &shape, &stored);
-            want.insert(hf.to_string(), (shape, data));
+    let mut add = |w: &mut Writer, gguf: &str, hf: &str, shape: Vec<usize>, heads: Option<usize>| {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.001).collect();
+        seed += 1.0;
+        let stored = match heads {
+            Some(h) => permute(&data, shape[0], shape.get(1).copied().unwrap_or(1), h),
+            None => data.clone(),
         };
-    add(
-        &mut w,
-        "token_embd.weight",
-        "model.embed_tokens.weight",
-        vec![VOCAB, E],
-        None,
-    );
+        w.tensor_f32(gguf, &shape, &stored);
+        want.insert(hf.to_string(), (shape, data));
+    };
+    add(&mut w, "token_embd.weight", "model.embed_tokens.weight", vec![VOCAB, E], None);
     for l in 0..2 {
         let hf = |s: &str| format!("model.layers.{l}.{s}");
         let g = |s: &str| format!("blk.{l}.{s}");
-        add(
-            &mut w,
-            &g("attn_norm.weight"),
-            &hf("input_layernorm.weight"),
-            vec![E],
-            None,
-        );
+        add(&mut w, &g("attn_norm.weight"), &hf("input_layernorm.weight"), vec![E], None);
         let q = HEADS * HD;
         let kv = KV_HEADS * HD;
-        add(
-            &mut w,
-            &g("attn_q.weight"),
-            &hf("self_attn.q_proj.weight"),
-            vec![q, E],
-            Some(HEADS),
-        );
-        add(
-            &mut w,
-            &g("attn_k.weight"),
-            &hf("self_attn.k_proj.weight"),
-            vec![kv, E],
-            Some(KV_HEADS),
-        );
-        add(
-            &mut w,
-            &g("attn_v.weight"),
-            &hf("self_attn.v_proj.weight"),
-            vec![kv, E],
-            None,
-        );
-        add(
-            &mut w,
-            &g("attn_output.weight"),
-            &hf("self_attn.o_proj.weight"),
-            vec![E, q],
-            None,
-        );
-        add(
-            &mut w,
-            &g("ffn_norm.weight"),
-            &hf("post_attention_layernorm.weight"),
-            vec![E],
-            None,
-        );
-        add(
-            &mut w,
-            &g("ffn_gate.weight"),
-            &hf("mlp.gate_proj.weight"),
-            vec![FF, E],
-            None,
-        );
-        add(
-            &mut w,
-            &g("ffn_up.weight"),
-            &hf("mlp.up_proj.weight"),
-            vec![FF, E],
-            None,
-        );
-        add(
-            &mut w,
-            &g("ffn_down.weight"),
-            &hf("mlp.down_proj.weight"),
-            vec![E, FF],
-            None,
-        );
+        add(&mut w, &g("attn_q.weight"), &hf("self_attn.q_proj.weight"), vec![q, E], Some(HEADS));
+        add(&mut w, &g("attn_k.weight"), &hf("self_attn.k_proj.weight"), vec![kv, E], Some(KV_HEADS));
+        add(&mut w, &g("attn_v.weight"), &hf("self_attn.v_proj.weight"), vec![kv, E], None);
+        add(&mut w, &g("attn_output.weight"), &hf("self_attn.o_proj.weight"), vec![E, q], None);
+        add(&mut w, &g("ffn_norm.weight"), &hf("post_attention_layernorm.weight"), vec![E], None);
+        add(&mut w, &g("ffn_gate.weight"), &hf("mlp.gate_proj.weight"), vec![FF, E], None);
+        add(&mut w, &g("ffn_up.weight"), &hf("mlp.up_proj.weight"), vec![FF, E], None);
+        add(&mut w, &g("ffn_down.weight"), &hf("mlp.down_proj.weight"), vec![E, FF], None);
     }
-    add(
-        &mut w,
-        "output_norm.weight",
-        "model.norm.weight",
-        vec![E],
-        None,
-    );
+    add(&mut w, "output_norm.weight", "model.norm.weight", vec![E], None);
     if untied {
-        add(
-            &mut w,
-            "output.weight",
-            "lm_head.weight",
-            vec![VOCAB, E],
-            None,
-        );
+        add(&mut w, "output.weight", "lm_head.weight", vec![VOCAB, E], None);
     }
     (w, want)
 }
@@ -217,17 +141,11 @@ fn imports_tiny_llama_with_unpermuted_qk() {
         assert_eq!(summary.tied_embeddings, !untied);
         let params: usize = want.values().map(|(_, d)| d.len()).sum();
         assert_eq!(summary.n_params, params as u64);
-        assert_eq!(
-            summary.by_type,
-            BTreeMap::from([("F32".to_string(), want.len())])
-        );
+        assert_eq!(summary.by_type, BTreeMap::from([("F32".to_string(), want.len())]));
 
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let format = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get("format").cloned());
+        let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
         assert_eq!(format.as_deref(), Some("pt"));
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.len(), want.len());
@@ -235,11 +153,8 @@ fn imports_tiny_llama_with_unpermuted_qk() {
             let t = st.tensor(name).unwrap();
             assert_eq!(t.dtype(), safetensors::Dtype::F32);
             assert_eq!(t.shape(), shape.as_slice(), "{name}");
-            let got: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let got: Vec<f32> =
+                t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             assert_eq!(&got, data, "{name}");
         }
 
@@ -255,10 +170,7 @@ fn imports_tiny_llama_with_unpermuted_qk() {
         assert_eq!(c["rope_theta"], 100000.0);
         assert_eq!(c["max_position_embeddings"], 64);
         assert_eq!(c["tie_word_embeddings"], !untied);
-        assert_eq!(
-            (c["bos_token_id"].clone(), c["eos_token_id"].clone()),
-            (json!(1), json!(2))
-        );
+        assert_eq!((c["bos_token_id"].clone(), c["eos_token_id"].clone()), (json!(1), json!(2)));
         assert_eq!(c["attention_bias"], false);
 
         let tc = read_json(&out.join("tokenizer_config.json"));
@@ -269,10 +181,7 @@ fn imports_tiny_llama_with_unpermuted_qk() {
         let g = read_json(&out.join("generation_config.json"));
         assert_eq!(g["pad_token_id"], 2);
         let tok = tokenizers::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
-        assert_eq!(
-            tok.encode("<|im_end|> the", false).unwrap().get_ids(),
-            [2, 261]
-        );
+        assert_eq!(tok.encode("<|im_end|> the", false).unwrap().get_ids(), [2, 261]);
     }
 }
 
@@ -287,10 +196,7 @@ fn import_errors_name_the_problem() {
     let mut w = Writer::new();
     w.str("general.architecture", "falcon");
     let e = err(&w, "arch");
-    assert!(
-        e.contains("\"falcon\"") && e.contains("llama, qwen2"),
-        "{e}"
-    );
+    assert!(e.contains("\"falcon\"") && e.contains("llama, qwen2"), "{e}");
 
     let (mut w, _) = tiny_llama(false);
     w.tensor_f32("blk.0.attn_q.bias", &[HEADS * HD], &[0.0; HEADS * HD]);
@@ -303,30 +209,18 @@ fn import_errors_name_the_problem() {
     let (mut w, _) = tiny_llama(false);
     w.set("llama.feed_forward_length", GgufValue::U32(10));
     let e = err(&w, "shape");
-    assert!(
-        e.contains("blk.0.ffn_gate.weight") && e.contains("[12, 8]"),
-        "{e}"
-    );
+    assert!(e.contains("blk.0.ffn_gate.weight") && e.contains("[12, 8]"), "{e}");
     assert!(e.contains("expected [10, 8]"), "{e}");
 
     let (mut w, _) = tiny_llama(false);
-    w.set(
-        "tokenizer.ggml.pre",
-        GgufValue::String("deepseek-llm".into()),
-    );
+    w.set("tokenizer.ggml.pre", GgufValue::String("deepseek-llm".into()));
     let e = err(&w, "pre");
-    assert!(
-        e.contains("\"deepseek-llm\"") && e.contains("smollm"),
-        "{e}"
-    );
+    assert!(e.contains("\"deepseek-llm\"") && e.contains("smollm"), "{e}");
 
     let (mut w, _) = tiny_llama(false);
     w.set("llama.attention.head_count", GgufValue::String("2".into()));
     let e = err(&w, "heads");
-    assert!(
-        e.contains("llama.attention.head_count") && e.contains("string"),
-        "{e}"
-    );
+    assert!(e.contains("llama.attention.head_count") && e.contains("string"), "{e}");
 }
 
 #[test]
@@ -338,33 +232,15 @@ fn qwen2_keeps_rows_and_needs_biases() {
     let mut q = Writer::new();
     for (k, v) in f.metadata() {
         let k = k.replace("llama.", "qwen2.");
-        let v = if k == "general.architecture" {
-            GgufValue::String("qwen2".into())
-        } else {
-            v.clone()
-        };
+        let v = if k == "general.architecture" { GgufValue::String("qwen2".into()) } else { v.clone() };
         q.kv(&k, v);
     }
     for t in f.tensors() {
-        q.tensor(
-            &t.name,
-            &t.dims,
-            t.ggml_type,
-            f.tensor_bytes(&t.name).unwrap().to_vec(),
-        );
+        q.tensor(&t.name, &t.dims, t.ggml_type, f.tensor_bytes(&t.name).unwrap().to_vec());
     }
-    assert!(
-        import(&q, "qwen-nobias")
-            .unwrap_err()
-            .to_string()
-            .contains("attn_q.bias")
-    );
+    assert!(import(&q, "qwen-nobias").unwrap_err().to_string().contains("attn_q.bias"));
     for l in 0..2 {
-        for (p, n) in [
-            ("q", HEADS * HD),
-            ("k", KV_HEADS * HD),
-            ("v", KV_HEADS * HD),
-        ] {
+        for (p, n) in [("q", HEADS * HD), ("k", KV_HEADS * HD), ("v", KV_HEADS * HD)] {
             let b: Vec<f32> = (0..n).map(|i| i as f32).collect();
             q.tensor_f32(&format!("blk.{l}.attn_{p}.bias"), &[n], &b);
         }
@@ -378,11 +254,7 @@ fn qwen2_keeps_rows_and_needs_biases() {
     let qw = st.tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
     let (shape, hf) = &want["model.layers.0.self_attn.q_proj.weight"];
     let stored = permute(hf, shape[0], shape[1], HEADS);
-    let got: Vec<f32> = qw
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let got: Vec<f32> = qw.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     assert_eq!(got, stored);
     let qb = st.tensor("model.layers.1.self_attn.k_proj.bias").unwrap();
     assert_eq!(qb.shape(), [KV_HEADS * HD]);

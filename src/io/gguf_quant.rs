@@ -124,10 +124,7 @@ impl GgmlType {
     /// Whether [`dequantize`] can convert this type.
     pub fn can_dequantize(self) -> bool {
         use GgmlType::*;
-        matches!(
-            self,
-            F32 | F16 | BF16 | F64 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4_K | Q5_K | Q6_K
-        )
+        matches!(self, F32 | F16 | BF16 | F64 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q4_K | Q5_K | Q6_K)
     }
 
     /// Bytes needed for `n_elements` elements, or `None` when `n_elements` is not a whole
@@ -153,12 +150,7 @@ pub enum DequantError {
     #[error("dequantization of {0} is not implemented")]
     Unsupported(GgmlType),
     #[error("{ty}: {n_elements} elements need {expected:?} bytes, got {actual}")]
-    SizeMismatch {
-        ty: GgmlType,
-        n_elements: usize,
-        expected: Option<u64>,
-        actual: usize,
-    },
+    SizeMismatch { ty: GgmlType, n_elements: usize, expected: Option<u64>, actual: usize },
 }
 
 /// Dequantize `n_elements` values of type `ty` stored in `data` (exactly
@@ -166,12 +158,7 @@ pub enum DequantError {
 pub fn dequantize(ty: GgmlType, data: &[u8], n_elements: usize) -> Result<Vec<f32>, DequantError> {
     let expected = ty.bytes_for(n_elements as u64);
     if expected != Some(data.len() as u64) {
-        return Err(DequantError::SizeMismatch {
-            ty,
-            n_elements,
-            expected,
-            actual: data.len(),
-        });
+        return Err(DequantError::SizeMismatch { ty, n_elements, expected, actual: data.len() });
     }
     if !ty.can_dequantize() {
         return Err(DequantError::Unsupported(ty));
@@ -266,10 +253,7 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
-        (
-            (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4),
-            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
-        )
+        ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
     }
 }
 
@@ -349,10 +333,7 @@ mod tests {
     fn type_table_is_consistent() {
         for (ty, id, name, bs, ts) in TYPES {
             assert_eq!(GgmlType::from_id(id), Some(ty));
-            assert_eq!(
-                (ty.id(), ty.name(), ty.block_size(), ty.type_size()),
-                (id, name, bs, ts)
-            );
+            assert_eq!((ty.id(), ty.name(), ty.block_size(), ty.type_size()), (id, name, bs, ts));
         }
         assert_eq!(GgmlType::from_id(4), None);
         assert_eq!(GgmlType::from_id(31), None);
@@ -367,10 +348,7 @@ mod tests {
         for x in [1.5f32, -2.25, 0.0, 65504.0] {
             b.extend_from_slice(&x.to_le_bytes());
         }
-        assert_eq!(
-            dequantize(GgmlType::F32, &b, 4).unwrap(),
-            [1.5, -2.25, 0.0, 65504.0]
-        );
+        assert_eq!(dequantize(GgmlType::F32, &b, 4).unwrap(), [1.5, -2.25, 0.0, 65504.0]);
         // f16: 0x3C00 = 1.0, 0xC000 = -2.0, 0x3555 = 0.333251953125, 0x0001 = 2^-24.
         let b = [0x00, 0x3C, 0x00, 0xC0, 0x55, 0x35, 0x01, 0x00];
         let want = [1.0, -2.0, 0.333_251_95, 5.960_464_5e-8];
@@ -510,23 +488,89 @@ mod tests {
         assert_eq!(y[128], 0.0); // second half: scales 0
     }
 
+    /// Two pseudo-random blocks (SplitMix64 bytes seeded with the type id, scales forced to
+    /// d = 0.01, dmin = 0.02) against values printed by gguf-py's `gguf.quants.dequantize`.
+    #[test]
+    fn k_quants_match_gguf_py_golden_values() {
+        type Golden = (GgmlType, &'static [usize], [(usize, f32); 8], f64);
+        let cases: [Golden; 3] = [
+            (
+                GgmlType::Q4_K,
+                &[0, 2],
+                [
+                    (0, 2.860611),
+                    (1, 2.4005127),
+                    (17, 0.10002136),
+                    (37, 2.280487),
+                    (100, 1.6203461),
+                    (255, 0.32006836),
+                    (256, 6.1213074),
+                    (511, 5.3811493),
+                ],
+                1090.3928833007812,
+            ),
+            (
+                GgmlType::Q5_K,
+                &[0, 2],
+                [
+                    (0, 4.8810425),
+                    (1, 3.4807434),
+                    (17, 3.4807434),
+                    (37, 5.1010895),
+                    (100, 3.160675),
+                    (255, 2.4605255),
+                    (256, 5.861252),
+                    (511, 6.621414),
+                ],
+                1953.2971801757812,
+            ),
+            (
+                GgmlType::Q6_K,
+                &[208],
+                [
+                    (0, -9.101944),
+                    (1, -6.5013885),
+                    (17, -7.8016663),
+                    (37, -21.564606),
+                    (100, 0.0),
+                    (255, -10.44223),
+                    (256, 0.16003418),
+                    (511, 12.162598),
+                ],
+                -146.9413833618164,
+            ),
+        ];
+        for (ty, scale_at, values, sum) in cases {
+            let mut state = ty.id() as u64;
+            let mut bytes: Vec<u8> = (0..2 * ty.type_size())
+                .map(|_| {
+                    state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    (z ^ (z >> 31)) as u8
+                })
+                .collect();
+            for block in bytes.chunks_exact_mut(ty.type_size()) {
+                for (k, &at) in scale_at.iter().enumerate() {
+                    let v = if k == 0 { 0.01 } else { 0.02 };
+                    block[at..at + 2].copy_from_slice(&h(v));
+                }
+            }
+            let y = dequantize(ty, &bytes, 512).unwrap();
+            for (i, v) in values {
+                assert_eq!(y[i], v, "{ty} element {i}");
+            }
+            let total: f64 = y.iter().map(|&x| x as f64).sum();
+            assert!((total - sum).abs() < 1e-9, "{ty} sum {total} vs {sum}");
+        }
+    }
+
     #[test]
     fn size_checks_and_unsupported() {
-        assert!(matches!(
-            dequantize(GgmlType::Q4_1, &[0; 19], 32),
-            Err(DequantError::SizeMismatch { .. })
-        ));
-        assert!(matches!(
-            dequantize(GgmlType::Q8_0, &[0; 34], 31),
-            Err(DequantError::SizeMismatch { .. })
-        ));
-        assert_eq!(
-            dequantize(GgmlType::Q2_K, &[0; 84], 256),
-            Err(DequantError::Unsupported(GgmlType::Q2_K))
-        );
-        assert_eq!(
-            dequantize(GgmlType::Q4_0, &[], 0).unwrap(),
-            Vec::<f32>::new()
-        );
+        assert!(matches!(dequantize(GgmlType::Q4_1, &[0; 19], 32), Err(DequantError::SizeMismatch { .. })));
+        assert!(matches!(dequantize(GgmlType::Q8_0, &[0; 34], 31), Err(DequantError::SizeMismatch { .. })));
+        assert_eq!(dequantize(GgmlType::Q2_K, &[0; 84], 256), Err(DequantError::Unsupported(GgmlType::Q2_K)));
+        assert_eq!(dequantize(GgmlType::Q4_0, &[], 0).unwrap(), Vec::<f32>::new());
     }
 }

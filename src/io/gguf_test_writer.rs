@@ -13,12 +13,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Self {
-            version: 3,
-            alignment: 32,
-            kv: Vec::new(),
-            tensors: Vec::new(),
-        }
+        Self { version: 3, alignment: 32, kv: Vec::new(), tensors: Vec::new() }
     }
 
     pub fn kv(&mut self, key: &str, value: GgufValue) -> &mut Self {
@@ -54,8 +49,7 @@ impl Writer {
 
     /// A tensor with GGUF-order `dims` (fastest first) and raw stored bytes.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> &mut Self {
-        self.tensors
-            .push((name.to_string(), dims.to_vec(), ty, data));
+        self.tensors.push((name.to_string(), dims.to_vec(), ty, data));
         self
     }
 

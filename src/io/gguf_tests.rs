@@ -28,10 +28,7 @@ fn sample() -> Writer {
         .kv("scores", GgufValue::Array(GgufArray::F32(vec![0.0, -1.5])))
         .kv(
             "nested",
-            GgufValue::Array(GgufArray::Array(vec![
-                GgufArray::U8(vec![1, 2]),
-                GgufArray::Bool(vec![false]),
-            ])),
+            GgufValue::Array(GgufArray::Array(vec![GgufArray::U8(vec![1, 2]), GgufArray::Bool(vec![false])])),
         );
     w.tensor_f32("f32", &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
     w.tensor("f16", &[2], GgmlType::F16, [h(0.5), h(-4.0)].concat());
@@ -52,10 +49,7 @@ fn round_trip_metadata_and_tensors() {
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
     assert_eq!(f.get_u32("llama.block_count").unwrap(), 2);
-    assert_eq!(
-        f.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(),
-        1e-5
-    );
+    assert_eq!(f.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(), 1e-5);
     assert_eq!(f.get_u32("u8").unwrap(), 200);
     assert_eq!(f.get("i8"), Some(&GgufValue::I8(-3)));
     assert_eq!(f.get_u32("u16").unwrap(), 65000);
@@ -69,10 +63,7 @@ fn round_trip_metadata_and_tensors() {
     assert_eq!(f.get_f32_array("scores").unwrap(), [0.0, -1.5]);
     match f.get("nested") {
         Some(GgufValue::Array(GgufArray::Array(v))) => {
-            assert_eq!(
-                v,
-                &[GgufArray::U8(vec![1, 2]), GgufArray::Bool(vec![false])]
-            )
+            assert_eq!(v, &[GgufArray::U8(vec![1, 2]), GgufArray::Bool(vec![false])])
         }
         other => panic!("nested: {other:?}"),
     }
@@ -109,10 +100,7 @@ fn accessor_errors_name_the_key() {
     let e = f.get_u32("nope").unwrap_err().to_string();
     assert!(e.contains("x.gguf") && e.contains("\"nope\""), "{e}");
     let e = f.get_u32("general.architecture").unwrap_err().to_string();
-    assert!(
-        e.contains("general.architecture") && e.contains("string"),
-        "{e}"
-    );
+    assert!(e.contains("general.architecture") && e.contains("string"), "{e}");
     let e = f.get_u32("i8").unwrap_err().to_string();
     assert!(e.contains("\"i8\"") && e.contains("-3"), "{e}");
     let e = f.get_str_array("types").unwrap_err().to_string();
@@ -126,24 +114,14 @@ fn accessor_errors_name_the_key() {
 #[test]
 fn unsupported_tensor_type_is_named() {
     let mut w = Writer::new();
-    w.tensor(
-        "blk.0.ffn_up.weight",
-        &[256],
-        GgmlType::IQ2_XXS,
-        vec![0; 66],
-    );
+    w.tensor("blk.0.ffn_up.weight", &[256], GgmlType::IQ2_XXS, vec![0; 66]);
     let f = GgufFile::from_bytes("q.gguf", w.to_bytes()).unwrap();
     let e = f.tensor_f32("blk.0.ffn_up.weight").unwrap_err().to_string();
-    assert!(
-        e.contains("unsupported tensor type IQ2_XXS for tensor \"blk.0.ffn_up.weight\""),
-        "{e}"
-    );
+    assert!(e.contains("unsupported tensor type IQ2_XXS for tensor \"blk.0.ffn_up.weight\""), "{e}");
 }
 
 fn err_of(bytes: Vec<u8>) -> String {
-    GgufFile::from_bytes("bad.gguf", bytes)
-        .unwrap_err()
-        .to_string()
+    GgufFile::from_bytes("bad.gguf", bytes).unwrap_err().to_string()
 }
 
 #[test]
@@ -189,8 +167,7 @@ fn specific_corruptions_are_reported() {
     w.tensor("t", &[1u64 << 62, 8], GgmlType::F32, vec![0; 4]);
     assert!(err_of(w.to_bytes()).contains("\"t\""));
     let mut w = Writer::new();
-    w.tensor_f32("t", &[1], &[1.0])
-        .tensor_f32("t", &[1], &[2.0]);
+    w.tensor_f32("t", &[1], &[1.0]).tensor_f32("t", &[1], &[2.0]);
     assert!(err_of(w.to_bytes()).contains("duplicate tensor name"));
 }
 
@@ -215,10 +192,7 @@ fn every_truncation_is_an_error_not_a_panic() {
     let good = sample().to_bytes();
     let full = GgufFile::from_bytes("t.gguf", good.clone()).unwrap();
     // The writer pads after the last tensor too; cutting only that padding is harmless.
-    let needed = full
-        .tensors()
-        .iter()
-        .map(|t| full.data_offset() + t.offset + t.n_bytes);
+    let needed = full.tensors().iter().map(|t| full.data_offset() + t.offset + t.n_bytes);
     let needed = needed.max().unwrap() as usize;
     assert!(needed < good.len());
     for n in 0..good.len() {
@@ -228,10 +202,7 @@ fn every_truncation_is_an_error_not_a_panic() {
             Err(e) => assert!(!e.to_string().is_empty()),
         }
     }
-    exercise(
-        &GgufFile::from_bytes("t.gguf", good.clone()).unwrap(),
-        good.len(),
-    );
+    exercise(&GgufFile::from_bytes("t.gguf", good.clone()).unwrap(), good.len());
 }
 
 #[test]

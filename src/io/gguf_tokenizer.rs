@@ -37,7 +37,8 @@ pub const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 /// Llama 3 (`llama-bpe`) split regex, as in Meta's `tokenizer.json`.
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2 split regex (single digits), as in Qwen's `tokenizer.json`.
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// One special token: id and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,20 +65,14 @@ pub struct GgufTokenizer {
 
 /// Build the tokenizer described by `gguf`'s metadata.
 pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, GgufError> {
-    let err = |msg: String| GgufError::Tokenizer {
-        path: gguf.path().to_path_buf(),
-        msg,
-    };
+    let err = |msg: String| GgufError::Tokenizer { path: gguf.path().to_path_buf(), msg };
     let model = gguf.get_str("tokenizer.ggml.model")?;
     if model != "gpt2" {
         return Err(err(format!(
             "tokenizer.ggml.model = {model:?} is not supported (supported: \"gpt2\", byte-level BPE)"
         )));
     }
-    let pre = gguf
-        .get_str_opt("tokenizer.ggml.pre")?
-        .unwrap_or("default")
-        .to_string();
+    let pre = gguf.get_str_opt("tokenizer.ggml.pre")?.unwrap_or("default").to_string();
     let pre_tokenizer = pre_tokenizer_for(&pre).map_err(err)?;
 
     let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
@@ -96,9 +91,7 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, GgufError> 
     for (id, tok) in tokens.iter().enumerate() {
         let id = u32::try_from(id).map_err(|_| err("more than 2^32 tokens".into()))?;
         if let Some(prev) = vocab.insert(tok.clone(), id) {
-            return Err(err(format!(
-                "token {tok:?} appears twice (ids {prev} and {id})"
-            )));
+            return Err(err(format!("token {tok:?} appears twice (ids {prev} and {id})")));
         }
     }
     let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
@@ -107,9 +100,7 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, GgufError> 
         .enumerate()
         .map(|(i, m)| match m.split_once(' ') {
             Some((a, b)) => Ok((a.to_string(), b.to_string())),
-            None => Err(err(format!(
-                "tokenizer.ggml.merges[{i}] = {m:?} has no space"
-            ))),
+            None => Err(err(format!("tokenizer.ggml.merges[{i}] = {m:?} has no space"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let n_merges = merges.len();
@@ -127,38 +118,25 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, GgufError> 
             return Ok(None);
         };
         match tokens.get(id as usize) {
-            Some(text) => Ok(Some(TokenRef {
-                id,
-                text: text.clone(),
-            })),
-            None => Err(err(format!(
-                "{key} = {id} is outside the {}-token vocabulary",
-                tokens.len()
-            ))),
+            Some(text) => Ok(Some(TokenRef { id, text: text.clone() })),
+            None => Err(err(format!("{key} = {id} is outside the {}-token vocabulary", tokens.len()))),
         }
     };
     let bos = special("tokenizer.ggml.bos_token_id")?;
     let eos = special("tokenizer.ggml.eos_token_id")?;
     let unk = special("tokenizer.ggml.unknown_token_id")?;
     let pad = special("tokenizer.ggml.padding_token_id")?;
-    let add_bos = gguf
-        .get_bool_opt("tokenizer.ggml.add_bos_token")?
-        .unwrap_or(false);
-    let add_eos = gguf
-        .get_bool_opt("tokenizer.ggml.add_eos_token")?
-        .unwrap_or(false);
+    let add_bos = gguf.get_bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+    let add_eos = gguf.get_bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
     tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
-    tokenizer.with_post_processor(Some(
-        post_processor(&bos, &eos, add_bos, add_eos).map_err(err)?,
-    ));
+    tokenizer.with_post_processor(Some(post_processor(&bos, &eos, add_bos, add_eos).map_err(err)?));
 
     let added = |wanted: i64, special: bool| -> Vec<AddedToken> {
         let ids = types.iter().zip(tokens).filter(|(t, _)| **t == wanted);
-        ids.map(|(_, tok)| AddedToken::from(tok.clone(), special))
-            .collect()
+        ids.map(|(_, tok)| AddedToken::from(tok.clone(), special)).collect()
     };
     tokenizer.add_special_tokens(&added(TOKEN_TYPE_CONTROL, true));
     tokenizer.add_tokens(&added(TOKEN_TYPE_USER_DEFINED, false));
@@ -174,42 +152,23 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<GgufTokenizer, GgufError> 
         pad,
         add_bos,
         add_eos,
-        chat_template: gguf
-            .get_str_opt("tokenizer.chat_template")?
-            .map(str::to_string),
+        chat_template: gguf.get_str_opt("tokenizer.chat_template")?.map(str::to_string),
     })
 }
 
 /// The `tokenizer.json` pre-tokenizer for a `tokenizer.ggml.pre` name.
 fn pre_tokenizer_for(pre: &str) -> Result<PreTokenizerWrapper, String> {
     let split = |re: &str| -> Result<PreTokenizerWrapper, String> {
-        let s = Split::new(
-            SplitPattern::Regex(re.into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        );
-        s.map(Into::into)
-            .map_err(|e| format!("pre-tokenizer regex: {e}"))
+        let s = Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false);
+        s.map(Into::into).map_err(|e| format!("pre-tokenizer regex: {e}"))
     };
     Ok(match pre {
         // GPT-2: the byte-level regex split, no prefix space.
         "default" | "gpt2" => ByteLevel::new(false, true, true).into(),
         // SmolLM / SmolLM2 (StarCoder-style): every digit alone, then GPT-2 byte level.
-        "smollm" => Sequence::new(vec![
-            Digits::new(true).into(),
-            ByteLevel::new(false, true, true).into(),
-        ])
-        .into(),
-        "llama-bpe" => Sequence::new(vec![
-            split(LLAMA3_REGEX)?,
-            ByteLevel::new(false, true, false).into(),
-        ])
-        .into(),
-        "qwen2" => Sequence::new(vec![
-            split(QWEN2_REGEX)?,
-            ByteLevel::new(false, false, false).into(),
-        ])
-        .into(),
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
+        "llama-bpe" => Sequence::new(vec![split(LLAMA3_REGEX)?, ByteLevel::new(false, true, false).into()]).into(),
+        "qwen2" => Sequence::new(vec![split(QWEN2_REGEX)?, ByteLevel::new(false, false, false).into()]).into(),
         other => {
             return Err(format!(
                 "tokenizer.ggml.pre = {other:?} is not supported (supported: {})",
@@ -232,19 +191,15 @@ fn post_processor(
     }
     let wanted = |label: &'static str, tok: &Option<TokenRef>, on: bool| match (on, tok) {
         (false, _) => Ok(None),
-        (true, Some(t)) => SpecialToken::new(label.into(), vec![t.id], vec![t.text.clone()])
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        (true, None) => Err(format!(
-            "add_{label}_token is set but {label}_token_id is not"
-        )),
+        (true, Some(t)) => {
+            SpecialToken::new(label.into(), vec![t.id], vec![t.text.clone()]).map(Some).map_err(|e| e.to_string())
+        }
+        (true, None) => Err(format!("add_{label}_token is set but {label}_token_id is not")),
     };
     // Template pieces refer to special tokens by a label of our choosing ("bos", "eos"), which
     // avoids trouble with token texts containing spaces or ':'.
-    let specials: Vec<SpecialToken> = [wanted("bos", bos, add_bos)?, wanted("eos", eos, add_eos)?]
-        .into_iter()
-        .flatten()
-        .collect();
+    let specials: Vec<SpecialToken> =
+        [wanted("bos", bos, add_bos)?, wanted("eos", eos, add_eos)?].into_iter().flatten().collect();
     let seq = |s: &str, t: u32| {
         let mut v = Vec::new();
         if add_bos {
@@ -280,18 +235,14 @@ pub(crate) mod tests {
         if printable {
             b as char
         } else {
-            let n = (0..b)
-                .filter(|&x| !matches!(x, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF))
-                .count();
+            let n = (0..b).filter(|&x| !matches!(x, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)).count();
             char::from_u32(256 + n as u32).unwrap_or('?')
         }
     }
 
     /// A tiny byte-level vocabulary: 3 control tokens, the 256 byte symbols, a few merges.
     pub(crate) fn tiny_tokenizer(w: &mut Writer, pre: &str) {
-        let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-            .map(String::from)
-            .to_vec();
+        let mut tokens: Vec<String> = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from).to_vec();
         tokens.extend((0..=255u8).map(|b| byte_char(b).to_string()));
         let merges = ["Ġ t", "h e", "Ġt he", "1 2"];
         for m in merges {
@@ -301,14 +252,8 @@ pub(crate) mod tests {
         types.resize(tokens.len(), 1);
         w.str("tokenizer.ggml.model", "gpt2")
             .str("tokenizer.ggml.pre", pre)
-            .kv(
-                "tokenizer.ggml.tokens",
-                GgufValue::Array(GgufArray::String(tokens)),
-            )
-            .kv(
-                "tokenizer.ggml.token_type",
-                GgufValue::Array(GgufArray::I32(types)),
-            )
+            .kv("tokenizer.ggml.tokens", GgufValue::Array(GgufArray::String(tokens)))
+            .kv("tokenizer.ggml.token_type", GgufValue::Array(GgufArray::I32(types)))
             .strs("tokenizer.ggml.merges", &merges)
             .u32("tokenizer.ggml.bos_token_id", 1)
             .u32("tokenizer.ggml.eos_token_id", 2)
@@ -332,27 +277,14 @@ pub(crate) mod tests {
     const TWELVE: u32 = 262; // "12"
 
     fn ids(t: &GgufTokenizer, text: &str, add_special: bool) -> Vec<u32> {
-        t.tokenizer
-            .encode(text, add_special)
-            .unwrap()
-            .get_ids()
-            .to_vec()
+        t.tokenizer.encode(text, add_special).unwrap().get_ids().to_vec()
     }
 
     #[test]
     fn smollm_splits_digits_and_keeps_control_tokens_whole() {
         let t = build("smollm").unwrap();
-        assert_eq!(
-            (t.vocab_size, t.n_merges, t.pre.as_str()),
-            (263, 4, "smollm")
-        );
-        assert_eq!(
-            t.bos,
-            Some(TokenRef {
-                id: 1,
-                text: "<|im_start|>".into()
-            })
-        );
+        assert_eq!((t.vocab_size, t.n_merges, t.pre.as_str()), (263, 4, "smollm"));
+        assert_eq!(t.bos, Some(TokenRef { id: 1, text: "<|im_start|>".into() }));
         assert_eq!(t.unk.as_ref().map(|u| u.id), Some(0));
         assert_eq!(t.chat_template.as_deref(), Some("{{ messages }}"));
         let text = "<|im_start|> the 12";
@@ -368,18 +300,9 @@ pub(crate) mod tests {
 
     #[test]
     fn other_pre_tokenizers() {
-        assert_eq!(
-            ids(&build("gpt2").unwrap(), " the 12", false),
-            [THE, SPACE, TWELVE]
-        );
-        assert_eq!(
-            ids(&build("llama-bpe").unwrap(), " the 12", false),
-            [THE, SPACE, TWELVE]
-        );
-        assert_eq!(
-            ids(&build("qwen2").unwrap(), " the 12", false),
-            [THE, SPACE, ONE, TWO]
-        );
+        assert_eq!(ids(&build("gpt2").unwrap(), " the 12", false), [THE, SPACE, TWELVE]);
+        assert_eq!(ids(&build("llama-bpe").unwrap(), " the 12", false), [THE, SPACE, TWELVE]);
+        assert_eq!(ids(&build("qwen2").unwrap(), " the 12", false), [THE, SPACE, ONE, TWO]);
     }
 
     #[test]
@@ -401,9 +324,6 @@ pub(crate) mod tests {
     #[test]
     fn unknown_pre_is_rejected_with_the_supported_list() {
         let e = build("falcon").err().unwrap().to_string();
-        assert!(
-            e.contains("\"falcon\"") && e.contains("smollm") && e.contains("llama-bpe"),
-            "{e}"
-        );
+        assert!(e.contains("\"falcon\"") && e.contains("smollm") && e.contains("llama-bpe"), "{e}");
     }
 }

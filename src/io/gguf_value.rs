@@ -188,10 +188,7 @@ impl GgufArray {
             GgufArray::U32(v) => conv(v),
             GgufArray::I32(v) => conv(v),
             GgufArray::I64(v) => v.clone(),
-            GgufArray::U64(v) => v
-                .iter()
-                .map(|&x| i64::try_from(x).ok())
-                .collect::<Option<_>>()?,
+            GgufArray::U64(v) => v.iter().map(|&x| i64::try_from(x).ok()).collect::<Option<_>>()?,
             _ => return None,
         })
     }
