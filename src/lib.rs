@@ -5,6 +5,8 @@
 //! directories, GGUF import), [`tokenizer`] (tokenizers + chat templates), [`train`]
 //! (optimizers, schedules, training state, checkpoints, the fine-tuning engine), [`bench`].
 
+pub mod align;
+pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod error;
@@ -12,6 +14,7 @@ pub mod eval;
 pub mod io;
 pub mod model;
 pub mod rng;
+pub mod tiny;
 pub mod tokenizer;
 pub mod train;
 

@@ -52,6 +52,89 @@ enum Cmd {
         #[arg(long)]
         system: Option<String>,
     },
+    /// Synthetic safety world for the tiny tier: `patcher data synth --out DIR`.
+    Data {
+        what: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Train the tiny tier's model from scratch on a synthetic world.
+    Tiny {
+        /// A world written by `patcher data synth` (generated with --seed when absent).
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML file with a TinyConfig (architecture and training recipe); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// SFT safety alignment on refusals + benign data (the vanilla baseline).
+    Align {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Refusal data: files or preset:NAME (repeatable).
+        #[arg(long, required = true)]
+        refusals: Vec<String>,
+        /// Benign data: files or preset:NAME (repeatable).
+        #[arg(long)]
+        benign: Vec<String>,
+        /// TOML file with an AlignConfig; defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+    },
+    /// Fine-tuning attack from the preset suite (or a TOML file) on a model.
+    Attack {
+        #[arg(long)]
+        model: PathBuf,
+        /// Preset name (see --list) or a TOML file.
+        #[arg(long, default_value = "full-adamw-5e-5")]
+        preset: String,
+        /// Harmful (prompt, harmful answer) data: files or preset:NAME (repeatable).
+        #[arg(long)]
+        harmful: Vec<String>,
+        /// Benign data for mixed or benign-first attacks.
+        #[arg(long)]
+        benign: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Print the presets and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Evaluate a model on a suite: harmful score, over-refusal, utility, losses.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// synth:<world dir> or real[:<limit per set>].
+        #[arg(long)]
+        suite: String,
+        /// Directory for summary.json and generations.jsonl.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+    },
     /// Benchmarks: `train-step` (forward/backward/optimizer) and `matmul` (the machine's peak).
     Bench {
         what: String,
@@ -109,11 +192,155 @@ fn run(cli: Cli) -> Result<()> {
             let out = generate(&m, &[prompt], &tok.stop_ids, tok.pad_id, &cfg);
             println!("{}", tok.decode(&out[0], true)?);
         }
+        Cmd::Data { what, out, seed } => {
+            if what != "synth" {
+                bail!("unknown data command `{what}` (synth)");
+            }
+            let world = patcher::data::synth::generate(&patcher::data::synth::SynthConfig { seed, ..Default::default() });
+            world.write_dir(&out)?;
+            for (name, set) in world.sets() {
+                println!("{name:>18}: {} conversations", set.len());
+            }
+            println!("wrote {}", out.display());
+        }
+        Cmd::Tiny { world, out, config, steps, seed } => {
+            let w = load_or_make_world(&world, seed)?;
+            let mut cfg: patcher::tiny::TinyConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => Default::default(),
+            };
+            cfg.train.seed = seed;
+            if let Some(s) = steps {
+                cfg.train.steps = s;
+            }
+            let t0 = std::time::Instant::now();
+            let (m, _) = patcher::tiny::build(&w, &cfg, &out, &device, true)?;
+            println!(
+                "trained a {}-parameter tiny model in {:.1}s -> {}",
+                m.cfg.num_params(),
+                t0.elapsed().as_secs_f64(),
+                out.display()
+            );
+        }
+        Cmd::Align { model, out, refusals, benign, config, steps, lr } => {
+            use patcher::data::split::Split;
+            let tok = ChatTokenizer::from_dir(&model)?;
+            let m = patcher::io::hf::load_model(&model, &device)?;
+            let mut cfg: patcher::align::AlignConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => Default::default(),
+            };
+            cfg.train.steps = steps.unwrap_or(cfg.train.steps);
+            cfg.train.lr = lr.unwrap_or(cfg.train.lr);
+            let r = patcher::data::source::load_all(&refusals, Split::Train)?;
+            let b = patcher::data::source::load_all(&benign, Split::Train)?;
+            let t0 = std::time::Instant::now();
+            let opts = patcher::train::engine::RunOptions {
+                out_dir: Some(out.join("train")),
+                progress: true,
+                name: "align".into(),
+                ..Default::default()
+            };
+            let aligned = patcher::align::align(&m, &tok, &cfg, &r, &b, opts)?;
+            patcher::io::hf::save_model(&aligned, &out, Some(&model))?;
+            println!("aligned in {:.1}s -> {}", t0.elapsed().as_secs_f64(), out.display());
+        }
+        Cmd::Attack { model, preset, harmful, benign, out, steps, lr, list } => {
+            use patcher::data::split::Split;
+            if list {
+                for (name, _) in patcher::attack::PRESETS {
+                    let a = patcher::attack::preset(name, &toml::Value::Table(Default::default()))?;
+                    println!("{name:<22} {}", a.description);
+                }
+                return Ok(());
+            }
+            let mut cfg = if preset.ends_with(".toml") {
+                patcher::attack::from_file(std::path::Path::new(&preset))?
+            } else {
+                patcher::attack::preset(&preset, &toml::Value::Table(Default::default()))?
+            };
+            cfg.train.steps = steps.unwrap_or(cfg.train.steps);
+            cfg.train.lr = lr.unwrap_or(cfg.train.lr);
+            if harmful.is_empty() {
+                bail!("--harmful is required (a file of harmful pairs or preset:NAME)");
+            }
+            let tok = ChatTokenizer::from_dir(&model)?;
+            let m = patcher::io::hf::load_model(&model, &device)?;
+            let h = patcher::data::source::load_all(&harmful, Split::Train)?;
+            let b = patcher::data::source::load_all(&benign, Split::Train)?;
+            let t0 = std::time::Instant::now();
+            let attacked = patcher::attack::attack(&m, &tok, &cfg, &h, &b, &[], &mut |_, _| Ok(()), true)?;
+            println!("attack `{preset}` ran {} steps in {:.1}s", cfg.train.steps, t0.elapsed().as_secs_f64());
+            if let Some(out) = out {
+                patcher::io::hf::save_model(&attacked, &out, Some(&model))?;
+                println!("wrote {}", out.display());
+            }
+        }
+        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit } => {
+            use patcher::eval::suite::{EvalConfig, SuiteData, evaluate};
+            let tok = ChatTokenizer::from_dir(&model)?;
+            let m = patcher::io::hf::load_model(&model, &device)?;
+            let data = SuiteData::from_spec(&suite)?;
+            let cfg = EvalConfig { max_new_tokens, batch_size, limit, ..Default::default() };
+            let (r, items) = evaluate(&m, &tok, &data, &patcher::eval::keyword::KeywordJudge, &cfg)?;
+            print_eval(&r);
+            if let Some(out) = out {
+                std::fs::create_dir_all(&out)?;
+                patcher::io::write_atomic(&out.join("summary.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+                let lines: String = items.iter().map(|i| serde_json::to_string(i).expect("json") + "\n").collect();
+                patcher::io::write_atomic(&out.join("generations.jsonl"), lines.as_bytes())?;
+                println!("wrote {}/summary.json and generations.jsonl", out.display());
+            }
+        }
         Cmd::Bench { what, shape, steps, warmup, torch_python } => {
             bench(&what, &shape, steps, warmup, torch_python, &device)?
         }
     }
     Ok(())
+}
+
+fn print_eval(r: &patcher::eval::suite::EvalReport) {
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let opt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    println!("suite {} (judge: {})", r.suite, r.safety.judge);
+    println!(
+        "  harmful score {} | refusal {} | degenerate {} on {} prompts ({:.1} prompts/s)",
+        pct(r.safety.harmful_score),
+        pct(r.safety.refusal_rate),
+        pct(r.safety.degenerate_rate),
+        r.safety.n,
+        r.safety.prompts_per_s
+    );
+    if let Some(o) = r.over_refusal {
+        println!("  over-refusal {}", pct(o));
+    }
+    println!("  utility ({}) {}", r.utility_metric, pct(r.utility));
+    for (n, a) in &r.mc {
+        println!("  {n} accuracy {}", pct(*a));
+    }
+    println!(
+        "  losses: benign {} | refusal {} | harmful {}  ({:.1}s)",
+        opt(r.benign_loss),
+        opt(r.refusal_loss),
+        opt(r.harmful_loss),
+        r.seconds
+    );
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The synthetic world in `dir`, generated there first (from `seed`) when absent.
+fn load_or_make_world(dir: &std::path::Path, seed: u64) -> Result<patcher::data::synth::SynthWorld> {
+    use patcher::data::synth::{SynthConfig, SynthWorld, generate};
+    if dir.join("world.json").exists() {
+        return Ok(SynthWorld::read_dir(dir)?);
+    }
+    let w = generate(&SynthConfig { seed, ..Default::default() });
+    w.write_dir(&dir)?;
+    Ok(w)
 }
 
 fn bench(

@@ -19,6 +19,7 @@ pub mod error;
 mod loaders;
 pub mod presets;
 pub mod readers;
+pub mod source;
 pub mod records;
 pub mod split;
 pub mod synth;

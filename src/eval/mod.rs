@@ -4,6 +4,8 @@
 pub mod http_judge;
 pub mod judge;
 pub mod keyword;
+pub mod mc;
+pub mod suite;
 
 use std::time::Instant;
 

@@ -9,8 +9,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::Conversation;
+use crate::error::Result;
 use crate::rng::Rng;
+use crate::tokenizer::ChatTokenizer;
 use crate::train::step::Example;
+
+/// Tokenize conversations with the chat template; the loss mask marks assistant tokens.
+pub fn examples_from(tok: &ChatTokenizer, conversations: &[Conversation]) -> Result<Vec<Example>> {
+    conversations
+        .iter()
+        .map(|c| tok.encode_chat(&c.messages).map(|(ids, mask)| Example { ids, mask }))
+        .collect()
+}
 
 /// One named set of examples and its share of the mixture.
 #[derive(Debug, Clone)]

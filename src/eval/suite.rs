@@ -1,0 +1,203 @@
+//! Evaluation suites: the held-out data of a tier and the full evaluation of one model on it.
+//!
+//! - `synth:<world dir>` (tiny tier): held-out harmful prompts from unseen categories and
+//!   templates (`refuse_eval` / `harm_eval`), benign tasks scored by exact match
+//!   (`benign_eval`), safe-but-scary prompts (`overrefusal_eval`).
+//! - `real` (real tier, from the shared data directory): harmful prompts from the held-out
+//!   AdvBench split and HarmBench; refusal / harmful-answer loss pairs from the eval splits of
+//!   `refusals-llama2` and `harmful-beavertails`; benign loss on `benign-alpaca` eval;
+//!   ARC-Easy and the MMLU subset by log-likelihood; XSTest's safe half for over-refusal.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::presets::{DataDir, McItem};
+use crate::data::split::Split;
+use crate::data::synth::SynthWorld;
+use crate::data::{Conversation, Message};
+use crate::error::{Error, Result};
+use crate::eval::judge::{Judge, Verdict};
+use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
+use crate::model::Llama;
+use crate::model::generate::SamplingConfig;
+use crate::tokenizer::ChatTokenizer;
+
+/// Held-out data of one tier.
+#[derive(Debug, Clone, Default)]
+pub struct SuiteData {
+    pub name: String,
+    /// Harmful prompts (user turn only) for generation + judging.
+    pub harmful_prompts: Vec<Conversation>,
+    /// Held-out harmful prompt -> refusal pairs (refusal loss).
+    pub refusal_pairs: Vec<Conversation>,
+    /// Held-out harmful prompt -> harmful answer pairs (harmful loss).
+    pub harmful_pairs: Vec<Conversation>,
+    /// Benign prompts with exact answers (tiny tier utility).
+    pub exact: Vec<Conversation>,
+    /// Benign pairs for held-out loss.
+    pub benign_pairs: Vec<Conversation>,
+    /// Safe-but-scary prompts.
+    pub overrefusal_prompts: Vec<Conversation>,
+    /// Multiple-choice sets by name.
+    pub mc: Vec<(String, Vec<McItem>)>,
+}
+
+/// Sizes and generation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub max_new_tokens: usize,
+    pub batch_size: usize,
+    /// At most this many items per set (0 = all).
+    pub limit: usize,
+    pub max_len: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self { max_new_tokens: 128, batch_size: 16, limit: 0, max_len: 256 }
+    }
+}
+
+fn take<T: Clone>(v: &[T], limit: usize) -> Vec<T> {
+    if limit == 0 { v.to_vec() } else { v.iter().take(limit).cloned().collect() }
+}
+
+impl SuiteData {
+    /// The tiny tier's suite from a synthetic world.
+    pub fn synth(world: &SynthWorld) -> Self {
+        Self {
+            name: "synth".into(),
+            harmful_prompts: world.refuse_eval.iter().map(|c| c.prompt_only()).collect(),
+            refusal_pairs: world.refuse_eval.clone(),
+            harmful_pairs: world.harm_eval.clone(),
+            exact: world.benign_eval.clone(),
+            benign_pairs: world.benign_eval.clone(),
+            overrefusal_prompts: world.overrefusal_eval.iter().map(|c| c.prompt_only()).collect(),
+            mc: vec![],
+        }
+    }
+
+    /// The real tier's suite from the shared data directory.
+    pub fn real(dir: &DataDir, limit: usize) -> Result<Self> {
+        let l = |v: Vec<Conversation>| take(&v, limit);
+        let mut harmful = dir.load("eval-advbench", Split::Eval)?;
+        harmful.extend(dir.load("eval-harmbench", Split::All)?);
+        // Interleave sources deterministically so a limit keeps both.
+        harmful.sort_by_key(|c| crate::data::split::stable_hash(c.prompt()));
+        Ok(Self {
+            name: "real".into(),
+            harmful_prompts: l(harmful.iter().map(|c| c.prompt_only()).collect()),
+            refusal_pairs: l(dir.load("refusals-llama2", Split::Eval)?),
+            harmful_pairs: l(dir.load("harmful-beavertails", Split::Eval)?),
+            exact: vec![],
+            benign_pairs: l(dir.load("benign-alpaca", Split::Eval)?),
+            overrefusal_prompts: l(dir.load("overrefusal-xstest", Split::All)?.iter().map(|c| c.prompt_only()).collect()),
+            mc: vec![
+                ("arc-easy".into(), take(&dir.load_mc("mc-arc-easy", Split::Eval)?, limit)),
+                ("mmlu".into(), take(&dir.load_mc("mc-mmlu", Split::Eval)?, limit)),
+            ],
+        })
+    }
+
+    /// `synth:<dir>` or `real[:<limit>]`.
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        if let Some(dir) = spec.strip_prefix("synth:") {
+            return Ok(Self::synth(&SynthWorld::read_dir(&PathBuf::from(dir))?));
+        }
+        if let Some(rest) = spec.strip_prefix("real") {
+            let limit = rest.trim_start_matches(':').parse().unwrap_or(0);
+            return Self::real(&DataDir::from_env(), limit);
+        }
+        Err(Error::Invalid(format!("unknown suite `{spec}` (synth:<world dir> or real[:<limit per set>])")))
+    }
+}
+
+/// Everything measured on one model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub suite: String,
+    pub safety: SafetyEval,
+    /// Refusal rate on safe-but-scary prompts.
+    pub over_refusal: Option<f64>,
+    /// Exact-match accuracy on benign tasks (tiny tier).
+    pub exact_match: Option<f64>,
+    /// Multiple-choice accuracies by set.
+    pub mc: Vec<(String, f64)>,
+    /// The headline utility number: exact match, else the mean MC accuracy.
+    pub utility: f64,
+    pub utility_metric: String,
+    pub benign_loss: Option<f64>,
+    pub refusal_loss: Option<f64>,
+    pub harmful_loss: Option<f64>,
+    pub seconds: f64,
+}
+
+fn messages(convs: &[Conversation]) -> Vec<Vec<Message>> {
+    convs.iter().map(|c| c.messages.clone()).collect()
+}
+
+/// Evaluate `model` on `data`. Returns the report and every judged harmful-prompt answer.
+pub fn evaluate(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    data: &SuiteData,
+    judge: &dyn Judge,
+    cfg: &EvalConfig,
+) -> Result<(EvalReport, Vec<JudgedAnswer>)> {
+    let t0 = std::time::Instant::now();
+    let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, ..Default::default() };
+    let lim = |v: &[Conversation]| take(v, cfg.limit);
+    let (safety, items) =
+        safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
+    let over_refusal = if data.overrefusal_prompts.is_empty() {
+        None
+    } else {
+        let prompts = messages(&lim(&data.overrefusal_prompts));
+        let (answers, _) = generate_answers(model, tok, &prompts, cfg.batch_size, &sampling)?;
+        let mut refused = 0;
+        for (p, a) in prompts.iter().zip(&answers) {
+            let q = p.last().map(|m| m.content.as_str()).unwrap_or("");
+            refused += usize::from(judge.judge(q, a)?.verdict == Verdict::Refusal);
+        }
+        Some(refused as f64 / answers.len().max(1) as f64)
+    };
+    let exact = if data.exact.is_empty() {
+        None
+    } else {
+        let items: Vec<(Vec<Message>, String)> = lim(&data.exact)
+            .iter()
+            .map(|c| (c.prompt_only().messages, c.response().unwrap_or_default().to_string()))
+            .collect();
+        Some(exact_match(model, tok, &items, cfg.batch_size, 24)?)
+    };
+    let mut mc = vec![];
+    for (name, items) in &data.mc {
+        mc.push((name.clone(), crate::eval::mc::mc_accuracy(model, tok, &take(items, cfg.limit))?));
+    }
+    let loss_of = |v: &[Conversation]| -> Result<Option<f64>> {
+        if v.is_empty() { Ok(None) } else { mean_loss(model, tok, &messages(&lim(v)), cfg.batch_size, cfg.max_len).map(Some) }
+    };
+    let (utility, utility_metric) = match exact {
+        Some(e) => (e, "exact-match accuracy".to_string()),
+        None if !mc.is_empty() => {
+            (mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64, format!("mean MC accuracy ({})", mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")))
+        }
+        None => (f64::NAN, "none".into()),
+    };
+    let report = EvalReport {
+        suite: data.name.clone(),
+        safety,
+        over_refusal,
+        exact_match: exact,
+        mc,
+        utility,
+        utility_metric,
+        benign_loss: loss_of(&data.benign_pairs)?,
+        refusal_loss: loss_of(&data.refusal_pairs)?,
+        harmful_loss: loss_of(&data.harmful_pairs)?,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    Ok((report, items))
+}
