@@ -9,6 +9,7 @@ pub mod align;
 pub mod attack;
 pub mod bench;
 pub mod data;
+pub mod defense;
 pub mod error;
 pub mod eval;
 pub mod io;

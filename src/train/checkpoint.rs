@@ -23,8 +23,18 @@ use crate::train::optim::OptimState;
 struct StateJson {
     step: usize,
     optim_step: u64,
-    config: TrainConfig,
+    config: serde_json::Value,
     version: String,
+    #[serde(default)]
+    extra: serde_json::Value,
+}
+
+/// Method-specific state saved beside the model and optimizer (e.g. parallel Patcher's worker
+/// trajectories): named tensors (`extra.safetensors`) and a JSON value.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    pub tensors: Vec<(String, Tensor<2>)>,
+    pub json: serde_json::Value,
 }
 
 fn named(names: &[String], tensors: &[Option<Tensor<2>>]) -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -47,6 +57,11 @@ fn slot_names(state: &TrainState) -> Vec<String> {
 
 /// Write a checkpoint of `state` under `dir`.
 pub fn save(dir: &Path, state: &TrainState, cfg: &TrainConfig) -> Result<()> {
+    save_with(dir, state, cfg, &Extra::default())
+}
+
+/// Write a checkpoint of `state` (run with config `cfg`) and method-specific `extra` state.
+pub fn save_with<C: Serialize>(dir: &Path, state: &TrainState, cfg: &C, extra: &Extra) -> Result<()> {
     let name = format!("ckpt-{:06}", state.step);
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -70,11 +85,17 @@ pub fn save(dir: &Path, state: &TrainState, cfg: &TrainConfig) -> Result<()> {
         let ad = named(&slots, &l.params.iter().cloned().map(Some).collect::<Vec<_>>());
         write_atomic(&tmp.join("lora.safetensors"), &safetensors_bytes(&ad)?).at(&tmp)?;
     }
+    if !extra.tensors.is_empty() {
+        let named: Vec<(String, Vec<usize>, Vec<f32>)> =
+            extra.tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec(), to_vec_f32(t.clone()))).collect();
+        write_atomic(&tmp.join("extra.safetensors"), &safetensors_bytes(&named)?).at(&tmp)?;
+    }
     let meta = StateJson {
         step: state.step,
         optim_step: state.opt.step,
-        config: cfg.clone(),
+        config: serde_json::to_value(cfg).expect("config serializes"),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        extra: extra.json.clone(),
     };
     write_atomic(&tmp.join("state.json"), serde_json::to_string_pretty(&meta).expect("json").as_bytes()).at(&tmp)?;
     let final_dir = dir.join(&name);
@@ -95,6 +116,11 @@ pub fn save(dir: &Path, state: &TrainState, cfg: &TrainConfig) -> Result<()> {
 /// The state saved under `dir` (whose `latest.json` names a checkpoint), shaped like
 /// `template`; `None` when `dir` holds no checkpoint.
 pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Result<Option<TrainState>> {
+    Ok(load_latest_with(dir, template, cfg)?.map(|(s, _)| s))
+}
+
+/// As [`load_latest`], also returning the method-specific state.
+pub fn load_latest_with<C: Serialize>(dir: &Path, template: &TrainState, cfg: &C) -> Result<Option<(TrainState, Extra)>> {
     let latest = dir.join("latest.json");
     if !latest.exists() {
         return Ok(None);
@@ -109,7 +135,7 @@ pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Resu
     let sj = ck.join("state.json");
     let meta: StateJson = serde_json::from_str(&std::fs::read_to_string(&sj).at(&sj)?)
         .map_err(|e| Error::Format { file: sj.display().to_string(), why: e.to_string() })?;
-    if meta.config != *cfg {
+    if meta.config != serde_json::to_value(cfg).expect("config serializes") {
         return Err(Error::Invalid(format!(
             "{}: the checkpoint was written with a different training config; refusing to resume \
              (use a new output directory, or the same config)",
@@ -158,5 +184,13 @@ pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Resu
         }
     }
     state.step = meta.step;
-    Ok(Some(state))
+    let mut extra = Extra { tensors: vec![], json: meta.extra };
+    let ep = ck.join("extra.safetensors");
+    if ep.exists() {
+        for (name, (shape, vals, _)) in read_safetensors(&ep)? {
+            let t = Tensor::<2>::from_data(TensorData::new(vals, [shape[0], shape[1]]), &device);
+            extra.tensors.push((name, t));
+        }
+    }
+    Ok(Some((state, extra)))
 }

@@ -106,7 +106,7 @@ fn state_grads(state: &TrainState, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>
                 lora.params.iter().map(|p| p.clone().inner().autodiff().require_grad()).collect();
             let m = lora.apply(&state.model, &tracked);
             let logits = m.forward(batch.inputs.clone());
-            let loss = crate::model::llama::masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone());
+            let loss = batch.loss_of(logits);
             let grads = loss.backward();
             let value = loss.inner().into_scalar::<f32>() as f64;
             let g = tracked
@@ -191,7 +191,7 @@ pub fn run(
         }
     }
     let end = opts.stop_after.unwrap_or(cfg.steps).min(cfg.steps);
-    let bar = progress_bar(opts.progress, cfg.steps, state.step, &opts.name);
+    let bar = opts.progress.then(|| progress_bar(cfg.steps, state.step, &opts.name));
     let metrics = opts.out_dir.as_ref().map(|d| d.join("metrics.jsonl"));
     while state.step < end {
         let stats = train_step(&mut state, cfg, data, pad_id)?;
@@ -218,10 +218,8 @@ pub fn run(
     Ok(state)
 }
 
-fn progress_bar(show: bool, total: usize, at: usize, name: &str) -> Option<indicatif::ProgressBar> {
-    if !show {
-        return None;
-    }
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress_bar(total: usize, at: usize, name: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
@@ -230,7 +228,7 @@ fn progress_bar(show: bool, total: usize, at: usize, name: &str) -> Option<indic
     );
     bar.set_prefix(name.to_string());
     bar.set_position(at as u64);
-    Some(bar)
+    bar
 }
 
 /// Append one JSON line to `path` (created if missing).

@@ -23,6 +23,9 @@ pub struct Batch {
     pub weights: Tensor<2>,
     /// Number of target tokens counted in the loss.
     pub n_tokens: usize,
+    /// `true`: the loss is the weighted mean over tokens (`sum(w·nll) / sum(w)`); `false`:
+    /// the plain weighted sum (weights already carry the normalisation, see [`Batch::weighted`]).
+    pub mean: bool,
 }
 
 impl Batch {
@@ -53,6 +56,40 @@ impl Batch {
             targets: int_tensor(targets, [b, t], &device),
             weights: float_like(weights, [b, t], &model.params[0]),
             n_tokens,
+            mean: true,
+        }
+    }
+
+    /// One batch whose loss is `Σ_g scale_g · mean-NLL(group g)`: e.g. `L_ret + α·L_ref` in a
+    /// single forward/backward pass. Each group's tokens get weight `scale_g / tokens_g`.
+    pub fn weighted(groups: &[(&[&Example], f64)], pad_id: u32, max_len: usize, model: &Llama) -> Self {
+        let all: Vec<&Example> = groups.iter().flat_map(|(g, _)| g.iter().copied()).collect();
+        let mut b = Self::new(&all, pad_id, max_len, model);
+        let t = b.inputs.dims()[1];
+        let mut w = crate::model::llama::to_vec_f32(b.weights.clone());
+        let mut row = 0;
+        for (g, scale) in groups {
+            let rows = row..row + g.len();
+            let toks: f32 = w[rows.start * t..rows.end * t].iter().sum();
+            for x in &mut w[rows.start * t..rows.end * t] {
+                *x *= *scale as f32 / toks.max(1.0);
+            }
+            row += g.len();
+        }
+        b.weights = float_like(w, [all.len(), t], &model.params[0]);
+        b.mean = false;
+        b
+    }
+
+    /// The training loss of `logits` `[B, T, V]` on this batch (a one-element tensor).
+    pub fn loss_of(&self, logits: Tensor<3>) -> Tensor<1> {
+        if self.mean {
+            masked_cross_entropy(logits, self.targets.clone(), self.weights.clone())
+        } else {
+            let [b, t, _] = logits.dims();
+            let logp = burn::tensor::activation::log_softmax(logits, 2);
+            let picked = logp.gather(2, self.targets.clone().reshape([b, t, 1])).reshape([b, t]);
+            (picked * self.weights.clone()).sum().neg()
         }
     }
 }
@@ -61,7 +98,7 @@ impl Batch {
 pub fn loss(model: &Llama, batch: &Batch) -> f64 {
     let m = model.untracked();
     let logits = m.forward(batch.inputs.clone());
-    masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone()).into_scalar::<f32>() as f64
+    batch.loss_of(logits).into_scalar::<f32>() as f64
 }
 
 /// Loss and the gradient of every parameter at `model`'s weights. Gradients are plain
@@ -70,7 +107,7 @@ pub fn loss(model: &Llama, batch: &Batch) -> f64 {
 pub fn loss_and_grads(model: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
     let tracked = model.tracked();
     let logits = tracked.forward(batch.inputs.clone());
-    let loss = masked_cross_entropy(logits, batch.targets.clone(), batch.weights.clone());
+    let loss = batch.loss_of(logits);
     let grads = loss.backward();
     let value = loss.inner().into_scalar::<f32>() as f64;
     let g =

@@ -1,0 +1,4 @@
+//! Defenses, one file per method: [`patcher`] (sequential reference) and [`parallel`]
+//! (the parallel algorithm over [`collective`] all-reduces).
+
+pub mod patcher;

@@ -1,0 +1,389 @@
+//! Patcher: tamper-resistance by adversarial training against simulated full-parameter
+//! fine-tuning attacks of K steps (DESIGN sections 3-4).
+//!
+//! Each outer step: `g = ∇[L_ret + α·L_ref](θ)`; sample an attack `a` (optimizer, learning
+//! rate) from the train-time distribution; run it for K steps from a copy of θ with a fresh
+//! optimizer (`θ'_k = Opt_a(θ'_{k-1}, ∇L_harm(θ'_{k-1}))`); at the steps `k ∈ S` add
+//! `β·w(k)·∇L_tr(θ'_k)` with `L_tr = L_ref + γ·relu(c − L_harm)`; then `θ ← Opt_outer(θ, g)`.
+//! The meta-gradient is first-order (as in first-order MAML, Finn et al. 2017, and TAR,
+//! Tamirisa et al. 2024, "Tamper-Resistant Safeguards for Open-Weight LLMs"): gradients taken
+//! at θ' are applied to θ, nothing is back-propagated through the trajectory. Both terms of
+//! `L_tr` are bounded below, avoiding the runaway ascent of "maximise the harmful loss"
+//! objectives. The inner attack reuses the fine-tuning engine's loss and optimizer code.
+//!
+//! Cost of one outer step: `K + |S| + 1` forward/backward passes (+|S| with γ > 0).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::model::Llama;
+use crate::rng::Rng;
+use crate::train::batches::{BatchConfig, Mixture};
+use crate::train::checkpoint::{self, Extra};
+use crate::train::engine::{TrainState, append_jsonl};
+use crate::train::optim::{self, OptimState, OptimizerConfig};
+use crate::train::schedule::ScheduleConfig;
+use crate::train::step::{Batch, Example, add_scaled, loss_and_grads};
+
+/// How K grows over training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KSchedule {
+    /// `constant` (always `start`), `linear` (start → end), or `step` (doubling stages from
+    /// start to end, each an equal share of training).
+    pub kind: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Default for KSchedule {
+    fn default() -> Self {
+        Self { kind: "constant".into(), start: 8, end: 8 }
+    }
+}
+
+impl KSchedule {
+    pub fn constant(k: usize) -> Self {
+        Self { kind: "constant".into(), start: k, end: k }
+    }
+
+    /// K at 0-based outer step `t` of `total`.
+    pub fn k_at(&self, t: usize, total: usize) -> usize {
+        let frac = if total <= 1 { 1.0 } else { t as f64 / (total - 1) as f64 };
+        let k = match self.kind.as_str() {
+            "linear" => self.start as f64 + (self.end as f64 - self.start as f64) * frac,
+            "step" => {
+                let stages = ((self.end.max(1) as f64 / self.start.max(1) as f64).log2().round() as usize).max(0) + 1;
+                let stage = ((frac * stages as f64) as usize).min(stages - 1);
+                (self.start << stage).min(self.end) as f64
+            }
+            _ => self.start as f64,
+        };
+        (k.round() as usize).max(1)
+    }
+
+    pub fn max(&self) -> usize {
+        if self.kind == "constant" { self.start.max(1) } else { self.start.max(self.end).max(1) }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.kind.as_str(), "constant" | "linear" | "step") {
+            return Err(Error::Invalid(format!("k.kind `{}`: expected constant, linear or step", self.kind)));
+        }
+        if self.start == 0 {
+            return Err(Error::Invalid("k.start must be >= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Which inner steps contribute a tamper-resistance gradient, and with what weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InnerSelection {
+    /// `last` (the last `n` steps), `every` (every `n`-th step, and always step K) or `all`.
+    pub kind: String,
+    pub n: usize,
+    /// `uniform`, or `linear` (w(k) ∝ k: later, stronger attack states matter more).
+    /// Weights are normalised to sum to 1 over S.
+    pub weight: String,
+}
+
+impl Default for InnerSelection {
+    fn default() -> Self {
+        Self { kind: "last".into(), n: 4, weight: "linear".into() }
+    }
+}
+
+impl InnerSelection {
+    /// `(k, w(k))` for k in S, for an attack of `k_total` steps.
+    pub fn steps(&self, k_total: usize) -> Vec<(usize, f64)> {
+        let ks: Vec<usize> = match self.kind.as_str() {
+            "all" => (1..=k_total).collect(),
+            "every" => (1..=k_total).filter(|k| k % self.n.max(1) == 0 || *k == k_total).collect(),
+            _ => (k_total.saturating_sub(self.n.max(1)) + 1..=k_total).collect(),
+        };
+        let raw: Vec<f64> = ks.iter().map(|&k| if self.weight == "linear" { k as f64 } else { 1.0 }).collect();
+        let z: f64 = raw.iter().sum();
+        ks.into_iter().zip(raw).map(|(k, w)| (k, w / z)).collect()
+    }
+}
+
+/// The train-time attack distribution: each outer step samples one optimizer and one
+/// learning rate uniformly from these lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttackDistribution {
+    pub optimizers: Vec<OptimizerConfig>,
+    pub lrs: Vec<f64>,
+    pub batch: BatchConfig,
+}
+
+impl Default for AttackDistribution {
+    fn default() -> Self {
+        Self {
+            optimizers: vec![OptimizerConfig::adamw()],
+            lrs: vec![2e-5, 5e-5],
+            batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
+        }
+    }
+}
+
+/// Everything that defines a Patcher run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatcherConfig {
+    pub outer_steps: usize,
+    pub outer_lr: f64,
+    pub outer_optimizer: OptimizerConfig,
+    pub outer_schedule: ScheduleConfig,
+    /// Batch for the retain (benign) and refusal terms at θ.
+    pub retain_batch: BatchConfig,
+    /// Batch for the tamper-resistance terms at θ'.
+    pub tr_batch: BatchConfig,
+    pub k: KSchedule,
+    pub inner: InnerSelection,
+    pub attack: AttackDistribution,
+    /// Weight of the refusal loss at θ.
+    pub alpha: f64,
+    /// Weight of the tamper-resistance gradient.
+    pub beta: f64,
+    /// Weight of the capped harmful-loss term `relu(c − L_harm(θ'))` (0 disables it).
+    pub gamma: f64,
+    /// The cap c.
+    pub cap: f64,
+    pub clip_norm: f64,
+    pub seed: u64,
+    pub checkpoint_every: usize,
+}
+
+impl Default for PatcherConfig {
+    fn default() -> Self {
+        Self {
+            outer_steps: 100,
+            outer_lr: 1e-5,
+            outer_optimizer: OptimizerConfig::adamw(),
+            outer_schedule: ScheduleConfig::default(),
+            retain_batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
+            tr_batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
+            k: KSchedule::default(),
+            inner: InnerSelection::default(),
+            attack: AttackDistribution::default(),
+            alpha: 1.0,
+            beta: 1.0,
+            gamma: 0.0,
+            cap: 1.0,
+            clip_norm: 1.0,
+            seed: 0,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+impl PatcherConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.k.validate()?;
+        if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
+            return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The three data sets Patcher trains on, tokenized.
+pub struct PatcherData {
+    /// `D_benign`.
+    pub retain: Vec<Example>,
+    /// `D_refuse`.
+    pub refusal: Vec<Example>,
+    /// `D_harm`: the simulated attacker's data.
+    pub harmful: Vec<Example>,
+    pub pad_id: u32,
+}
+
+/// Deterministic batch streams for each role (independent seeds).
+pub struct Streams {
+    pub retain: Mixture,
+    pub refusal: Mixture,
+    pub refusal_tr: Mixture,
+    pub harmful: Mixture,
+    pub harmful_tr: Mixture,
+}
+
+impl Streams {
+    pub fn new(cfg: &PatcherConfig, data: &PatcherData) -> Self {
+        let mk = |name: &str, ex: &[Example], batch: &BatchConfig| {
+            Mixture::single(name, ex.to_vec(), batch.clone(), Rng::derive(cfg.seed, name).next_u64())
+        };
+        Self {
+            retain: mk("retain", &data.retain, &cfg.retain_batch),
+            refusal: mk("refusal", &data.refusal, &cfg.retain_batch),
+            refusal_tr: mk("refusal_tr", &data.refusal, &cfg.tr_batch),
+            harmful: mk("harmful", &data.harmful, &cfg.attack.batch),
+            harmful_tr: mk("harmful_tr", &data.harmful, &cfg.tr_batch),
+        }
+    }
+}
+
+/// One sampled train-time attack.
+#[derive(Debug, Clone)]
+pub struct SampledAttack {
+    pub optimizer: OptimizerConfig,
+    pub lr: f64,
+}
+
+/// The attack of outer step `t` (a pure function of the seed and `t`).
+pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAttack {
+    let mut r = Rng::derive(cfg.seed, &format!("attack/{t}/{worker}"));
+    SampledAttack { optimizer: r.choose(&cfg.attack.optimizers).clone(), lr: *r.choose(&cfg.attack.lrs) }
+}
+
+/// Loss and gradient of `L_ret + α·L_ref` at θ (one pass over a weighted batch).
+pub fn retain_grads(model: &Llama, cfg: &PatcherConfig, s: &Streams, data: &PatcherData, t: usize) -> (f64, Vec<Option<Tensor<2>>>) {
+    let ret = s.retain.batch(t);
+    let refu = s.refusal.batch(t);
+    let b = Batch::weighted(&[(&ret, 1.0), (&refu, cfg.alpha)], data.pad_id, cfg.retain_batch.max_len, model);
+    loss_and_grads(model, &b)
+}
+
+/// Loss and gradient of `L_tr = L_ref + γ·relu(c − L_harm)` at attacked weights `at`; `idx`
+/// selects the batches. Returns `(L_ref, L_harm or NaN, grads)`.
+pub fn tr_grads(at: &Llama, cfg: &PatcherConfig, s: &Streams, data: &PatcherData, idx: usize) -> (f64, f64, Vec<Option<Tensor<2>>>) {
+    let b = Batch::new(&s.refusal_tr.batch(idx), data.pad_id, cfg.tr_batch.max_len, at);
+    let (l_ref, mut g) = loss_and_grads(at, &b);
+    let mut l_harm = f64::NAN;
+    if cfg.gamma > 0.0 {
+        let hb = Batch::new(&s.harmful_tr.batch(idx), data.pad_id, cfg.tr_batch.max_len, at);
+        let (lh, gh) = loss_and_grads(at, &hb);
+        l_harm = lh;
+        if lh < cfg.cap {
+            // d/dθ γ·(c − L_harm) = −γ·∇L_harm.
+            add_scaled(&mut g, &gh, -cfg.gamma);
+        }
+    }
+    (l_ref, l_harm, g)
+}
+
+/// One simulated attack step on `at` with `opt_state`: returns the attacker's loss.
+pub fn inner_step(at: &mut Llama, opt_state: &mut OptimState, attack: &SampledAttack, s: &Streams, data: &PatcherData, max_len: usize, idx: usize) -> f64 {
+    let b = Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at);
+    let (l, g) = loss_and_grads(at, &b);
+    optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
+    l
+}
+
+/// What one outer step measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct OuterStats {
+    pub step: usize,
+    pub k: usize,
+    pub retain_loss: f64,
+    /// Refusal loss at the attacked weights (mean over S).
+    pub tr_loss: f64,
+    /// The attacker's loss at its last simulated step.
+    pub harmful_loss_end: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub attack_optimizer: String,
+    pub attack_lr: f64,
+    /// Dependent forward/backward passes on the critical path of this step.
+    pub passes: usize,
+    pub seconds: f64,
+}
+
+/// One sequential Patcher outer step (see the module docs). Mutates `state`.
+pub fn outer_step(state: &mut TrainState, cfg: &PatcherConfig, data: &PatcherData, streams: &Streams) -> Result<OuterStats> {
+    let t0 = Instant::now();
+    let t = state.step;
+    let k_total = cfg.k.k_at(t, cfg.outer_steps);
+    let kmax = cfg.k.max();
+    let (retain_loss, mut g) = retain_grads(&state.model, cfg, streams, data, t);
+    let attack = sample_attack(cfg, t, 0);
+    let selected = cfg.inner.steps(k_total);
+    let mut attacked = state.model.clone();
+    let mut inner = OptimState::new(attacked.params.len());
+    let (mut tr_sum, mut harm_end) = (0.0, f64::NAN);
+    for k in 1..=k_total {
+        harm_end = inner_step(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, t * kmax + k - 1);
+        if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
+            let (l_ref, _, gt) = tr_grads(&attacked, cfg, streams, data, t * kmax + k - 1);
+            tr_sum += w * l_ref;
+            add_scaled(&mut g, &gt, cfg.beta * w);
+        }
+    }
+    if !retain_loss.is_finite() || !tr_sum.is_finite() || !harm_end.is_finite() {
+        return Err(Error::NonFinite { step: t + 1, what: format!("a loss (retain {retain_loss}, tr {tr_sum}, harmful {harm_end})") });
+    }
+    let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
+    if !grad_norm.is_finite() {
+        return Err(Error::NonFinite { step: t + 1, what: "the outer gradient norm".into() });
+    }
+    let lr = cfg.outer_schedule.lr_at(cfg.outer_lr, t, cfg.outer_steps);
+    optim::step(&cfg.outer_optimizer, &mut state.opt, &mut state.model.params, &g, lr);
+    state.step += 1;
+    Ok(OuterStats {
+        step: state.step,
+        k: k_total,
+        retain_loss,
+        tr_loss: tr_sum,
+        harmful_loss_end: harm_end,
+        grad_norm,
+        lr,
+        attack_optimizer: attack.optimizer.kind.to_string(),
+        attack_lr: attack.lr,
+        passes: k_total + selected.len() * (1 + usize::from(cfg.gamma > 0.0)) + 1,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Options of a hardening run.
+#[derive(Default)]
+pub struct HardenOptions<'a> {
+    /// Checkpoints and `metrics.jsonl` go here; an existing checkpoint is resumed.
+    pub out_dir: Option<std::path::PathBuf>,
+    pub progress: bool,
+    /// Stop after this many outer steps without a final checkpoint (as a killed run would).
+    pub stop_after: Option<usize>,
+    pub on_step: Option<&'a mut dyn FnMut(&OuterStats) -> Result<()>>,
+}
+
+/// Harden `model` with sequential Patcher. Returns the hardened model.
+pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, mut opts: HardenOptions) -> Result<Llama> {
+    cfg.validate()?;
+    let streams = Streams::new(cfg, data);
+    let mut state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
+    if let Some(dir) = &opts.out_dir {
+        std::fs::create_dir_all(dir).at(dir)?;
+        if let Some((s, _)) = checkpoint::load_latest_with(dir, &state, cfg)? {
+            state = s;
+        }
+    }
+    let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
+    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, "patcher"));
+    while state.step < end {
+        let st = outer_step(&mut state, cfg, data, &streams)?;
+        if let Some(b) = &bar {
+            b.set_position(st.step as u64);
+            b.set_message(format!("K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step", st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds));
+        }
+        if let Some(dir) = &opts.out_dir {
+            append_jsonl(&dir.join("metrics.jsonl"), &st)?;
+        }
+        if let Some(cb) = opts.on_step.as_mut() {
+            cb(&st)?;
+        }
+        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        if let Some(dir) = &opts.out_dir
+            && (due || state.step == cfg.outer_steps)
+        {
+            checkpoint::save_with(dir, &state, cfg, &Extra::default())?;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(state.model)
+}
