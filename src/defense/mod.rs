@@ -2,3 +2,5 @@
 //! (the parallel algorithm over [`collective`] all-reduces).
 
 pub mod patcher;
+pub mod collective;
+pub mod parallel;

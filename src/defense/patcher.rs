@@ -205,6 +205,7 @@ pub struct PatcherData {
 }
 
 /// Deterministic batch streams for each role (independent seeds).
+#[derive(Clone)]
 pub struct Streams {
     pub retain: Mixture,
     pub refusal: Mixture,

@@ -1,0 +1,294 @@
+//! Parallel Patcher (DESIGN section 5): the K dependent inner steps of sequential Patcher are
+//! spread over P workers that each carry one attack trajectory, so an outer step costs two
+//! dependent forward/backward passes per worker instead of `K + |S| + 1`.
+//!
+//! Worker j owns an offset Δⱼ (its attacked weights are θ + Δⱼ), the state of its inner
+//! optimizer, its sampled attack and an age aⱼ; ages start staggered over 0..K−1. Every outer
+//! step each worker, in its own thread: forms θ + Δⱼ from the *current* θ (the offset is
+//! transplanted onto the moving θ, an approximation), takes one attack step (updating Δⱼ and
+//! aⱼ), and if aⱼ ∈ S adds `β·(K/P)·w(aⱼ)·∇L_tr(θ + Δⱼ)`; worker 0 also adds
+//! `∇[L_ret + α·L_ref](θ)`. The contributions are summed by an all-reduce ([`Collective`]) and
+//! one outer step is taken. A trajectory that reaches age K restarts (Δ = 0, fresh optimizer,
+//! a newly sampled attack). The `K/P` factor makes the expected tamper-resistance weight per
+//! outer step equal the sequential algorithm's (Σ_S w = 1); with P = 1 and K = 1 the two
+//! algorithms coincide exactly (a test).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::defense::collective::{Collective, InProcess};
+use crate::defense::patcher::{
+    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, inner_step, retain_grads, sample_attack,
+    tr_grads,
+};
+use crate::error::{Error, IoContext, Result};
+use crate::model::Llama;
+use crate::rng::Rng;
+use crate::train::batches::Mixture;
+use crate::train::checkpoint::{self, Extra};
+use crate::train::engine::{TrainState, append_jsonl};
+use crate::train::optim::{self, OptimState};
+
+/// One worker's attack trajectory.
+#[derive(Debug, Clone)]
+pub struct Trajectory {
+    /// Δ: attacked weights minus the current θ.
+    pub offset: Vec<Tensor<2>>,
+    pub opt: OptimState,
+    pub age: usize,
+    pub attack: SampledAttack,
+    /// Outer step at which this trajectory (re)started (selects its attack sample).
+    pub started: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrajectoryMeta {
+    age: usize,
+    started: usize,
+    optim_step: u64,
+}
+
+fn zeros_like(params: &[Tensor<2>]) -> Vec<Tensor<2>> {
+    params.iter().map(|p| p.clone().inner().zeros_like()).collect()
+}
+
+/// Fresh, staggered trajectories: worker j starts at age ⌊j·K/P⌋.
+pub fn init_trajectories(model: &Llama, cfg: &PatcherConfig, p: usize) -> Vec<Trajectory> {
+    let k = cfg.k.k_at(0, cfg.outer_steps);
+    (0..p)
+        .map(|j| Trajectory {
+            offset: zeros_like(&model.params),
+            opt: OptimState::new(model.params.len()),
+            age: (j * k) / p,
+            attack: sample_attack(cfg, 0, j),
+            started: 0,
+        })
+        .collect()
+}
+
+/// Worker j's streams: worker 0 uses the sequential algorithm's streams (so P = 1 reproduces
+/// it), others get independently seeded harmful and TR streams.
+pub fn worker_streams(base: &Streams, cfg: &PatcherConfig, j: usize) -> Streams {
+    if j == 0 {
+        return base.clone();
+    }
+    let re = |m: &Mixture, name: &str| Mixture { seed: Rng::derive(cfg.seed, &format!("{name}/worker{j}")).next_u64(), ..m.clone() };
+    Streams {
+        retain: base.retain.clone(),
+        refusal: base.refusal.clone(),
+        refusal_tr: re(&base.refusal_tr, "refusal_tr"),
+        harmful: re(&base.harmful, "harmful"),
+        harmful_tr: re(&base.harmful_tr, "harmful_tr"),
+    }
+}
+
+/// What one worker did in one outer step.
+struct WorkerOut {
+    harm_loss: f64,
+    tr_loss: Option<(f64, f64)>,
+    passes: usize,
+}
+
+/// One worker's share of outer step `t`: attack step, optional TR gradient, optional retain
+/// gradient, then the all-reduce. Returns the summed gradient (identical on every worker).
+#[allow(clippy::too_many_arguments)]
+fn worker_step(
+    j: usize,
+    t: usize,
+    theta: &Llama,
+    traj: &mut Trajectory,
+    cfg: &PatcherConfig,
+    data: &PatcherData,
+    streams: &Streams,
+    p: usize,
+    comm: &dyn Collective,
+) -> (Vec<Option<Tensor<2>>>, WorkerOut, f64) {
+    let k_total = cfg.k.k_at(t, cfg.outer_steps);
+    let kmax = cfg.k.max();
+    // θ + Δ from the current θ.
+    let mut attacked = theta.clone();
+    for (a, d) in attacked.params.iter_mut().zip(&traj.offset) {
+        *a = a.clone() + d.clone();
+    }
+    let before: Vec<Tensor<2>> = attacked.params.clone();
+    // Batch index: the sequential algorithm's `t*kmax + k - 1` when P = 1 and K = 1.
+    let idx = t * kmax + traj.age;
+    let harm_loss = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, cfg.attack.batch.max_len, idx);
+    traj.age += 1;
+    // Δ ← Δ + (θ' − (θ + Δ)).
+    for ((d, a), b) in traj.offset.iter_mut().zip(&attacked.params).zip(&before) {
+        *d = d.clone() + (a.clone() - b.clone());
+    }
+    let mut passes = 1;
+    let mut g: Vec<Option<Tensor<2>>> = vec![None; theta.params.len()];
+    let mut tr_loss = None;
+    if let Some(&(_, w)) = cfg.inner.steps(k_total).iter().find(|(k, _)| *k == traj.age) {
+        let (l_ref, _, gt) = tr_grads(&attacked, cfg, streams, data, idx);
+        let scale = cfg.beta * w * k_total as f64 / p as f64;
+        crate::train::step::add_scaled(&mut g, &gt, scale);
+        tr_loss = Some((l_ref, w));
+        passes += 1 + usize::from(cfg.gamma > 0.0);
+    }
+    let mut retain_loss = f64::NAN;
+    if j == 0 {
+        let (l, gr) = retain_grads(theta, cfg, streams, data, t);
+        crate::train::step::add_scaled(&mut g, &gr, 1.0);
+        retain_loss = l;
+        passes += 1;
+    }
+    if traj.age >= k_total {
+        // Restart: fresh trajectory with a new attack sample.
+        traj.offset = zeros_like(&theta.params);
+        traj.opt = OptimState::new(theta.params.len());
+        traj.age = 0;
+        traj.started = t + 1;
+        traj.attack = sample_attack(cfg, t + 1, j);
+    }
+    let summed = comm.all_reduce_sum(j, g);
+    (summed, WorkerOut { harm_loss, tr_loss, passes }, retain_loss)
+}
+
+/// One parallel outer step over all trajectories (one thread each). Mutates `state` and
+/// `trajs`.
+pub fn outer_step(
+    state: &mut TrainState,
+    trajs: &mut [Trajectory],
+    cfg: &PatcherConfig,
+    data: &PatcherData,
+    streams: &[Streams],
+) -> Result<OuterStats> {
+    let t0 = Instant::now();
+    let t = state.step;
+    let p = trajs.len();
+    let comm = InProcess::new(p);
+    let theta = state.model.untracked();
+    let results: Vec<(Vec<Option<Tensor<2>>>, WorkerOut, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = trajs
+            .iter_mut()
+            .enumerate()
+            .map(|(j, traj)| {
+                let (theta, comm, st) = (&theta, &comm, &streams[j]);
+                s.spawn(move || worker_step(j, t, theta, traj, cfg, data, st, p, comm))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
+    });
+    let retain_loss = results[0].2;
+    let mut g = results[0].0.clone();
+    let harm_end = results.iter().map(|r| r.1.harm_loss).sum::<f64>() / p as f64;
+    let trs: Vec<(f64, f64)> = results.iter().filter_map(|r| r.1.tr_loss).collect();
+    let tr_loss = if trs.is_empty() { f64::NAN } else { trs.iter().map(|x| x.0).sum::<f64>() / trs.len() as f64 };
+    let passes = results.iter().map(|r| r.1.passes).max().unwrap_or(0);
+    if !retain_loss.is_finite() || !harm_end.is_finite() || !(tr_loss.is_finite() || trs.is_empty()) {
+        return Err(Error::NonFinite { step: t + 1, what: format!("a loss (retain {retain_loss}, tr {tr_loss}, harmful {harm_end})") });
+    }
+    let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
+    if !grad_norm.is_finite() {
+        return Err(Error::NonFinite { step: t + 1, what: "the outer gradient norm".into() });
+    }
+    let lr = cfg.outer_schedule.lr_at(cfg.outer_lr, t, cfg.outer_steps);
+    optim::step(&cfg.outer_optimizer, &mut state.opt, &mut state.model.params, &g, lr);
+    state.step += 1;
+    Ok(OuterStats {
+        step: state.step,
+        k: cfg.k.k_at(t, cfg.outer_steps),
+        retain_loss,
+        tr_loss,
+        harmful_loss_end: harm_end,
+        grad_norm,
+        lr,
+        attack_optimizer: trajs[0].attack.optimizer.kind.to_string(),
+        attack_lr: trajs[0].attack.lr,
+        passes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn save_trajectories(trajs: &[Trajectory]) -> Extra {
+    let mut tensors = vec![];
+    let mut meta = vec![];
+    for (j, tr) in trajs.iter().enumerate() {
+        for (i, d) in tr.offset.iter().enumerate() {
+            tensors.push((format!("w{j}/delta/{i}"), d.clone()));
+        }
+        for (i, m) in tr.opt.m.iter().enumerate() {
+            if let Some(m) = m {
+                tensors.push((format!("w{j}/m/{i}"), m.clone()));
+            }
+        }
+        for (i, v) in tr.opt.v.iter().enumerate() {
+            if let Some(v) = v {
+                tensors.push((format!("w{j}/v/{i}"), v.clone()));
+            }
+        }
+        meta.push(TrajectoryMeta { age: tr.age, started: tr.started, optim_step: tr.opt.step });
+    }
+    Extra { tensors, json: serde_json::to_value(meta).expect("json") }
+}
+
+fn load_trajectories(extra: Extra, cfg: &PatcherConfig, n_params: usize) -> Result<Vec<Trajectory>> {
+    let meta: Vec<TrajectoryMeta> = serde_json::from_value(extra.json)
+        .map_err(|e| Error::Invalid(format!("checkpoint: parallel trajectories: {e}")))?;
+    let mut map: std::collections::HashMap<String, Tensor<2>> = extra.tensors.into_iter().collect();
+    meta.iter()
+        .enumerate()
+        .map(|(j, m)| {
+            let offset = (0..n_params)
+                .map(|i| map.remove(&format!("w{j}/delta/{i}")).ok_or_else(|| Error::Invalid(format!("checkpoint: missing w{j}/delta/{i}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let opt = OptimState {
+                step: m.optim_step,
+                m: (0..n_params).map(|i| map.remove(&format!("w{j}/m/{i}"))).collect(),
+                v: (0..n_params).map(|i| map.remove(&format!("w{j}/v/{i}"))).collect(),
+            };
+            Ok(Trajectory { offset, opt, age: m.age, attack: sample_attack(cfg, m.started, j), started: m.started })
+        })
+        .collect()
+}
+
+/// Harden `model` with parallel Patcher over `p` workers.
+pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, mut opts: HardenOptions) -> Result<Llama> {
+    cfg.validate()?;
+    if p == 0 {
+        return Err(Error::Invalid("--parallel must be >= 1".into()));
+    }
+    let base = Streams::new(cfg, data);
+    let streams: Vec<Streams> = (0..p).map(|j| worker_streams(&base, cfg, j)).collect();
+    let mut state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
+    let mut trajs = init_trajectories(model, cfg, p);
+    let run_cfg = (cfg, p);
+    if let Some(dir) = &opts.out_dir {
+        std::fs::create_dir_all(dir).at(dir)?;
+        if let Some((s, extra)) = checkpoint::load_latest_with(dir, &state, &run_cfg)? {
+            trajs = load_trajectories(extra, cfg, model.params.len())?;
+            state = s;
+        }
+    }
+    let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
+    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, &format!("patcher x{p}")));
+    while state.step < end {
+        let st = outer_step(&mut state, &mut trajs, cfg, data, &streams)?;
+        if let Some(b) = &bar {
+            b.set_position(st.step as u64);
+            b.set_message(format!("K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step", st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds));
+        }
+        if let Some(dir) = &opts.out_dir {
+            append_jsonl(&dir.join("metrics.jsonl"), &st)?;
+        }
+        if let Some(cb) = opts.on_step.as_mut() {
+            cb(&st)?;
+        }
+        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        if let Some(dir) = &opts.out_dir
+            && (due || state.step == cfg.outer_steps)
+        {
+            checkpoint::save_with(dir, &state, &run_cfg, &save_trajectories(&trajs))?;
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(state.model)
+}

@@ -1,0 +1,280 @@
+//! Patcher's bi-level loop and the parallel algorithm, checked on a tiny random model against
+//! direct computations:
+//! - with β = 0 an outer step is a plain SFT step on `L_ret + α·L_ref`;
+//! - the simulated attack leaves the outer weights untouched;
+//! - the tamper-resistance gradient is taken at the attacked weights;
+//! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1;
+//! - for P = 2 and 3 each worker's trajectory equals a separately computed attack, and the
+//!   all-reduced gradient equals the sum of the workers' separately computed contributions.
+
+use burn::prelude::*;
+use patcher::defense::parallel;
+use patcher::defense::patcher::{
+    HardenOptions, InnerSelection, KSchedule, PatcherConfig, PatcherData, Streams, harden, outer_step, sample_attack,
+};
+use patcher::model::LlamaConfig;
+use patcher::model::llama::{Llama, to_vec_f32};
+use patcher::rng::Rng;
+use patcher::train::batches::BatchConfig;
+use patcher::train::engine::TrainState;
+use patcher::train::optim::{self, OptimState, OptimizerConfig};
+use patcher::train::step::{Batch, Example, add_scaled, loss_and_grads};
+
+fn cfg() -> LlamaConfig {
+    LlamaConfig {
+        model_type: "llama".into(),
+        vocab_size: 24,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 4,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: true,
+        qkv_bias: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+        pad_token_id: None,
+    }
+}
+
+/// Three toy "roles": answers are the prompt shifted by a role-specific amount.
+fn examples(seed: u64, shift: u32) -> Vec<Example> {
+    let mut r = Rng::new(seed);
+    (0..24)
+        .map(|_| {
+            let n = 3 + r.below(3);
+            let p: Vec<u32> = (0..n).map(|_| 3 + r.below(18) as u32).collect();
+            let mut ids = vec![1];
+            ids.extend(&p);
+            ids.push(2);
+            ids.extend(p.iter().map(|x| 3 + (x - 3 + shift) % 21));
+            let mask = (0..ids.len()).map(|i| u8::from(i > n + 1)).collect();
+            Example { ids, mask }
+        })
+        .collect()
+}
+
+fn data() -> PatcherData {
+    PatcherData { retain: examples(1, 0), refusal: examples(2, 5), harmful: examples(3, 11), pad_id: 0 }
+}
+
+fn base_cfg() -> PatcherConfig {
+    let b = BatchConfig { batch_size: 4, max_len: 32, bucket_window: 1 };
+    let mut c = PatcherConfig {
+        outer_steps: 3,
+        outer_lr: 1e-2,
+        retain_batch: b.clone(),
+        tr_batch: b.clone(),
+        k: KSchedule::constant(3),
+        inner: InnerSelection { kind: "last".into(), n: 2, weight: "linear".into() },
+        alpha: 0.7,
+        beta: 1.3,
+        clip_norm: 0.0,
+        seed: 5,
+        ..Default::default()
+    };
+    c.attack.batch = b;
+    c.attack.lrs = vec![3e-2];
+    c
+}
+
+fn model() -> Llama {
+    Llama::init(cfg(), 0.2, 7, &Device::flex())
+}
+
+fn state(m: &Llama) -> TrainState {
+    TrainState { model: m.clone(), lora: None, opt: OptimState::new(m.params.len()), step: 0 }
+}
+
+fn max_diff(a: &[Tensor<2>], b: &[Tensor<2>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| to_vec_f32(x.clone()).into_iter().zip(to_vec_f32(y.clone())).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f32::max)
+}
+
+fn neg_delta(before: &[Tensor<2>], after: &[Tensor<2>]) -> Vec<Tensor<2>> {
+    before.iter().zip(after).map(|(b, a)| b.clone() - a.clone()).collect()
+}
+
+/// Outer optimizer "SGD, lr 1, no momentum": θ_new = θ − g exposes the outer gradient g.
+fn exposing(mut c: PatcherConfig) -> PatcherConfig {
+    c.outer_optimizer = OptimizerConfig::sgd(0.0);
+    c.outer_lr = 1.0;
+    c
+}
+
+#[test]
+fn beta_zero_outer_step_is_an_sft_step_on_retain_plus_refusal() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { beta: 0.0, ..base_cfg() };
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    outer_step(&mut st, &c, &d, &streams).unwrap();
+    // Direct: separate passes for L_ret and L_ref (mean losses), g = g_ret + α g_ref, AdamW.
+    let ret = Batch::new(&streams.retain.batch(0), 0, 32, &m);
+    let refu = Batch::new(&streams.refusal.batch(0), 0, 32, &m);
+    let (_, mut g) = loss_and_grads(&m, &ret);
+    add_scaled(&mut g, &loss_and_grads(&m, &refu).1, c.alpha);
+    let mut p = m.params.clone();
+    optim::step(&c.outer_optimizer, &mut OptimState::new(p.len()), &mut p, &g, c.outer_lr);
+    let d = max_diff(&st.model.params, &p);
+    println!("beta=0 outer step vs direct SFT step: max |difference| {d:e}");
+    assert!(d < 1e-5, "{d}");
+}
+
+#[test]
+fn the_simulated_attack_leaves_the_outer_weights_untouched() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { outer_lr: 0.0, ..base_cfg() };
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    assert!(stats.harmful_loss_end.is_finite() && stats.tr_loss.is_finite());
+    assert_eq!(max_diff(&st.model.params, &m.params), 0.0, "weights moved although only the inner loop ran");
+}
+
+#[test]
+fn the_tamper_resistance_gradient_is_taken_at_the_attacked_weights() {
+    let m = model();
+    let d = data();
+    let c = exposing(base_cfg());
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    outer_step(&mut st, &c, &d, &streams).unwrap();
+    let g_patcher = neg_delta(&m.params, &st.model.params);
+
+    // Direct: the attack with the engine-level pieces, step by step.
+    let attack = sample_attack(&c, 0, 0);
+    let mut at = m.clone();
+    let mut inner = OptimState::new(m.params.len());
+    let ret = Batch::new(&streams.retain.batch(0), 0, 32, &m);
+    let refu = Batch::new(&streams.refusal.batch(0), 0, 32, &m);
+    let (_, mut g) = loss_and_grads(&m, &ret);
+    add_scaled(&mut g, &loss_and_grads(&m, &refu).1, c.alpha);
+    let mut g_at_theta = g.clone();
+    let weights = c.inner.steps(3);
+    assert_eq!(weights.iter().map(|w| w.0).collect::<Vec<_>>(), vec![2, 3]);
+    for k in 1..=3usize {
+        let hb = Batch::new(&streams.harmful.batch(k - 1), 0, 32, &at);
+        let (_, gh) = loss_and_grads(&at, &hb);
+        optim::step(&attack.optimizer, &mut inner, &mut at.params, &gh, attack.lr);
+        if let Some(&(_, w)) = weights.iter().find(|x| x.0 == k) {
+            let tb = Batch::new(&streams.refusal_tr.batch(k - 1), 0, 32, &at);
+            add_scaled(&mut g, &loss_and_grads(&at, &tb).1, c.beta * w);
+            // The wrong version: the same term at θ instead of θ'.
+            add_scaled(&mut g_at_theta, &loss_and_grads(&m, &tb).1, c.beta * w);
+        }
+    }
+    let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let wrong: Vec<Tensor<2>> = g_at_theta.into_iter().map(|x| x.unwrap()).collect();
+    let d_ok = max_diff(&g_patcher, &direct);
+    let d_wrong = max_diff(&g_patcher, &wrong);
+    println!("outer gradient vs direct (at θ'): {d_ok:e}; vs the same terms at θ: {d_wrong:e}");
+    assert!(d_ok < 1e-5, "{d_ok}");
+    assert!(d_wrong > 100.0 * d_ok.max(1e-7), "the check cannot tell θ' from θ");
+}
+
+#[test]
+fn parallel_with_one_worker_and_k1_equals_sequential_k1() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { k: KSchedule::constant(1), inner: InnerSelection { kind: "all".into(), ..Default::default() }, outer_steps: 4, ..base_cfg() };
+    let seq = harden(&m, &c, &d, HardenOptions::default()).unwrap();
+    let par = parallel::harden(&m, &c, &d, 1, HardenOptions::default()).unwrap();
+    let diff = max_diff(&seq.params, &par.params);
+    println!("parallel P=1 K=1 vs sequential K=1 after 4 outer steps: max |weight difference| {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+    assert!(max_diff(&seq.params, &m.params) > 1e-4, "training moved the weights");
+}
+
+#[test]
+fn parallel_trajectories_and_all_reduce_match_direct_computations() {
+    let m = model();
+    let d = data();
+    let k = 3usize;
+    for p in [2usize, 3] {
+        // (a) With θ frozen (outer lr 0), worker j's θ + Δ after s outer steps equals s steps
+        // of its attack from θ, started at age ⌊jK/P⌋, on its own batches.
+        let c = PatcherConfig { outer_lr: 0.0, k: KSchedule::constant(k), ..base_cfg() };
+        let base = Streams::new(&c, &d);
+        let streams: Vec<Streams> = (0..p).map(|j| parallel_streams(&base, &c, j)).collect();
+        let mut st = state(&m);
+        let mut trajs = parallel::init_trajectories(&m, &c, p);
+        let ages0: Vec<usize> = trajs.iter().map(|t| t.age).collect();
+        assert_eq!(ages0, (0..p).map(|j| j * k / p).collect::<Vec<_>>());
+        let steps = 2usize;
+        for _ in 0..steps {
+            parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap();
+        }
+        for j in 0..p {
+            let attack = sample_attack(&c, 0, j);
+            let mut at = m.clone();
+            let mut inner = OptimState::new(m.params.len());
+            for s in 0..steps {
+                let idx = s * k + ages0[j] + s;
+                let hb = Batch::new(&streams[j].harmful.batch(idx), 0, 32, &at);
+                let (_, g) = loss_and_grads(&at, &hb);
+                optim::step(&attack.optimizer, &mut inner, &mut at.params, &g, attack.lr);
+            }
+            if ages0[j] + steps > k {
+                continue; // restarted and continued: not a single trajectory from θ
+            }
+            if ages0[j] + steps < k {
+                let formed: Vec<Tensor<2>> = m.params.iter().zip(&trajs[j].offset).map(|(a, b)| a.clone() + b.clone()).collect();
+                let diff = max_diff(&formed, &at.params);
+                println!("P={p} worker {j}: trajectory vs separate attack: {diff:e}");
+                assert!(diff < 1e-5, "P={p} worker {j}: {diff}");
+            } else {
+                assert_eq!(trajs[j].age, 0, "a trajectory reaching age K restarts");
+                assert_eq!(max_diff(&trajs[j].offset, &zeros(&m)), 0.0);
+            }
+        }
+
+        // (b) One outer step with an exposing optimizer: g = Σ_j contributions, each computed
+        // separately (worker 0 adds the retain gradient).
+        let c = exposing(PatcherConfig { k: KSchedule::constant(k), ..base_cfg() });
+        let base = Streams::new(&c, &d);
+        let streams: Vec<Streams> = (0..p).map(|j| parallel_streams(&base, &c, j)).collect();
+        let mut st = state(&m);
+        let mut trajs = parallel::init_trajectories(&m, &c, p);
+        let ages0: Vec<usize> = trajs.iter().map(|t| t.age).collect();
+        parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap();
+        let g_par = neg_delta(&m.params, &st.model.params);
+        let ret = Batch::new(&base.retain.batch(0), 0, 32, &m);
+        let refu = Batch::new(&base.refusal.batch(0), 0, 32, &m);
+        let (_, mut g) = loss_and_grads(&m, &ret);
+        add_scaled(&mut g, &loss_and_grads(&m, &refu).1, c.alpha);
+        for j in 0..p {
+            let attack = sample_attack(&c, 0, j);
+            let mut at = m.clone();
+            let idx = ages0[j];
+            let hb = Batch::new(&streams[j].harmful.batch(idx), 0, 32, &at);
+            let (_, gh) = loss_and_grads(&at, &hb);
+            optim::step(&attack.optimizer, &mut OptimState::new(m.params.len()), &mut at.params, &gh, attack.lr);
+            let age = ages0[j] + 1;
+            if let Some(&(_, w)) = c.inner.steps(k).iter().find(|x| x.0 == age) {
+                let tb = Batch::new(&streams[j].refusal_tr.batch(idx), 0, 32, &at);
+                add_scaled(&mut g, &loss_and_grads(&at, &tb).1, c.beta * w * k as f64 / p as f64);
+            }
+        }
+        let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+        let diff = max_diff(&g_par, &direct);
+        println!("P={p}: all-reduced outer gradient vs sum of separate contributions: {diff:e}");
+        assert!(diff < 1e-5, "P={p}: {diff}");
+    }
+}
+
+fn zeros(m: &Llama) -> Vec<Tensor<2>> {
+    m.params.iter().map(|p| p.zeros_like()).collect()
+}
+
+fn parallel_streams(base: &Streams, c: &PatcherConfig, j: usize) -> Streams {
+    parallel::worker_streams(base, c, j)
+}
