@@ -22,6 +22,8 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Gguf(#[from] crate::io::gguf::GgufError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

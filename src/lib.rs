@@ -12,6 +12,7 @@ pub mod data;
 pub mod defense;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod io;
 pub mod model;
 pub mod report;

@@ -135,6 +135,40 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         limit: usize,
     },
+    /// Run a declarative experiment (TOML) into a run directory and write its report.
+    Run {
+        config: PathBuf,
+        /// Run directory (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The built-in default experiment on the tiny tier (configs/demo.toml).
+    Demo {
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Re-render report.md / report.html from a run directory's results.json.
+    Report { run: PathBuf },
+    /// Harden a model with Patcher (sequential, or parallel with --parallel P).
+    Harden {
+        #[arg(long)]
+        model: PathBuf,
+        /// TOML file with a PatcherConfig; defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, required = true)]
+        refusals: Vec<String>,
+        #[arg(long, required = true)]
+        benign: Vec<String>,
+        /// The defender's harmful data for the simulated attacks.
+        #[arg(long, required = true)]
+        harmful: Vec<String>,
+        /// Parallel workers (1 = sequential Patcher).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+    },
     /// Benchmarks: `train-step` (forward/backward/optimizer) and `matmul` (the machine's peak).
     Bench {
         what: String,
@@ -292,6 +326,52 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}/summary.json and generations.jsonl", out.display());
             }
         }
+        Cmd::Run { config, out } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
+            let cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
+            let cmd = format!("patcher run {} --out {}", config.display(), out.display());
+            run_experiment(cfg, &out, cmd, &device)?;
+        }
+        Cmd::Demo { out } => {
+            let cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;
+            run_experiment(cfg, &out, format!("patcher demo --out {}", out.display()), &device)?;
+        }
+        Cmd::Report { run } => {
+            let r = patcher::report::read_results(&run)?;
+            let p = patcher::report::write_report(&run, &r)?;
+            println!("wrote {} and {}", p.markdown.display(), p.html.display());
+        }
+        Cmd::Harden { model, config, out, refusals, benign, harmful, parallel } => {
+            use patcher::data::split::Split;
+            use patcher::train::batches::examples_from;
+            let cfg: patcher::defense::patcher::PatcherConfig = match config {
+                Some(p) => read_toml(&p)?,
+                None => Default::default(),
+            };
+            let tok = ChatTokenizer::from_dir(&model)?;
+            let m = patcher::io::hf::load_model(&model, &device)?;
+            let load = |s: &[String]| patcher::data::source::load_all(s, Split::Train);
+            let data = patcher::defense::patcher::PatcherData {
+                retain: examples_from(&tok, &load(&benign)?)?,
+                refusal: examples_from(&tok, &load(&refusals)?)?,
+                harmful: examples_from(&tok, &load(&harmful)?)?,
+                pad_id: tok.pad_id,
+            };
+            let t0 = std::time::Instant::now();
+            let opts = patcher::defense::patcher::HardenOptions {
+                out_dir: Some(out.join("train")),
+                progress: true,
+                ..Default::default()
+            };
+            let hardened = if parallel > 1 {
+                patcher::defense::parallel::harden(&m, &cfg, &data, parallel, opts)?
+            } else {
+                patcher::defense::patcher::harden(&m, &cfg, &data, opts)?
+            };
+            patcher::io::hf::save_model(&hardened, &out, Some(&model))?;
+            println!("hardened in {:.1}s -> {} (training record: {}/train)", t0.elapsed().as_secs_f64(), out.display(), out.display());
+        }
         Cmd::Bench { what, shape, steps, warmup, torch_python } => {
             bench(&what, &shape, steps, warmup, torch_python, &device)?
         }
@@ -325,6 +405,21 @@ fn print_eval(r: &patcher::eval::suite::EvalReport) {
         opt(r.harmful_loss),
         r.seconds
     );
+}
+
+const DEMO: &str = include_str!("../configs/demo.toml");
+
+fn run_experiment(cfg: patcher::experiment::ExperimentConfig, out: &std::path::Path, cmd: String, device: &burn::prelude::Device) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut runner = patcher::experiment::Runner::new(out, cfg, device.clone(), true)?;
+    let results = runner.run(vec![cmd])?;
+    println!("{}", patcher::experiment::summary_table(&results));
+    for n in &results.notes {
+        println!("note: {n}");
+    }
+    println!("report: {}", out.join("report.html").display());
+    println!("total wall-clock: {:.1}s", t0.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
