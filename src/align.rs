@@ -20,7 +20,11 @@ pub struct AlignConfig {
 
 impl Default for AlignConfig {
     fn default() -> Self {
-        Self { train: TrainConfig { steps: 200, lr: 2e-5, ..TrainConfig::default() }, refusal_weight: 0.5, benign_weight: 0.5 }
+        Self {
+            train: TrainConfig { steps: 200, lr: 2e-5, ..TrainConfig::default() },
+            refusal_weight: 0.5,
+            benign_weight: 0.5,
+        }
     }
 }
 
@@ -34,9 +38,14 @@ pub fn align(
     benign: &[Conversation],
     opts: RunOptions,
 ) -> Result<Llama> {
-    let mut sources = vec![Source { name: "refusals".into(), examples: examples_from(tok, refusals)?, weight: cfg.refusal_weight }];
+    let mut sources =
+        vec![Source { name: "refusals".into(), examples: examples_from(tok, refusals)?, weight: cfg.refusal_weight }];
     if cfg.benign_weight > 0.0 {
-        sources.push(Source { name: "benign".into(), examples: examples_from(tok, benign)?, weight: cfg.benign_weight });
+        sources.push(Source {
+            name: "benign".into(),
+            examples: examples_from(tok, benign)?,
+            weight: cfg.benign_weight,
+        });
     }
     let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);
     let state = run(TrainState::new(model.clone(), &cfg.train)?, &cfg.train, &mix, tok.pad_id, opts)?;

@@ -230,7 +230,8 @@ fn run(cli: Cli) -> Result<()> {
             if what != "synth" {
                 bail!("unknown data command `{what}` (synth)");
             }
-            let world = patcher::data::synth::generate(&patcher::data::synth::SynthConfig { seed, ..Default::default() });
+            let world =
+                patcher::data::synth::generate(&patcher::data::synth::SynthConfig { seed, ..Default::default() });
             world.write_dir(&out)?;
             for (name, set) in world.sets() {
                 println!("{name:>18}: {} conversations", set.len());
@@ -370,7 +371,12 @@ fn run(cli: Cli) -> Result<()> {
                 patcher::defense::patcher::harden(&m, &cfg, &data, opts)?
             };
             patcher::io::hf::save_model(&hardened, &out, Some(&model))?;
-            println!("hardened in {:.1}s -> {} (training record: {}/train)", t0.elapsed().as_secs_f64(), out.display(), out.display());
+            println!(
+                "hardened in {:.1}s -> {} (training record: {}/train)",
+                t0.elapsed().as_secs_f64(),
+                out.display(),
+                out.display()
+            );
         }
         Cmd::Bench { what, shape, steps, warmup, torch_python } => {
             bench(&what, &shape, steps, warmup, torch_python, &device)?
@@ -409,7 +415,12 @@ fn print_eval(r: &patcher::eval::suite::EvalReport) {
 
 const DEMO: &str = include_str!("../configs/demo.toml");
 
-fn run_experiment(cfg: patcher::experiment::ExperimentConfig, out: &std::path::Path, cmd: String, device: &burn::prelude::Device) -> Result<()> {
+fn run_experiment(
+    cfg: patcher::experiment::ExperimentConfig,
+    out: &std::path::Path,
+    cmd: String,
+    device: &burn::prelude::Device,
+) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut runner = patcher::experiment::Runner::new(out, cfg, device.clone(), true)?;
     let results = runner.run(vec![cmd])?;
@@ -434,7 +445,7 @@ fn load_or_make_world(dir: &std::path::Path, seed: u64) -> Result<patcher::data:
         return Ok(SynthWorld::read_dir(dir)?);
     }
     let w = generate(&SynthConfig { seed, ..Default::default() });
-    w.write_dir(&dir)?;
+    w.write_dir(dir)?;
     Ok(w)
 }
 

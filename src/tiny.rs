@@ -128,8 +128,16 @@ pub fn build(
     let lc = cfg.llama();
     let model = Llama::init(lc, cfg.init_std, cfg.train.seed, device);
     let sources = vec![
-        Source { name: "benign".into(), examples: examples_from(&tok, &world.benign_train)?, weight: cfg.benign_weight },
-        Source { name: "refuse".into(), examples: examples_from(&tok, &world.refuse_train)?, weight: cfg.refusal_weight },
+        Source {
+            name: "benign".into(),
+            examples: examples_from(&tok, &world.benign_train)?,
+            weight: cfg.benign_weight,
+        },
+        Source {
+            name: "refuse".into(),
+            examples: examples_from(&tok, &world.refuse_train)?,
+            weight: cfg.refusal_weight,
+        },
         Source { name: "harm".into(), examples: examples_from(&tok, &world.harm_train)?, weight: cfg.harmful_weight },
     ];
     let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);

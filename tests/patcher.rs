@@ -185,7 +185,12 @@ fn the_tamper_resistance_gradient_is_taken_at_the_attacked_weights() {
 fn parallel_with_one_worker_and_k1_equals_sequential_k1() {
     let m = model();
     let d = data();
-    let c = PatcherConfig { k: KSchedule::constant(1), inner: InnerSelection { kind: "all".into(), ..Default::default() }, outer_steps: 4, ..base_cfg() };
+    let c = PatcherConfig {
+        k: KSchedule::constant(1),
+        inner: InnerSelection { kind: "all".into(), ..Default::default() },
+        outer_steps: 4,
+        ..base_cfg()
+    };
     let seq = harden(&m, &c, &d, HardenOptions::default()).unwrap();
     let par = parallel::harden(&m, &c, &d, 1, HardenOptions::default()).unwrap();
     let diff = max_diff(&seq.params, &par.params);
@@ -227,7 +232,8 @@ fn parallel_trajectories_and_all_reduce_match_direct_computations() {
                 continue; // restarted and continued: not a single trajectory from θ
             }
             if ages0[j] + steps < k {
-                let formed: Vec<Tensor<2>> = m.params.iter().zip(&trajs[j].offset).map(|(a, b)| a.clone() + b.clone()).collect();
+                let formed: Vec<Tensor<2>> =
+                    m.params.iter().zip(&trajs[j].offset).map(|(a, b)| a.clone() + b.clone()).collect();
                 let diff = max_diff(&formed, &at.params);
                 println!("P={p} worker {j}: trajectory vs separate attack: {diff:e}");
                 assert!(diff < 1e-5, "P={p} worker {j}: {diff}");

@@ -78,9 +78,13 @@ pub fn preset(name: &str, overrides: &toml::Value) -> Result<AttackConfig> {
         let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
         Error::Invalid(format!("unknown attack preset `{name}` (known: {})", names.join(", ")))
     })?;
-    let mut v: toml::Value = toml::from_str(text).map_err(|e| Error::Format { file: format!("preset {name}"), why: e.to_string() })?;
+    let mut v: toml::Value =
+        toml::from_str(text).map_err(|e| Error::Format { file: format!("preset {name}"), why: e.to_string() })?;
     merge_toml(&mut v, overrides);
-    v.try_into().map_err(|e: toml::de::Error| Error::Format { file: format!("attack `{name}` (with overrides)"), why: e.to_string() })
+    v.try_into().map_err(|e: toml::de::Error| Error::Format {
+        file: format!("attack `{name}` (with overrides)"),
+        why: e.to_string(),
+    })
 }
 
 /// Read an attack from a TOML file.
@@ -92,6 +96,7 @@ pub fn from_file(path: &std::path::Path) -> Result<AttackConfig> {
 /// Run the attack on `model`. `on_budget(step, model)` is called with the attacked model after
 /// each step listed in `budgets` (harmful-phase steps; budget 0 is the model before the
 /// harmful phase). Returns the final attacked model (adapters merged for LoRA).
+#[allow(clippy::too_many_arguments)]
 pub fn attack(
     model: &Llama,
     tok: &ChatTokenizer,
@@ -112,9 +117,14 @@ pub fn attack(
         let opts = RunOptions { progress, name: "attack: benign phase".into(), ..Default::default() };
         start = run(TrainState::new(start, &tc)?, &tc, &mix, tok.pad_id, opts)?.model;
     }
-    let mut sources = vec![Source { name: "harmful".into(), examples: examples_from(tok, harmful)?, weight: cfg.harmful_weight }];
+    let mut sources =
+        vec![Source { name: "harmful".into(), examples: examples_from(tok, harmful)?, weight: cfg.harmful_weight }];
     if cfg.benign_weight > 0.0 {
-        sources.push(Source { name: "benign".into(), examples: examples_from(tok, benign)?, weight: cfg.benign_weight });
+        sources.push(Source {
+            name: "benign".into(),
+            examples: examples_from(tok, benign)?,
+            weight: cfg.benign_weight,
+        });
     }
     let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);
     if budgets.contains(&0) {
@@ -141,7 +151,8 @@ mod tests {
             assert!(!a.description.is_empty(), "{name}");
             assert!(a.train.steps > 0 && a.train.lr > 0.0, "{name}");
         }
-        let over: toml::Value = toml::from_str("[train]\nlr = 0.01\nsteps = 7\n[train.optimizer]\nweight_decay = 0.1").unwrap();
+        let over: toml::Value =
+            toml::from_str("[train]\nlr = 0.01\nsteps = 7\n[train.optimizer]\nweight_decay = 0.1").unwrap();
         let a = preset("full-adamw-5e-5", &over).unwrap();
         assert_eq!((a.train.lr, a.train.steps, a.train.optimizer.weight_decay), (0.01, 7, 0.1));
         assert_eq!(a.train.batch.batch_size, 8, "untouched keys keep the preset's value");

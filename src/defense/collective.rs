@@ -119,7 +119,8 @@ mod tests {
                             (0..4)
                                 .map(|round| {
                                     let v = vec![(rank + 1) as f32 * (round + 1) as f32, 1.0];
-                                    let g = vec![Some(Tensor::<2>::from_data(TensorData::new(v, [1, 2]), &device)), None];
+                                    let g =
+                                        vec![Some(Tensor::<2>::from_data(TensorData::new(v, [1, 2]), &device)), None];
                                     let out = c.all_reduce_sum(rank, g);
                                     assert!(out[1].is_none());
                                     to_vec_f32(out[0].clone().unwrap())

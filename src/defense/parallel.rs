@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
-    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, inner_step, retain_grads, sample_attack,
-    tr_grads,
+    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, inner_step, retain_grads,
+    sample_attack, tr_grads,
 };
 use crate::error::{Error, IoContext, Result};
 use crate::model::Llama;
@@ -74,7 +74,10 @@ pub fn worker_streams(base: &Streams, cfg: &PatcherConfig, j: usize) -> Streams 
     if j == 0 {
         return base.clone();
     }
-    let re = |m: &Mixture, name: &str| Mixture { seed: Rng::derive(cfg.seed, &format!("{name}/worker{j}")).next_u64(), ..m.clone() };
+    let re = |m: &Mixture, name: &str| Mixture {
+        seed: Rng::derive(cfg.seed, &format!("{name}/worker{j}")).next_u64(),
+        ..m.clone()
+    };
     Streams {
         retain: base.retain.clone(),
         refusal: base.refusal.clone(),
@@ -115,7 +118,8 @@ fn worker_step(
     let before: Vec<Tensor<2>> = attacked.params.clone();
     // Batch index: the sequential algorithm's `t*kmax + k - 1` when P = 1 and K = 1.
     let idx = t * kmax + traj.age;
-    let harm_loss = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, cfg.attack.batch.max_len, idx);
+    let harm_loss =
+        inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, cfg.attack.batch.max_len, idx);
     traj.age += 1;
     // Δ ← Δ + (θ' − (θ + Δ)).
     for ((d, a), b) in traj.offset.iter_mut().zip(&attacked.params).zip(&before) {
@@ -182,7 +186,10 @@ pub fn outer_step(
     let tr_loss = if trs.is_empty() { f64::NAN } else { trs.iter().map(|x| x.0).sum::<f64>() / trs.len() as f64 };
     let passes = results.iter().map(|r| r.1.passes).max().unwrap_or(0);
     if !retain_loss.is_finite() || !harm_end.is_finite() || !(tr_loss.is_finite() || trs.is_empty()) {
-        return Err(Error::NonFinite { step: t + 1, what: format!("a loss (retain {retain_loss}, tr {tr_loss}, harmful {harm_end})") });
+        return Err(Error::NonFinite {
+            step: t + 1,
+            what: format!("a loss (retain {retain_loss}, tr {tr_loss}, harmful {harm_end})"),
+        });
     }
     let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
     if !grad_norm.is_finite() {
@@ -236,7 +243,10 @@ fn load_trajectories(extra: Extra, cfg: &PatcherConfig, n_params: usize) -> Resu
         .enumerate()
         .map(|(j, m)| {
             let offset = (0..n_params)
-                .map(|i| map.remove(&format!("w{j}/delta/{i}")).ok_or_else(|| Error::Invalid(format!("checkpoint: missing w{j}/delta/{i}"))))
+                .map(|i| {
+                    map.remove(&format!("w{j}/delta/{i}"))
+                        .ok_or_else(|| Error::Invalid(format!("checkpoint: missing w{j}/delta/{i}")))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let opt = OptimState {
                 step: m.optim_step,
@@ -249,7 +259,13 @@ fn load_trajectories(extra: Extra, cfg: &PatcherConfig, n_params: usize) -> Resu
 }
 
 /// Harden `model` with parallel Patcher over `p` workers.
-pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, mut opts: HardenOptions) -> Result<Llama> {
+pub fn harden(
+    model: &Llama,
+    cfg: &PatcherConfig,
+    data: &PatcherData,
+    p: usize,
+    mut opts: HardenOptions,
+) -> Result<Llama> {
     cfg.validate()?;
     if p == 0 {
         return Err(Error::Invalid("--parallel must be >= 1".into()));
@@ -267,12 +283,17 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, 
         }
     }
     let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
-    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, &format!("patcher x{p}")));
+    let bar = opts
+        .progress
+        .then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, &format!("patcher x{p}")));
     while state.step < end {
         let st = outer_step(&mut state, &mut trajs, cfg, data, &streams)?;
         if let Some(b) = &bar {
             b.set_position(st.step as u64);
-            b.set_message(format!("K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step", st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds));
+            b.set_message(format!(
+                "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
+                st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
+            ));
         }
         if let Some(dir) = &opts.out_dir {
             append_jsonl(&dir.join("metrics.jsonl"), &st)?;
@@ -280,7 +301,7 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, 
         if let Some(cb) = opts.on_step.as_mut() {
             cb(&st)?;
         }
-        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
         if let Some(dir) = &opts.out_dir
             && (due || state.step == cfg.outer_steps)
         {

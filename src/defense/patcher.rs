@@ -56,7 +56,7 @@ impl KSchedule {
         let k = match self.kind.as_str() {
             "linear" => self.start as f64 + (self.end as f64 - self.start as f64) * frac,
             "step" => {
-                let stages = ((self.end.max(1) as f64 / self.start.max(1) as f64).log2().round() as usize).max(0) + 1;
+                let stages = ((self.end.max(1) as f64 / self.start.max(1) as f64).log2().round() as usize) + 1;
                 let stage = ((frac * stages as f64) as usize).min(stages - 1);
                 (self.start << stage).min(self.end) as f64
             }
@@ -243,7 +243,13 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
 }
 
 /// Loss and gradient of `L_ret + α·L_ref` at θ (one pass over a weighted batch).
-pub fn retain_grads(model: &Llama, cfg: &PatcherConfig, s: &Streams, data: &PatcherData, t: usize) -> (f64, Vec<Option<Tensor<2>>>) {
+pub fn retain_grads(
+    model: &Llama,
+    cfg: &PatcherConfig,
+    s: &Streams,
+    data: &PatcherData,
+    t: usize,
+) -> (f64, Vec<Option<Tensor<2>>>) {
     let ret = s.retain.batch(t);
     let refu = s.refusal.batch(t);
     let b = Batch::weighted(&[(&ret, 1.0), (&refu, cfg.alpha)], data.pad_id, cfg.retain_batch.max_len, model);
@@ -252,7 +258,13 @@ pub fn retain_grads(model: &Llama, cfg: &PatcherConfig, s: &Streams, data: &Patc
 
 /// Loss and gradient of `L_tr = L_ref + γ·relu(c − L_harm)` at attacked weights `at`; `idx`
 /// selects the batches. Returns `(L_ref, L_harm or NaN, grads)`.
-pub fn tr_grads(at: &Llama, cfg: &PatcherConfig, s: &Streams, data: &PatcherData, idx: usize) -> (f64, f64, Vec<Option<Tensor<2>>>) {
+pub fn tr_grads(
+    at: &Llama,
+    cfg: &PatcherConfig,
+    s: &Streams,
+    data: &PatcherData,
+    idx: usize,
+) -> (f64, f64, Vec<Option<Tensor<2>>>) {
     let b = Batch::new(&s.refusal_tr.batch(idx), data.pad_id, cfg.tr_batch.max_len, at);
     let (l_ref, mut g) = loss_and_grads(at, &b);
     let mut l_harm = f64::NAN;
@@ -269,7 +281,15 @@ pub fn tr_grads(at: &Llama, cfg: &PatcherConfig, s: &Streams, data: &PatcherData
 }
 
 /// One simulated attack step on `at` with `opt_state`: returns the attacker's loss.
-pub fn inner_step(at: &mut Llama, opt_state: &mut OptimState, attack: &SampledAttack, s: &Streams, data: &PatcherData, max_len: usize, idx: usize) -> f64 {
+pub fn inner_step(
+    at: &mut Llama,
+    opt_state: &mut OptimState,
+    attack: &SampledAttack,
+    s: &Streams,
+    data: &PatcherData,
+    max_len: usize,
+    idx: usize,
+) -> f64 {
     let b = Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at);
     let (l, g) = loss_and_grads(at, &b);
     optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
@@ -296,7 +316,12 @@ pub struct OuterStats {
 }
 
 /// One sequential Patcher outer step (see the module docs). Mutates `state`.
-pub fn outer_step(state: &mut TrainState, cfg: &PatcherConfig, data: &PatcherData, streams: &Streams) -> Result<OuterStats> {
+pub fn outer_step(
+    state: &mut TrainState,
+    cfg: &PatcherConfig,
+    data: &PatcherData,
+    streams: &Streams,
+) -> Result<OuterStats> {
     let t0 = Instant::now();
     let t = state.step;
     let k_total = cfg.k.k_at(t, cfg.outer_steps);
@@ -308,7 +333,8 @@ pub fn outer_step(state: &mut TrainState, cfg: &PatcherConfig, data: &PatcherDat
     let mut inner = OptimState::new(attacked.params.len());
     let (mut tr_sum, mut harm_end) = (0.0, f64::NAN);
     for k in 1..=k_total {
-        harm_end = inner_step(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, t * kmax + k - 1);
+        harm_end =
+            inner_step(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, t * kmax + k - 1);
         if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
             let (l_ref, _, gt) = tr_grads(&attacked, cfg, streams, data, t * kmax + k - 1);
             tr_sum += w * l_ref;
@@ -316,7 +342,10 @@ pub fn outer_step(state: &mut TrainState, cfg: &PatcherConfig, data: &PatcherDat
         }
     }
     if !retain_loss.is_finite() || !tr_sum.is_finite() || !harm_end.is_finite() {
-        return Err(Error::NonFinite { step: t + 1, what: format!("a loss (retain {retain_loss}, tr {tr_sum}, harmful {harm_end})") });
+        return Err(Error::NonFinite {
+            step: t + 1,
+            what: format!("a loss (retain {retain_loss}, tr {tr_sum}, harmful {harm_end})"),
+        });
     }
     let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
     if !grad_norm.is_finite() {
@@ -340,6 +369,9 @@ pub fn outer_step(state: &mut TrainState, cfg: &PatcherConfig, data: &PatcherDat
     })
 }
 
+/// Called after every outer step.
+pub type OuterCallback<'a> = dyn FnMut(&OuterStats) -> Result<()> + 'a;
+
 /// Options of a hardening run.
 #[derive(Default)]
 pub struct HardenOptions<'a> {
@@ -348,7 +380,7 @@ pub struct HardenOptions<'a> {
     pub progress: bool,
     /// Stop after this many outer steps without a final checkpoint (as a killed run would).
     pub stop_after: Option<usize>,
-    pub on_step: Option<&'a mut dyn FnMut(&OuterStats) -> Result<()>>,
+    pub on_step: Option<&'a mut OuterCallback<'a>>,
 }
 
 /// Harden `model` with sequential Patcher. Returns the hardened model.
@@ -368,7 +400,10 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, mut opts: 
         let st = outer_step(&mut state, cfg, data, &streams)?;
         if let Some(b) = &bar {
             b.set_position(st.step as u64);
-            b.set_message(format!("K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step", st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds));
+            b.set_message(format!(
+                "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
+                st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
+            ));
         }
         if let Some(dir) = &opts.out_dir {
             append_jsonl(&dir.join("metrics.jsonl"), &st)?;
@@ -376,7 +411,7 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, mut opts: 
         if let Some(cb) = opts.on_step.as_mut() {
             cb(&st)?;
         }
-        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
         if let Some(dir) = &opts.out_dir
             && (due || state.step == cfg.outer_steps)
         {

@@ -93,7 +93,11 @@ impl SuiteData {
             harmful_pairs: l(dir.load("harmful-beavertails", Split::Eval)?),
             exact: vec![],
             benign_pairs: l(dir.load("benign-alpaca", Split::Eval)?),
-            overrefusal_prompts: l(dir.load("overrefusal-xstest", Split::All)?.iter().map(|c| c.prompt_only()).collect()),
+            overrefusal_prompts: l(dir
+                .load("overrefusal-xstest", Split::All)?
+                .iter()
+                .map(|c| c.prompt_only())
+                .collect()),
             mc: vec![
                 ("arc-easy".into(), take(&dir.load_mc("mc-arc-easy", Split::Eval)?, limit)),
                 ("mmlu".into(), take(&dir.load_mc("mc-mmlu", Split::Eval)?, limit)),
@@ -177,13 +181,18 @@ pub fn evaluate(
         mc.push((name.clone(), crate::eval::mc::mc_accuracy(model, tok, &take(items, cfg.limit))?));
     }
     let loss_of = |v: &[Conversation]| -> Result<Option<f64>> {
-        if v.is_empty() { Ok(None) } else { mean_loss(model, tok, &messages(&lim(v)), cfg.batch_size, cfg.max_len).map(Some) }
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            mean_loss(model, tok, &messages(&lim(v)), cfg.batch_size, cfg.max_len).map(Some)
+        }
     };
     let (utility, utility_metric) = match exact {
         Some(e) => (e, "exact-match accuracy".to_string()),
-        None if !mc.is_empty() => {
-            (mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64, format!("mean MC accuracy ({})", mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")))
-        }
+        None if !mc.is_empty() => (
+            mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64,
+            format!("mean MC accuracy ({})", mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")),
+        ),
         None => (f64::NAN, "none".into()),
     };
     let report = EvalReport {

@@ -143,7 +143,10 @@ impl ExperimentConfig {
         let mut names = std::collections::HashSet::new();
         for d in &self.defenses {
             if !matches!(d.kind.as_str(), "none" | "sft" | "patcher" | "patcher-parallel") {
-                return Err(Error::Invalid(format!("defense `{}`: kind `{}` is not none, sft, patcher or patcher-parallel", d.name, d.kind)));
+                return Err(Error::Invalid(format!(
+                    "defense `{}`: kind `{}` is not none, sft, patcher or patcher-parallel",
+                    d.name, d.kind
+                )));
             }
             if !names.insert(d.name.clone()) {
                 return Err(Error::Invalid(format!("defense name `{}` is used twice", d.name)));
@@ -162,7 +165,10 @@ impl ExperimentConfig {
         if let Some(o) = &d.patcher {
             crate::attack::merge_toml(&mut v, o);
         }
-        v.try_into().map_err(|e: toml::de::Error| Error::Format { file: format!("defense `{}` patcher overrides", d.name), why: e.to_string() })
+        v.try_into().map_err(|e: toml::de::Error| Error::Format {
+            file: format!("defense `{}` patcher overrides", d.name),
+            why: e.to_string(),
+        })
     }
 
     /// The attack config of an attack spec.

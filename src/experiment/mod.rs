@@ -131,7 +131,9 @@ impl Runner {
         if self.cfg.base.kind == "tiny" {
             let wd = self.world_dir();
             let synth = SynthConfig { seed: self.cfg.seed, ..self.cfg.synth.clone() };
-            self.stage("world", &wd.join("world.json"), |_| crate::data::synth::generate(&synth).write_dir(&wd).map_err(Error::from))?;
+            self.stage("world", &wd.join("world.json"), |_| {
+                crate::data::synth::generate(&synth).write_dir(&wd).map_err(Error::from)
+            })?;
             let w = SynthWorld::read_dir(&wd)?;
             return Ok(TierData {
                 refusals: w.refuse_train.clone(),
@@ -161,7 +163,9 @@ impl Runner {
             "gguf" => {
                 let out = self.model_dir("base");
                 let src = PathBuf::from(&self.cfg.base.path);
-                self.stage("base (import)", &out.join("config.json"), |_| Ok(crate::io::gguf_import::import_gguf(&src, &out)?))?;
+                self.stage("base (import)", &out.join("config.json"), |_| {
+                    Ok(crate::io::gguf_import::import_gguf(&src, &out)?)
+                })?;
                 Ok(out)
             }
             _ => {
@@ -194,7 +198,12 @@ impl Runner {
             let progress = self.progress;
             let (dir, base) = (sft_dir.clone(), base.to_path_buf());
             self.stage("defense sft (alignment)", &sft_dir.join("config.json"), |_| {
-                let opts = RunOptions { out_dir: Some(dir.join("train")), progress, name: "align".into(), ..Default::default() };
+                let opts = RunOptions {
+                    out_dir: Some(dir.join("train")),
+                    progress,
+                    name: "align".into(),
+                    ..Default::default()
+                };
                 let aligned = crate::align::align(&m, &tok, &cfg, &data.refusals, &data.benign, opts)?;
                 crate::io::hf::save_model(&aligned, &dir, Some(&base))
             })?;
@@ -304,7 +313,16 @@ impl Runner {
                         }
                         Ok(())
                     };
-                    crate::attack::attack(&m, &tok, &acfg, &data.attacker_harmful, &data.benign, &budgets, &mut on_budget, progress)?;
+                    crate::attack::attack(
+                        &m,
+                        &tok,
+                        &acfg,
+                        &data.attacker_harmful,
+                        &data.benign,
+                        &budgets,
+                        &mut on_budget,
+                        progress,
+                    )?;
                     save_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
                 })?;
                 all.push(load_json(&path)?);
@@ -323,8 +341,15 @@ impl Runner {
             let path = self.model_dir(&d.name).join("train/metrics.jsonl");
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
             let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            for (key, metric) in [("tr_loss", "refusal loss at attacked weights"), ("harmful_loss_end", "attacker loss at the end of the simulated attack"), ("retain_loss", "retain + α·refusal loss")] {
-                let points = rows.iter().filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64().unwrap_or(f64::NAN)))).collect();
+            for (key, metric) in [
+                ("tr_loss", "refusal loss at attacked weights"),
+                ("harmful_loss_end", "attacker loss at the end of the simulated attack"),
+                ("retain_loss", "retain + α·refusal loss"),
+            ] {
+                let points = rows
+                    .iter()
+                    .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64().unwrap_or(f64::NAN))))
+                    .collect();
                 out.push(Curve { name: d.name.clone(), metric: metric.into(), points });
             }
         }
@@ -344,7 +369,11 @@ impl Runner {
                 continue;
             }
             for a in &self.cfg.attacks {
-                let mut pts: Vec<(usize, f64)> = rows.iter().filter(|r| r.defense == d.name && r.attack == a.name).map(|r| (r.budget, r.harmful_score)).collect();
+                let mut pts: Vec<(usize, f64)> = rows
+                    .iter()
+                    .filter(|r| r.defense == d.name && r.attack == a.name)
+                    .map(|r| (r.budget, r.harmful_score))
+                    .collect();
                 pts.sort_by_key(|p| p.0);
                 if let Some(&(budget, hs)) = pts.last() {
                     out.push(KPoint {
@@ -369,7 +398,11 @@ impl Runner {
         let pairs = self.evaluations(&defenses, &data)?;
         let rows: Vec<Row> = pairs.iter().flat_map(|p| p.rows.clone()).collect();
         let samples = pairs.iter().flat_map(|p| p.samples.clone()).collect();
-        let utility_metric = if self.cfg.base.kind == "tiny" { "exact-match accuracy" } else { "mean MC accuracy (ARC-Easy, MMLU subset)" };
+        let utility_metric = if self.cfg.base.kind == "tiny" {
+            "exact-match accuracy"
+        } else {
+            "mean MC accuracy (ARC-Easy, MMLU subset)"
+        };
         let mut results = Results {
             experiment: self.cfg.name.clone(),
             created: now_iso(),
@@ -460,6 +493,9 @@ pub fn summary_table(r: &Results) -> String {
         }
         s.push('\n');
     }
-    s.push_str(&format!("HS = harmful score ({} judge); utility = {}; * = held-out attack\n", r.judge, r.utility_metric));
+    s.push_str(&format!(
+        "HS = harmful score ({} judge); utility = {}; * = held-out attack\n",
+        r.judge, r.utility_metric
+    ));
     s
 }

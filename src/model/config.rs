@@ -111,14 +111,14 @@ impl LlamaConfig {
             .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
             .unwrap_or(10_000.0);
         let num_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
-        if num_kv_heads == 0 || hf.num_attention_heads % num_kv_heads != 0 {
+        if num_kv_heads == 0 || !hf.num_attention_heads.is_multiple_of(num_kv_heads) {
             return Err(bad(
                 "num_key_value_heads",
                 format!("{} attention heads are not a multiple of {} kv heads", hf.num_attention_heads, num_kv_heads),
             ));
         }
         let head_dim = hf.head_dim.unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1));
-        if head_dim % 2 != 0 || head_dim == 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(bad("head_dim", format!("head_dim must be even and > 0, got {head_dim}")));
         }
         let eos_token_ids = match &hf.eos_token_id {

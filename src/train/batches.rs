@@ -17,10 +17,7 @@ use crate::train::step::Example;
 
 /// Tokenize conversations with the chat template; the loss mask marks assistant tokens.
 pub fn examples_from(tok: &ChatTokenizer, conversations: &[Conversation]) -> Result<Vec<Example>> {
-    conversations
-        .iter()
-        .map(|c| tok.encode_chat(&c.messages).map(|(ids, mask)| Example { ids, mask }))
-        .collect()
+    conversations.iter().map(|c| tok.encode_chat(&c.messages).map(|(ids, mask)| Example { ids, mask })).collect()
 }
 
 /// One named set of examples and its share of the mixture.

@@ -120,7 +120,11 @@ pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Resu
 }
 
 /// As [`load_latest`], also returning the method-specific state.
-pub fn load_latest_with<C: Serialize>(dir: &Path, template: &TrainState, cfg: &C) -> Result<Option<(TrainState, Extra)>> {
+pub fn load_latest_with<C: Serialize>(
+    dir: &Path,
+    template: &TrainState,
+    cfg: &C,
+) -> Result<Option<(TrainState, Extra)>> {
     let latest = dir.join("latest.json");
     if !latest.exists() {
         return Ok(None);

@@ -158,6 +158,9 @@ pub fn train_step(state: &mut TrainState, cfg: &TrainConfig, data: &Mixture, pad
     })
 }
 
+/// Called after every step with the current state.
+pub type StepCallback<'a> = dyn FnMut(&TrainState, &StepStats) -> Result<()> + 'a;
+
 /// Where and how a run reports: all optional.
 #[derive(Default)]
 pub struct RunOptions<'a> {
@@ -169,7 +172,7 @@ pub struct RunOptions<'a> {
     /// Label for the progress bar.
     pub name: String,
     /// Called after every step with the current state (for example to evaluate at budgets).
-    pub on_step: Option<&'a mut dyn FnMut(&TrainState, &StepStats) -> Result<()>>,
+    pub on_step: Option<&'a mut StepCallback<'a>>,
     /// Stop after this many steps in total without a final checkpoint, as a killed run would
     /// (for tests of resume).
     pub stop_after: Option<usize>,
@@ -205,7 +208,7 @@ pub fn run(
         if let Some(cb) = opts.on_step.as_mut() {
             cb(&state, &stats)?;
         }
-        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
         if let Some(dir) = &opts.out_dir
             && (due || state.step == cfg.steps)
         {
