@@ -17,7 +17,8 @@ pub struct BaseConfig {
     /// `tiny` (trained from scratch on the synthetic world), `hf` (a Hugging Face directory)
     /// or `gguf` (a GGUF file imported first).
     pub kind: String,
-    /// Directory (`hf`) or file (`gguf`).
+    /// Directory (`hf`) or file (`gguf`); for `tiny`, an optional directory holding a tiny model
+    /// already trained on the same world (skips pre-training).
     pub path: String,
 }
 
@@ -71,6 +72,14 @@ pub struct DefenseSpec {
     /// Workers for `patcher-parallel`.
     #[serde(default)]
     pub parallel: Option<usize>,
+    /// Run the attack grid on this defense (false: evaluate it unattacked only, e.g. for the
+    /// base model that complies already).
+    #[serde(default = "yes")]
+    pub attacked: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One attack of the grid.

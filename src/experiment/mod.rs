@@ -160,6 +160,8 @@ impl Runner {
     pub fn base_model(&mut self) -> Result<PathBuf> {
         match self.cfg.base.kind.as_str() {
             "hf" => Ok(PathBuf::from(&self.cfg.base.path)),
+            // A tiny-tier model trained earlier on the same world (e.g. by another run).
+            "tiny" if !self.cfg.base.path.is_empty() => Ok(PathBuf::from(&self.cfg.base.path)),
             "gguf" => {
                 let out = self.model_dir("base");
                 let src = PathBuf::from(&self.cfg.base.path);
@@ -279,6 +281,7 @@ impl Runner {
         let mut all = vec![];
         std::fs::create_dir_all(self.dir.join("evals")).at(self.dir.join("evals"))?;
         for (name, dir) in defenses {
+            let attacked = self.cfg.defenses.iter().find(|d| &d.name == name).is_none_or(|d| d.attacked);
             let path = self.dir.join("evals").join(format!("{name}__none.json"));
             let (m, tok) = self.load(dir)?;
             let ecfg = self.cfg.eval.clone();
@@ -293,6 +296,9 @@ impl Runner {
                 save_json(&path, &pr)
             })?;
             all.push(load_json(&path)?);
+            if !attacked {
+                continue;
+            }
             for a in self.cfg.attacks.clone() {
                 let path = self.dir.join("evals").join(format!("{name}__{}.json", a.name));
                 let mut acfg = self.cfg.attack_for(&a)?;

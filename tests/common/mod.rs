@@ -1,0 +1,57 @@
+//! Shared fixtures of the tiny-tier tests: the synthetic world and a tiny model pre-trained on
+//! it, built once and cached under cargo's per-project temporary directory.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+use patcher::data::synth::{SynthConfig, SynthWorld, generate};
+use patcher::tiny::TinyConfig;
+
+pub fn world() -> SynthWorld {
+    generate(&SynthConfig::default())
+}
+
+/// The pre-training recipe used by the tests: the demo's mix (mostly complying with harmful
+/// requests), fewer steps.
+pub fn tiny_config() -> TinyConfig {
+    let mut c = TinyConfig { benign_weight: 0.7, refusal_weight: 0.05, harmful_weight: 0.25, ..TinyConfig::default() };
+    c.train.steps = 300;
+    c
+}
+
+/// Directory of the cached pre-trained tiny model (built on first use, ~30 s on 2 cores).
+pub fn tiny_model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cfg = tiny_config();
+        let key = patcher::data::split::stable_hash(&format!(
+            "{}{}",
+            serde_json::to_string(&cfg).unwrap(),
+            env!("CARGO_PKG_VERSION")
+        ));
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = root.join(format!("tiny-base-{key:016x}"));
+        if !dir.join("config.json").exists() {
+            let tmp = root.join(format!(".tiny-base-{key:016x}.{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let t0 = std::time::Instant::now();
+            patcher::tiny::build(&world(), &cfg, &tmp, &Device::flex(), false).expect("tiny pre-training");
+            eprintln!("built the cached tiny model in {:.1}s", t0.elapsed().as_secs_f64());
+            if std::fs::rename(&tmp, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp); // another process won the race
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+pub fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("patcher-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
