@@ -131,3 +131,31 @@ fn broken_checkpoints_fail_naming_the_tensor() {
     let e = broken("nan", |n| n[0].2[3] = f32::NAN);
     assert!(e.contains("non-finite"), "{e}");
 }
+
+#[test]
+fn multiple_choice_log_likelihoods_match_transformers() {
+    use patcher::eval::mc::choice_scores;
+    use patcher::tokenizer::ChatTokenizer;
+    let dir = fixture("tiny-llama");
+    let model = load_model(&dir, &Device::flex()).unwrap();
+    let tok = ChatTokenizer::from_dir(&dir).unwrap();
+    let exp = json(&dir.join("expected_mc.json"));
+    let mut worst = 0.0f64;
+    for item in exp["items"].as_array().unwrap() {
+        let prompt: Vec<u32> = serde_json::from_value(item["prompt_ids"].clone()).unwrap();
+        // The chat template renders the same prompt ids as transformers' apply_chat_template.
+        let q = item["question"].as_str().unwrap();
+        assert_eq!(tok.encode_prompt(&[patcher::data::Message::new("user", q)]).unwrap(), prompt);
+        let choices: Vec<Vec<u32>> =
+            item["choices"].as_array().unwrap().iter().map(|c| serde_json::from_value(c["ids"].clone()).unwrap()).collect();
+        let scores = choice_scores(&model, &tok, &prompt, &choices);
+        for (c, (sum, mean)) in item["choices"].as_array().unwrap().iter().zip(&scores) {
+            worst = worst.max((sum - c["logprob_sum"].as_f64().unwrap()).abs());
+            worst = worst.max((mean - c["logprob_mean"].as_f64().unwrap()).abs());
+        }
+        let best = scores.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).unwrap().0;
+        assert_eq!(best as u64, item["best_by_sum"].as_u64().unwrap());
+    }
+    println!("MC log-likelihoods vs transformers: max |difference| {worst:.2e}");
+    assert!(worst < 1e-3, "{worst}");
+}

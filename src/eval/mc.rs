@@ -8,19 +8,34 @@ use crate::data::Message;
 use crate::data::presets::McItem;
 use crate::error::Result;
 use crate::model::Llama;
-use crate::model::llama::to_vec_f32;
+use crate::model::llama::{int_tensor, to_vec_f32};
 use crate::tokenizer::ChatTokenizer;
 use crate::train::step::{Batch, Example};
 
 /// Per-row sum of log-probabilities of the tokens where `batch.weights` is 1.
 pub fn row_logprob_sums(model: &Llama, batch: &Batch) -> Vec<f64> {
+    // Score only the continuation positions: the head over the whole prompt would cost far
+    // more than the model body for a large vocabulary.
     let m = model.untracked();
-    let logits = m.forward(batch.inputs.clone());
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits, 2); // (B, T, V)
-    let picked = logp.gather(2, batch.targets.clone().reshape([b, t, 1])).reshape([b, t]);
-    let sums = (picked * batch.weights.clone()).sum_dim(1).reshape([b]); // (B,)
-    to_vec_f32(sums).into_iter().map(|x| x as f64).collect()
+    let h = m.hidden(batch.inputs.clone()); // (B, T, d)
+    let [b, t, d] = h.dims();
+    let w = to_vec_f32(batch.weights.clone());
+    let targets = batch.targets.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("int targets");
+    let idx: Vec<i64> = (0..b * t).filter(|&i| w[i] > 0.0).map(|i| i as i64).collect();
+    if idx.is_empty() {
+        return vec![0.0; b];
+    }
+    let n = idx.len();
+    let device = batch.targets.device();
+    let sel_t: Vec<i64> = idx.iter().map(|&i| targets[i as usize]).collect();
+    let rows = h.reshape([b * t, d]).select(0, int_tensor(idx.clone(), [n], &device)); // (N, d)
+    let logp = log_softmax(rows.matmul(m.head_weight().transpose()), 1); // (N, V)
+    let picked = to_vec_f32(logp.gather(1, int_tensor(sel_t, [n, 1], &device)).reshape([n]));
+    let mut sums = vec![0.0f64; b];
+    for (k, &i) in idx.iter().enumerate() {
+        sums[i as usize / t] += (picked[k] * w[i as usize]) as f64;
+    }
+    sums
 }
 
 /// The user message for an item: the question and options lettered A, B, C, ...

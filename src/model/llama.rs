@@ -271,12 +271,17 @@ impl Llama {
         out
     }
 
-    fn run(
+    fn run(&self, ids: Tensor<2, Int>, positions: &[Vec<usize>], mask: &[f32], cache: &mut Option<KvCache>) -> Tensor<3> {
+        self.run_inner(ids, positions, mask, cache, true)
+    }
+
+    fn run_inner(
         &self,
         ids: Tensor<2, Int>,
         positions: &[Vec<usize>],
         mask: &[f32],
         cache: &mut Option<KvCache>,
+        with_head: bool,
     ) -> Tensor<3> {
         let cfg = &self.cfg;
         let [b, t] = ids.dims();
@@ -296,8 +301,26 @@ impl Llama {
             x = x + self.mlp(layer, h);
         }
         let x = rms_norm(x, self.final_norm(), cfg.rms_norm_eps);
+        if !with_head {
+            return x; // (B, T, d)
+        }
         let v = cfg.vocab_size;
         linear(x, self.head()).reshape([b, t, v]) // (B, T, V)
+    }
+
+    /// Final hidden states `[B, T, d]` (after the last norm, before the head): losses that need
+    /// only some positions apply [`Llama::head_weight`] to those rows alone, which saves most
+    /// of the `d x V` head matmul and the log-softmax when the vocabulary is large.
+    pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = ids.dims();
+        let positions = vec![(0..t).collect::<Vec<_>>(); b];
+        let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
+        self.run_inner(ids, &positions, &mask, &mut None, false)
+    }
+
+    /// The output projection `[V, d]` (the embedding when tied).
+    pub fn head_weight(&self) -> Tensor<2> {
+        self.head()
     }
 
     fn attention(

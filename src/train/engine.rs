@@ -105,8 +105,7 @@ fn state_grads(state: &TrainState, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>
             let tracked: Vec<Tensor<2>> =
                 lora.params.iter().map(|p| p.clone().inner().autodiff().require_grad()).collect();
             let m = lora.apply(&state.model, &tracked);
-            let logits = m.forward(batch.inputs.clone());
-            let loss = batch.loss_of(logits);
+            let loss = batch.loss_for(&m);
             let grads = loss.backward();
             let value = loss.inner().into_scalar::<f32>() as f64;
             let g = tracked

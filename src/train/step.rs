@@ -28,6 +28,14 @@ pub struct Batch {
     pub mean: bool,
 }
 
+/// The positions of a batch that carry loss: flat indices into `B*T`, their targets and weights.
+struct Selected {
+    index: Tensor<1, Int>,
+    targets: Tensor<1, Int>,
+    weights: Tensor<1>,
+    sum: f64,
+}
+
 impl Batch {
     /// Right-pad (with `pad_id`, weight 0) and truncate to `max_len` tokens.
     pub fn new(examples: &[&Example], pad_id: u32, max_len: usize, model: &Llama) -> Self {
@@ -81,6 +89,43 @@ impl Batch {
         b
     }
 
+    fn selected(&self) -> Option<Selected> {
+        let w = crate::model::llama::to_vec_f32(self.weights.clone());
+        let idx: Vec<i64> = (0..w.len()).filter(|&i| w[i] != 0.0).map(|i| i as i64).collect();
+        if idx.is_empty() {
+            return None;
+        }
+        let t: Vec<i64> = self.targets.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("int targets");
+        let device = self.targets.device();
+        let n = idx.len();
+        let sel_t: Vec<i64> = idx.iter().map(|&i| t[i as usize]).collect();
+        let sel_w: Vec<f32> = idx.iter().map(|&i| w[i as usize]).collect();
+        let sum = sel_w.iter().map(|&x| x as f64).sum();
+        Some(Selected {
+            index: int_tensor(idx, [n], &device),
+            targets: int_tensor(sel_t, [n], &device),
+            weights: Tensor::<1>::from_data(TensorData::new(sel_w, [n]), (&device, self.weights.dtype())),
+            sum,
+        })
+    }
+
+    /// The training loss of `model` on this batch: the head and log-softmax are applied only at
+    /// the positions that carry loss (the same value as [`Batch::loss_of`] on full logits).
+    pub fn loss_for(&self, model: &Llama) -> Tensor<1> {
+        let Some(sel) = self.selected() else {
+            return self.loss_of(model.forward(self.inputs.clone()));
+        };
+        let h = model.hidden(self.inputs.clone()); // (B, T, d)
+        let [b, t, d] = h.dims();
+        let n = sel.index.dims()[0];
+        let rows = h.reshape([b * t, d]).select(0, sel.index); // (N, d)
+        let logits = rows.matmul(model.head_weight().transpose()); // (N, V)
+        let logp = burn::tensor::activation::log_softmax(logits, 1);
+        let picked = logp.gather(1, sel.targets.reshape([n, 1])).reshape([n]); // (N,)
+        let total = (picked * sel.weights).sum().neg();
+        if self.mean { total.div_scalar(sel.sum.max(1.0)) } else { total }
+    }
+
     /// The training loss of `logits` `[B, T, V]` on this batch (a one-element tensor).
     pub fn loss_of(&self, logits: Tensor<3>) -> Tensor<1> {
         if self.mean {
@@ -96,9 +141,7 @@ impl Batch {
 
 /// Mean masked cross-entropy of `model` on `batch`, no gradients.
 pub fn loss(model: &Llama, batch: &Batch) -> f64 {
-    let m = model.untracked();
-    let logits = m.forward(batch.inputs.clone());
-    batch.loss_of(logits).into_scalar::<f32>() as f64
+    batch.loss_for(&model.untracked()).into_scalar::<f32>() as f64
 }
 
 /// Loss and the gradient of every parameter at `model`'s weights. Gradients are plain
@@ -106,8 +149,7 @@ pub fn loss(model: &Llama, batch: &Batch) -> f64 {
 /// a zero gradient.
 pub fn loss_and_grads(model: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
     let tracked = model.tracked();
-    let logits = tracked.forward(batch.inputs.clone());
-    let loss = batch.loss_of(logits);
+    let loss = batch.loss_for(&tracked);
     let grads = loss.backward();
     let value = loss.inner().into_scalar::<f32>() as f64;
     let g =
