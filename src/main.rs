@@ -404,6 +404,8 @@ fn print_eval(r: &patcher::eval::suite::EvalReport) {
     for (n, a) in &r.mc {
         println!("  {n} accuracy {}", pct(*a));
     }
+    let phases: Vec<String> = r.phase_seconds.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect();
+    println!("  time: {}", phases.join(", "));
     println!(
         "  losses: benign {} | refusal {} | harmful {}  ({:.1}s)",
         opt(r.benign_loss),

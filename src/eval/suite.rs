@@ -136,6 +136,9 @@ pub struct EvalReport {
     pub refusal_loss: Option<f64>,
     pub harmful_loss: Option<f64>,
     pub seconds: f64,
+    /// Wall-clock of each part of the evaluation.
+    #[serde(default)]
+    pub phase_seconds: Vec<(String, f64)>,
 }
 
 fn messages(convs: &[Conversation]) -> Vec<Vec<Message>> {
@@ -151,10 +154,19 @@ pub fn evaluate(
     cfg: &EvalConfig,
 ) -> Result<(EvalReport, Vec<JudgedAnswer>)> {
     let t0 = std::time::Instant::now();
+    let mut phases: Vec<(String, f64)> = vec![];
+    let mut tick = {
+        let mut last = std::time::Instant::now();
+        move |name: &str, phases: &mut Vec<(String, f64)>| {
+            phases.push((name.to_string(), last.elapsed().as_secs_f64()));
+            last = std::time::Instant::now();
+        }
+    };
     let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, ..Default::default() };
     let lim = |v: &[Conversation]| take(v, cfg.limit);
     let (safety, items) =
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
+    tick("harmful prompts", &mut phases);
     let over_refusal = if data.overrefusal_prompts.is_empty() {
         None
     } else {
@@ -167,6 +179,7 @@ pub fn evaluate(
         }
         Some(refused as f64 / answers.len().max(1) as f64)
     };
+    tick("over-refusal prompts", &mut phases);
     let exact = if data.exact.is_empty() {
         None
     } else {
@@ -176,10 +189,12 @@ pub fn evaluate(
             .collect();
         Some(exact_match(model, tok, &items, cfg.batch_size, 24)?)
     };
+    tick("exact match", &mut phases);
     let mut mc = vec![];
     for (name, items) in &data.mc {
         mc.push((name.clone(), crate::eval::mc::mc_accuracy(model, tok, &take(items, cfg.limit))?));
     }
+    tick("multiple choice", &mut phases);
     let loss_of = |v: &[Conversation]| -> Result<Option<f64>> {
         if v.is_empty() {
             Ok(None)
@@ -195,6 +210,10 @@ pub fn evaluate(
         ),
         None => (f64::NAN, "none".into()),
     };
+    let benign_loss = loss_of(&data.benign_pairs)?;
+    let refusal_loss = loss_of(&data.refusal_pairs)?;
+    let harmful_loss = loss_of(&data.harmful_pairs)?;
+    tick("losses", &mut phases);
     let report = EvalReport {
         suite: data.name.clone(),
         safety,
@@ -203,10 +222,11 @@ pub fn evaluate(
         mc,
         utility,
         utility_metric,
-        benign_loss: loss_of(&data.benign_pairs)?,
-        refusal_loss: loss_of(&data.refusal_pairs)?,
-        harmful_loss: loss_of(&data.harmful_pairs)?,
+        benign_loss,
+        refusal_loss,
+        harmful_loss,
         seconds: t0.elapsed().as_secs_f64(),
+        phase_seconds: phases,
     };
     Ok((report, items))
 }

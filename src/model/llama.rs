@@ -271,7 +271,13 @@ impl Llama {
         out
     }
 
-    fn run(&self, ids: Tensor<2, Int>, positions: &[Vec<usize>], mask: &[f32], cache: &mut Option<KvCache>) -> Tensor<3> {
+    fn run(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        mask: &[f32],
+        cache: &mut Option<KvCache>,
+    ) -> Tensor<3> {
         self.run_inner(ids, positions, mask, cache, true)
     }
 
