@@ -146,8 +146,12 @@ fn multiple_choice_log_likelihoods_match_transformers() {
         // The chat template renders the same prompt ids as transformers' apply_chat_template.
         let q = item["question"].as_str().unwrap();
         assert_eq!(tok.encode_prompt(&[patcher::data::Message::new("user", q)]).unwrap(), prompt);
-        let choices: Vec<Vec<u32>> =
-            item["choices"].as_array().unwrap().iter().map(|c| serde_json::from_value(c["ids"].clone()).unwrap()).collect();
+        let choices: Vec<Vec<u32>> = item["choices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| serde_json::from_value(c["ids"].clone()).unwrap())
+            .collect();
         let scores = choice_scores(&model, &tok, &prompt, &choices);
         for (c, (sum, mean)) in item["choices"].as_array().unwrap().iter().zip(&scores) {
             worst = worst.max((sum - c["logprob_sum"].as_f64().unwrap()).abs());
