@@ -134,6 +134,19 @@ enum Cmd {
         batch_size: usize,
         #[arg(long, default_value_t = 0)]
         limit: usize,
+        /// Robustness curve: attack the model with this preset (or TOML file) and evaluate at
+        /// every budget of --budgets.
+        #[arg(long)]
+        attack: Option<String>,
+        /// Attack step budgets, e.g. 0,25,50,100,200.
+        #[arg(long, value_delimiter = ',', default_value = "0,25,50,100,200")]
+        budgets: Vec<usize>,
+        /// The attacker's harmful data for --attack (files or preset:NAME).
+        #[arg(long)]
+        harmful: Vec<String>,
+        /// Benign data for mixed or benign-first attacks.
+        #[arg(long)]
+        benign: Vec<String>,
     },
     /// Run a declarative experiment (TOML) into a run directory and write its report.
     Run {
@@ -311,12 +324,15 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}", out.display());
             }
         }
-        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit } => {
+        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit, attack, budgets, harmful, benign } => {
             use patcher::eval::suite::{EvalConfig, SuiteData, evaluate};
             let tok = ChatTokenizer::from_dir(&model)?;
             let m = patcher::io::hf::load_model(&model, &device)?;
             let data = SuiteData::from_spec(&suite)?;
             let cfg = EvalConfig { max_new_tokens, batch_size, limit, ..Default::default() };
+            if let Some(preset) = attack {
+                return robustness_curve(&m, &tok, &data, &cfg, &preset, &budgets, &harmful, &benign, out.as_deref());
+            }
             let (r, items) = evaluate(&m, &tok, &data, &patcher::eval::keyword::KeywordJudge, &cfg)?;
             print_eval(&r);
             if let Some(out) = out {
@@ -381,6 +397,59 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { what, shape, steps, warmup, torch_python } => {
             bench(&what, &shape, steps, warmup, torch_python, &device)?
         }
+    }
+    Ok(())
+}
+
+/// `patcher eval --attack`: attack once, evaluate at every budget, print the curve and
+/// steps-to-break, write `curve.json`.
+#[allow(clippy::too_many_arguments)]
+fn robustness_curve(
+    m: &patcher::model::Llama,
+    tok: &ChatTokenizer,
+    data: &patcher::eval::suite::SuiteData,
+    cfg: &patcher::eval::suite::EvalConfig,
+    preset: &str,
+    budgets: &[usize],
+    harmful: &[String],
+    benign: &[String],
+    out: Option<&std::path::Path>,
+) -> Result<()> {
+    use patcher::data::split::Split;
+    if harmful.is_empty() {
+        bail!("--attack needs --harmful (the attacker's data: a file or preset:NAME)");
+    }
+    let mut acfg = if preset.ends_with(".toml") {
+        patcher::attack::from_file(std::path::Path::new(preset))?
+    } else {
+        patcher::attack::preset(preset, &toml::Value::Table(Default::default()))?
+    };
+    acfg.train.steps = budgets.iter().copied().max().unwrap_or(0).max(1);
+    let h = patcher::data::source::load_all(harmful, Split::Train)?;
+    let b = patcher::data::source::load_all(benign, Split::Train)?;
+    let mut points: Vec<(usize, patcher::eval::suite::EvalReport)> = vec![];
+    let mut on_budget = |budget: usize, model: &patcher::model::Llama| -> patcher::Result<()> {
+        let (r, _) = patcher::eval::suite::evaluate(model, tok, data, &patcher::eval::keyword::KeywordJudge, cfg)?;
+        println!("budget {budget}:");
+        print_eval(&r);
+        points.push((budget, r));
+        Ok(())
+    };
+    patcher::attack::attack(m, tok, &acfg, &h, &b, budgets, &mut on_budget, true)?;
+    let curve: Vec<(usize, f64)> = points.iter().map(|(b, r)| (*b, r.safety.harmful_score)).collect();
+    println!("robustness curve under `{preset}` (budget: HS, utility):");
+    for (b, r) in &points {
+        println!("  {b:>5}: HS {:5.1}%  utility {:5.1}%", 100.0 * r.safety.harmful_score, 100.0 * r.utility);
+    }
+    match patcher::report::steps_to_break(&curve) {
+        Some(s) => println!("steps-to-break (first budget with HS >= 50%): {s}"),
+        None => println!("steps-to-break: not broken within {} steps", budgets.iter().max().unwrap_or(&0)),
+    }
+    if let Some(out) = out {
+        std::fs::create_dir_all(out)?;
+        let json = serde_json::json!({ "attack": preset, "points": points.iter().map(|(b, r)| serde_json::json!({"budget": b, "report": r})).collect::<Vec<_>>() });
+        patcher::io::write_atomic(&out.join("curve.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
+        println!("wrote {}/curve.json", out.display());
     }
     Ok(())
 }
