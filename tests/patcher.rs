@@ -284,3 +284,27 @@ fn zeros(m: &Llama) -> Vec<Tensor<2>> {
 fn parallel_streams(base: &Streams, c: &PatcherConfig, j: usize) -> Streams {
     parallel::worker_streams(base, c, j)
 }
+
+#[test]
+fn killed_and_resumed_hardening_equals_an_uninterrupted_run_sequential_and_parallel() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { outer_steps: 5, checkpoint_every: 2, ..base_cfg() };
+    for p in [0usize, 2] {
+        let run = |opts: HardenOptions| {
+            if p == 0 { harden(&m, &c, &d, opts) } else { parallel::harden(&m, &c, &d, p, opts) }
+        };
+        let full = run(HardenOptions::default()).unwrap();
+        let dir = std::env::temp_dir().join(format!("patcher-harden-resume-{p}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Killed after outer step 3: the last checkpoint is step 2 (with the worker trajectories).
+        run(HardenOptions { out_dir: Some(dir.clone()), stop_after: Some(3), ..Default::default() }).unwrap();
+        let resumed = run(HardenOptions { out_dir: Some(dir.clone()), ..Default::default() }).unwrap();
+        let diff = max_diff(&full.params, &resumed.params);
+        println!("P={p} (0 = sequential): resumed vs uninterrupted hardening: max |weight difference| {diff:e}");
+        assert!(diff < 1e-6, "P={p}: {diff}");
+        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        assert!(lines.lines().count() >= 5, "per-step metrics are logged");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

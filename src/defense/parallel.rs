@@ -20,15 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
-    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, inner_step, retain_grads,
-    sample_attack, tr_grads,
+    HardenOptions, OuterLoop, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, drive, inner_step,
+    retain_grads, sample_attack, tr_grads,
 };
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::rng::Rng;
 use crate::train::batches::Mixture;
-use crate::train::checkpoint::{self, Extra};
-use crate::train::engine::{TrainState, append_jsonl};
+use crate::train::checkpoint::Extra;
+use crate::train::engine::TrainState;
 use crate::train::optim::{self, OptimState};
 
 /// One worker's attack trajectory.
@@ -258,58 +258,40 @@ fn load_trajectories(extra: Extra, cfg: &PatcherConfig, n_params: usize) -> Resu
         .collect()
 }
 
+struct Parallel<'a> {
+    cfg: &'a PatcherConfig,
+    data: &'a PatcherData,
+    streams: Vec<Streams>,
+    trajs: Vec<Trajectory>,
+    n_params: usize,
+}
+
+impl OuterLoop for Parallel<'_> {
+    fn step(&mut self, state: &mut TrainState) -> Result<OuterStats> {
+        outer_step(state, &mut self.trajs, self.cfg, self.data, &self.streams)
+    }
+    fn save(&self) -> Extra {
+        save_trajectories(&self.trajs)
+    }
+    fn restore(&mut self, extra: Extra) -> Result<()> {
+        self.trajs = load_trajectories(extra, self.cfg, self.n_params)?;
+        Ok(())
+    }
+}
+
 /// Harden `model` with parallel Patcher over `p` workers.
-pub fn harden(
-    model: &Llama,
-    cfg: &PatcherConfig,
-    data: &PatcherData,
-    p: usize,
-    mut opts: HardenOptions,
-) -> Result<Llama> {
+pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, opts: HardenOptions) -> Result<Llama> {
     cfg.validate()?;
     if p == 0 {
         return Err(Error::Invalid("--parallel must be >= 1".into()));
     }
     let base = Streams::new(cfg, data);
-    let streams: Vec<Streams> = (0..p).map(|j| worker_streams(&base, cfg, j)).collect();
-    let mut state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
-    let mut trajs = init_trajectories(model, cfg, p);
-    let run_cfg = (cfg, p);
-    if let Some(dir) = &opts.out_dir {
-        std::fs::create_dir_all(dir).at(dir)?;
-        if let Some((s, extra)) = checkpoint::load_latest_with(dir, &state, &run_cfg)? {
-            trajs = load_trajectories(extra, cfg, model.params.len())?;
-            state = s;
-        }
-    }
-    let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
-    let bar = opts
-        .progress
-        .then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, &format!("patcher x{p}")));
-    while state.step < end {
-        let st = outer_step(&mut state, &mut trajs, cfg, data, &streams)?;
-        if let Some(b) = &bar {
-            b.set_position(st.step as u64);
-            b.set_message(format!(
-                "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
-                st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
-            ));
-        }
-        if let Some(dir) = &opts.out_dir {
-            append_jsonl(&dir.join("metrics.jsonl"), &st)?;
-        }
-        if let Some(cb) = opts.on_step.as_mut() {
-            cb(&st)?;
-        }
-        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
-        if let Some(dir) = &opts.out_dir
-            && (due || state.step == cfg.outer_steps)
-        {
-            checkpoint::save_with(dir, &state, &run_cfg, &save_trajectories(&trajs))?;
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    Ok(state.model)
+    let mut method = Parallel {
+        cfg,
+        data,
+        streams: (0..p).map(|j| worker_streams(&base, cfg, j)).collect(),
+        trajs: init_trajectories(model, cfg, p),
+        n_params: model.params.len(),
+    };
+    drive(model, cfg, &(cfg, p), &format!("patcher x{p}"), &mut method, opts)
 }

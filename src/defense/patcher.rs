@@ -383,21 +383,43 @@ pub struct HardenOptions<'a> {
     pub on_step: Option<&'a mut OuterCallback<'a>>,
 }
 
-/// Harden `model` with sequential Patcher. Returns the hardened model.
-pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, mut opts: HardenOptions) -> Result<Llama> {
-    cfg.validate()?;
-    let streams = Streams::new(cfg, data);
+/// What differs between sequential and parallel Patcher inside the shared outer loop
+/// ([`drive`]): how one outer step is taken, and the method's own state in checkpoints.
+pub trait OuterLoop {
+    fn step(&mut self, state: &mut TrainState) -> Result<OuterStats>;
+    /// Method-specific state for a checkpoint (none for sequential Patcher).
+    fn save(&self) -> Extra {
+        Extra::default()
+    }
+    /// Restore what [`OuterLoop::save`] wrote.
+    fn restore(&mut self, _extra: Extra) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The outer loop shared by both algorithms: resume from `opts.out_dir`, step, show progress,
+/// append `metrics.jsonl`, call back, checkpoint. `run_key` identifies the run's config in
+/// checkpoints (resuming with a different one is refused).
+pub fn drive<C: Serialize>(
+    model: &Llama,
+    cfg: &PatcherConfig,
+    run_key: &C,
+    label: &str,
+    method: &mut dyn OuterLoop,
+    mut opts: HardenOptions,
+) -> Result<Llama> {
     let mut state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
     if let Some(dir) = &opts.out_dir {
         std::fs::create_dir_all(dir).at(dir)?;
-        if let Some((s, _)) = checkpoint::load_latest_with(dir, &state, cfg)? {
+        if let Some((s, extra)) = checkpoint::load_latest_with(dir, &state, run_key)? {
+            method.restore(extra)?;
             state = s;
         }
     }
     let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
-    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, "patcher"));
+    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, label));
     while state.step < end {
-        let st = outer_step(&mut state, cfg, data, &streams)?;
+        let st = method.step(&mut state)?;
         if let Some(b) = &bar {
             b.set_position(st.step as u64);
             b.set_message(format!(
@@ -415,11 +437,30 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, mut opts: 
         if let Some(dir) = &opts.out_dir
             && (due || state.step == cfg.outer_steps)
         {
-            checkpoint::save_with(dir, &state, cfg, &Extra::default())?;
+            checkpoint::save_with(dir, &state, run_key, &method.save())?;
         }
     }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     Ok(state.model)
+}
+
+struct Sequential<'a> {
+    cfg: &'a PatcherConfig,
+    data: &'a PatcherData,
+    streams: Streams,
+}
+
+impl OuterLoop for Sequential<'_> {
+    fn step(&mut self, state: &mut TrainState) -> Result<OuterStats> {
+        outer_step(state, self.cfg, self.data, &self.streams)
+    }
+}
+
+/// Harden `model` with sequential Patcher. Returns the hardened model.
+pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, opts: HardenOptions) -> Result<Llama> {
+    cfg.validate()?;
+    let mut method = Sequential { cfg, data, streams: Streams::new(cfg, data) };
+    drive(model, cfg, cfg, "patcher", &mut method, opts)
 }
