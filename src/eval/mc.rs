@@ -8,35 +8,10 @@ use crate::data::Message;
 use crate::data::presets::McItem;
 use crate::error::Result;
 use crate::model::Llama;
-use crate::model::llama::{int_tensor, to_vec_f32};
-use crate::tokenizer::ChatTokenizer;
-use crate::train::step::{Batch, Example};
+use burn::prelude::*;
 
-/// Per-row sum of log-probabilities of the tokens where `batch.weights` is 1.
-pub fn row_logprob_sums(model: &Llama, batch: &Batch) -> Vec<f64> {
-    // Score only the continuation positions: the head over the whole prompt would cost far
-    // more than the model body for a large vocabulary.
-    let m = model.untracked();
-    let h = m.hidden(batch.inputs.clone()); // (B, T, d)
-    let [b, t, d] = h.dims();
-    let w = to_vec_f32(batch.weights.clone());
-    let targets = batch.targets.clone().into_data().convert::<i64>().try_into_vec::<i64>().expect("int targets");
-    let idx: Vec<i64> = (0..b * t).filter(|&i| w[i] > 0.0).map(|i| i as i64).collect();
-    if idx.is_empty() {
-        return vec![0.0; b];
-    }
-    let n = idx.len();
-    let device = batch.targets.device();
-    let sel_t: Vec<i64> = idx.iter().map(|&i| targets[i as usize]).collect();
-    let rows = h.reshape([b * t, d]).select(0, int_tensor(idx.clone(), [n], &device)); // (N, d)
-    let logp = log_softmax(rows.matmul(m.head_weight().transpose()), 1); // (N, V)
-    let picked = to_vec_f32(logp.gather(1, int_tensor(sel_t, [n, 1], &device)).reshape([n]));
-    let mut sums = vec![0.0f64; b];
-    for (k, &i) in idx.iter().enumerate() {
-        sums[i as usize / t] += (picked[k] * w[i as usize]) as f64;
-    }
-    sums
-}
+use crate::model::llama::{KvCache, int_tensor, to_vec_f32};
+use crate::tokenizer::ChatTokenizer;
 
 /// The user message for an item: the question and options lettered A, B, C, ...
 pub fn mc_prompt(item: &McItem) -> String {
@@ -47,22 +22,40 @@ pub fn mc_prompt(item: &McItem) -> String {
     s
 }
 
-/// `(sum, mean)` log-probability of each choice's text after the chat-formatted prompt.
-pub fn choice_scores(model: &Llama, tok: &ChatTokenizer, prompt_ids: &[u32], choices: &[Vec<u32>]) -> Vec<(f64, f64)> {
-    let examples: Vec<Example> = choices
+/// `(sum, mean)` log-probability of each choice's text after the chat-formatted prompt. The
+/// prompt runs once; each choice continues from a copy of its KV cache (copy-on-write), and the
+/// head is applied only at the positions that predict a choice token.
+pub fn choice_scores(model: &Llama, _tok: &ChatTokenizer, prompt_ids: &[u32], choices: &[Vec<u32>]) -> Vec<(f64, f64)> {
+    let m = model.untracked();
+    let device = m.device();
+    let p = prompt_ids.len();
+    let mut cache = KvCache::default();
+    let ids = int_tensor(prompt_ids.iter().map(|&x| x as i64).collect(), [1, p], &device);
+    let h = m.forward_cached_hidden(ids, &[(0..p).collect()], &[vec![true; p]], &mut cache); // (1, P, d)
+    let d = h.dims()[2];
+    let last = h.narrow(1, p - 1, 1).reshape([1, d]); // predicts the first choice token
+    let head = m.head_weight().transpose(); // (d, V)
+    choices
         .iter()
         .map(|c| {
-            let mut ids = prompt_ids.to_vec();
-            ids.extend(c);
-            let mut mask = vec![0u8; prompt_ids.len()];
-            mask.extend(std::iter::repeat_n(1u8, c.len()));
-            Example { ids, mask }
+            if c.is_empty() {
+                return (0.0, 0.0);
+            }
+            let n = c.len();
+            let rows = if n > 1 {
+                let mut cc = cache.clone();
+                let ids = int_tensor(c[..n - 1].iter().map(|&x| x as i64).collect(), [1, n - 1], &device);
+                let hc = m.forward_cached_hidden(ids, &[(p..p + n - 1).collect()], &[vec![true; p + n - 1]], &mut cc);
+                Tensor::cat(vec![last.clone(), hc.reshape([n - 1, d])], 0) // (n, d)
+            } else {
+                last.clone()
+            };
+            let logp = log_softmax(rows.matmul(head.clone()), 1); // (n, V)
+            let targets = int_tensor(c.iter().map(|&x| x as i64).collect(), [n, 1], &device);
+            let sum: f64 = to_vec_f32(logp.gather(1, targets).reshape([n])).iter().map(|&x| x as f64).sum();
+            (sum, sum / n as f64)
         })
-        .collect();
-    let refs: Vec<&Example> = examples.iter().collect();
-    let max_len = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let batch = Batch::new(&refs, tok.pad_id, max_len, model);
-    row_logprob_sums(model, &batch).into_iter().zip(choices).map(|(s, c)| (s, s / c.len().max(1) as f64)).collect()
+        .collect()
 }
 
 /// Accuracy over `items` (argmax of the summed log-probability).

@@ -259,6 +259,28 @@ impl Llama {
         key_valid: &[Vec<bool>],
         cache: &mut KvCache,
     ) -> Tensor<3> {
+        self.cached(ids, positions, key_valid, cache, true)
+    }
+
+    /// As [`Llama::forward_cached`], returning final hidden states `[B, T, d]` instead of logits.
+    pub fn forward_cached_hidden(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        key_valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        self.cached(ids, positions, key_valid, cache, false)
+    }
+
+    fn cached(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: &[Vec<usize>],
+        key_valid: &[Vec<bool>],
+        cache: &mut KvCache,
+        with_head: bool,
+    ) -> Tensor<3> {
         let t = ids.dims()[1];
         let past = cache.len();
         let mask = causal_mask(key_valid, t, past);
@@ -266,7 +288,7 @@ impl Llama {
             cache.layers = vec![None; self.cfg.num_layers];
         }
         let mut c = Some(std::mem::take(cache));
-        let out = self.run(ids, positions, &mask, &mut c);
+        let out = self.run_inner(ids, positions, &mask, &mut c, with_head);
         *cache = c.expect("cache");
         out
     }
