@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real tier, reduced for 2 CPU cores: SmolLM2-135M-Instruct as shipped, SFT-aligned, and the
-# aligned model after a 100-step full-parameter AdamW attack (lr 5e-5), each evaluated on the
-# real suite (held-out AdvBench + HarmBench prompts, XSTest safe half, ARC-Easy, MMLU subset),
-# 100 items per set. Needs ../shared/data. Writes runs/real-quick/; prints wall-clock per stage.
+# aligned model after a 100-step full-parameter AdamW attack (lr 5e-5, batch 4 x 128 tokens),
+# each evaluated on the real suite (held-out AdvBench + HarmBench prompts, XSTest safe half,
+# ARC-Easy, MMLU subset), 100 items per set. Needs ../shared/data. Writes runs/real-quick/; prints wall-clock per stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P=./target/release/patcher
@@ -16,6 +16,6 @@ stage eval-base $P eval --model $M $EVAL --out "$OUT/eval-base"
 stage align $P align --model $M --out "$OUT/sft" --refusals preset:refusals-llama2 --refusals preset:refusals-stl \
   --benign preset:benign-alpaca --benign preset:benign-dolly --config configs/align-smollm2-quick.toml
 stage eval-sft $P eval --model "$OUT/sft" $EVAL --out "$OUT/eval-sft"
-stage attack $P attack --model "$OUT/sft" --preset full-adamw-5e-5 --harmful preset:harmful-beavertails \
+stage attack $P attack --model "$OUT/sft" --preset configs/attack-smollm2-quick.toml --harmful preset:harmful-beavertails \
   --harmful preset:harmful-dna --out "$OUT/sft-attacked"
 stage eval-attacked $P eval --model "$OUT/sft-attacked" $EVAL --out "$OUT/eval-sft-attacked"

@@ -24,7 +24,7 @@ fn every_shipped_config_loads() {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             let text = read(&p);
             let what = p.display().to_string();
-            if p.parent().unwrap().ends_with("attacks") {
+            if p.parent().unwrap().ends_with("attacks") || name.starts_with("attack-") {
                 patcher::attack::from_file(&p).unwrap_or_else(|e| panic!("{what}: {e}"));
             } else if name.starts_with("align-") {
                 toml::from_str::<patcher::align::AlignConfig>(&text).unwrap_or_else(|e| panic!("{what}: {e}"));
