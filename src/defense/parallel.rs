@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
-    HardenOptions, OuterLoop, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, drive, inner_step,
-    retain_grads, sample_attack, tr_grads,
+    HardenOptions, OuterLoop, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, drive,
+    inner_step, retain_grads, sample_attack, tr_grads,
 };
 use crate::error::{Error, Result};
 use crate::model::Llama;
@@ -29,7 +29,7 @@ use crate::rng::Rng;
 use crate::train::batches::Mixture;
 use crate::train::checkpoint::Extra;
 use crate::train::engine::TrainState;
-use crate::train::optim::{self, OptimState};
+use crate::train::optim::OptimState;
 
 /// One worker's attack trajectory.
 #[derive(Debug, Clone)]
@@ -180,24 +180,14 @@ pub fn outer_step(
         handles.into_iter().map(|h| h.join().expect("worker thread panicked")).collect()
     });
     let retain_loss = results[0].2;
-    let mut g = results[0].0.clone();
+    let g = results[0].0.clone();
     let harm_end = results.iter().map(|r| r.1.harm_loss).sum::<f64>() / p as f64;
     let trs: Vec<(f64, f64)> = results.iter().filter_map(|r| r.1.tr_loss).collect();
     let tr_loss = if trs.is_empty() { f64::NAN } else { trs.iter().map(|x| x.0).sum::<f64>() / trs.len() as f64 };
     let passes = results.iter().map(|r| r.1.passes).max().unwrap_or(0);
-    if !retain_loss.is_finite() || !harm_end.is_finite() || !(tr_loss.is_finite() || trs.is_empty()) {
-        return Err(Error::NonFinite {
-            step: t + 1,
-            what: format!("a loss (retain {retain_loss}, tr {tr_loss}, harmful {harm_end})"),
-        });
-    }
-    let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
-    if !grad_norm.is_finite() {
-        return Err(Error::NonFinite { step: t + 1, what: "the outer gradient norm".into() });
-    }
-    let lr = cfg.outer_schedule.lr_at(cfg.outer_lr, t, cfg.outer_steps);
-    optim::step(&cfg.outer_optimizer, &mut state.opt, &mut state.model.params, &g, lr);
-    state.step += 1;
+    // A step where no worker was in S has no TR loss: that is not a divergence.
+    let tr_check = if trs.is_empty() { 0.0 } else { tr_loss };
+    let (grad_norm, lr) = apply_outer(state, cfg, g, [retain_loss, tr_check, harm_end])?;
     Ok(OuterStats {
         step: state.step,
         k: cfg.k.k_at(t, cfg.outer_steps),

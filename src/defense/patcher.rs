@@ -315,6 +315,29 @@ pub struct OuterStats {
     pub seconds: f64,
 }
 
+/// Check the step's losses `[retain, tr, harmful]` (NaN/Inf stops the run naming the step), clip
+/// the outer gradient, and take the outer optimizer step. Returns (gradient norm, lr).
+pub fn apply_outer(
+    state: &mut TrainState,
+    cfg: &PatcherConfig,
+    mut g: Vec<Option<Tensor<2>>>,
+    losses: [f64; 3],
+) -> Result<(f64, f64)> {
+    let t = state.step;
+    if losses.iter().any(|l| !l.is_finite()) {
+        let [r, tr, h] = losses;
+        return Err(Error::NonFinite { step: t + 1, what: format!("a loss (retain {r}, tr {tr}, harmful {h})") });
+    }
+    let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
+    if !grad_norm.is_finite() {
+        return Err(Error::NonFinite { step: t + 1, what: "the outer gradient norm".into() });
+    }
+    let lr = cfg.outer_schedule.lr_at(cfg.outer_lr, t, cfg.outer_steps);
+    optim::step(&cfg.outer_optimizer, &mut state.opt, &mut state.model.params, &g, lr);
+    state.step += 1;
+    Ok((grad_norm, lr))
+}
+
 /// One sequential Patcher outer step (see the module docs). Mutates `state`.
 pub fn outer_step(
     state: &mut TrainState,
@@ -341,19 +364,7 @@ pub fn outer_step(
             add_scaled(&mut g, &gt, cfg.beta * w);
         }
     }
-    if !retain_loss.is_finite() || !tr_sum.is_finite() || !harm_end.is_finite() {
-        return Err(Error::NonFinite {
-            step: t + 1,
-            what: format!("a loss (retain {retain_loss}, tr {tr_sum}, harmful {harm_end})"),
-        });
-    }
-    let grad_norm = optim::clip_grad_norm(&mut g, cfg.clip_norm);
-    if !grad_norm.is_finite() {
-        return Err(Error::NonFinite { step: t + 1, what: "the outer gradient norm".into() });
-    }
-    let lr = cfg.outer_schedule.lr_at(cfg.outer_lr, t, cfg.outer_steps);
-    optim::step(&cfg.outer_optimizer, &mut state.opt, &mut state.model.params, &g, lr);
-    state.step += 1;
+    let (grad_norm, lr) = apply_outer(state, cfg, g, [retain_loss, tr_sum, harm_end])?;
     Ok(OuterStats {
         step: state.step,
         k: k_total,
