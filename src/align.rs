@@ -7,7 +7,7 @@ use crate::data::Conversation;
 use crate::error::Result;
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
-use crate::train::batches::{Mixture, Source, examples_from};
+use crate::train::batches::mixture_of;
 use crate::train::engine::{RunOptions, TrainConfig, TrainState, run};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,16 +38,8 @@ pub fn align(
     benign: &[Conversation],
     opts: RunOptions,
 ) -> Result<Llama> {
-    let mut sources =
-        vec![Source { name: "refusals".into(), examples: examples_from(tok, refusals)?, weight: cfg.refusal_weight }];
-    if cfg.benign_weight > 0.0 {
-        sources.push(Source {
-            name: "benign".into(),
-            examples: examples_from(tok, benign)?,
-            weight: cfg.benign_weight,
-        });
-    }
-    let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);
+    let sets = [("refusals", refusals, cfg.refusal_weight), ("benign", benign, cfg.benign_weight)];
+    let mix = mixture_of(tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
     let state = run(TrainState::new(model.clone(), &cfg.train)?, &cfg.train, &mix, tok.pad_id, opts)?;
     Ok(state.merged())
 }

@@ -18,7 +18,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::io::write_atomic;
 use crate::model::{Llama, LlamaConfig};
 use crate::tokenizer::ChatTokenizer;
-use crate::train::batches::{BatchConfig, Mixture, Source, examples_from};
+use crate::train::batches::{BatchConfig, mixture_of};
 use crate::train::engine::{RunOptions, TrainConfig, TrainState, run};
 use crate::train::optim::OptimizerConfig;
 use crate::train::schedule::{ScheduleConfig, ScheduleKind};
@@ -127,20 +127,12 @@ pub fn build(
     let tok = write_tokenizer(world, cfg.vocab_size, out)?;
     let lc = cfg.llama();
     let model = Llama::init(lc, cfg.init_std, cfg.train.seed, device);
-    let sources = vec![
-        Source {
-            name: "benign".into(),
-            examples: examples_from(&tok, &world.benign_train)?,
-            weight: cfg.benign_weight,
-        },
-        Source {
-            name: "refuse".into(),
-            examples: examples_from(&tok, &world.refuse_train)?,
-            weight: cfg.refusal_weight,
-        },
-        Source { name: "harm".into(), examples: examples_from(&tok, &world.harm_train)?, weight: cfg.harmful_weight },
+    let sets = [
+        ("benign", world.benign_train.as_slice(), cfg.benign_weight),
+        ("refuse", world.refuse_train.as_slice(), cfg.refusal_weight),
+        ("harm", world.harm_train.as_slice(), cfg.harmful_weight),
     ];
-    let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);
+    let mix = mixture_of(&tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
     let state = TrainState::new(model, &cfg.train)?;
     let opts = RunOptions { progress, name: "tiny pre-train".into(), ..Default::default() };
     let state = run(state, &cfg.train, &mix, tok.pad_id, opts)?;

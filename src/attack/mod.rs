@@ -14,7 +14,7 @@ use crate::data::Conversation;
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
-use crate::train::batches::{Mixture, Source, examples_from};
+use crate::train::batches::{Mixture, examples_from, mixture_of};
 use crate::train::engine::{RunOptions, StepStats, TrainConfig, TrainState, run};
 
 /// One attack: the fine-tuning run and its data mixture.
@@ -117,16 +117,8 @@ pub fn attack(
         let opts = RunOptions { progress, name: "attack: benign phase".into(), ..Default::default() };
         start = run(TrainState::new(start, &tc)?, &tc, &mix, tok.pad_id, opts)?.model;
     }
-    let mut sources =
-        vec![Source { name: "harmful".into(), examples: examples_from(tok, harmful)?, weight: cfg.harmful_weight }];
-    if cfg.benign_weight > 0.0 {
-        sources.push(Source {
-            name: "benign".into(),
-            examples: examples_from(tok, benign)?,
-            weight: cfg.benign_weight,
-        });
-    }
-    let mix = Mixture::new(sources, cfg.train.batch.clone(), cfg.train.seed);
+    let sets = [("harmful", harmful, cfg.harmful_weight), ("benign", benign, cfg.benign_weight)];
+    let mix = mixture_of(tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
     if budgets.contains(&0) {
         on_budget(0, &start)?;
     }

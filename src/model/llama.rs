@@ -242,11 +242,15 @@ impl Llama {
 
     /// Logits of every position. `ids`: `[B, T]`; causal attention, positions 0..T.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.full_sequence(ids, true)
+    }
+
+    /// Uncached causal pass over whole sequences at positions 0..T, with or without the head.
+    fn full_sequence(&self, ids: Tensor<2, Int>, with_head: bool) -> Tensor<3> {
         let [b, t] = ids.dims();
         let positions = vec![(0..t).collect::<Vec<_>>(); b];
         let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
-        let mut cache = None;
-        self.run(ids, &positions, &mask, &mut cache)
+        self.run_inner(ids, &positions, &mask, &mut None, with_head)
     }
 
     /// Cached forward for generation: `ids` `[B, T]` are new tokens at `positions`;
@@ -293,16 +297,6 @@ impl Llama {
         out
     }
 
-    fn run(
-        &self,
-        ids: Tensor<2, Int>,
-        positions: &[Vec<usize>],
-        mask: &[f32],
-        cache: &mut Option<KvCache>,
-    ) -> Tensor<3> {
-        self.run_inner(ids, positions, mask, cache, true)
-    }
-
     fn run_inner(
         &self,
         ids: Tensor<2, Int>,
@@ -340,10 +334,7 @@ impl Llama {
     /// only some positions apply [`Llama::head_weight`] to those rows alone, which saves most
     /// of the `d x V` head matmul and the log-softmax when the vocabulary is large.
     pub fn hidden(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [b, t] = ids.dims();
-        let positions = vec![(0..t).collect::<Vec<_>>(); b];
-        let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
-        self.run_inner(ids, &positions, &mask, &mut None, false)
+        self.full_sequence(ids, false)
     }
 
     /// The output projection `[V, d]` (the embedding when tied).

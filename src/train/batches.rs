@@ -20,6 +20,23 @@ pub fn examples_from(tok: &ChatTokenizer, conversations: &[Conversation]) -> Res
     conversations.iter().map(|c| tok.encode_chat(&c.messages).map(|(ids, mask)| Example { ids, mask })).collect()
 }
 
+/// A mixture of conversation sets `(name, conversations, weight)`, tokenized with the chat
+/// template; a set with weight 0 is not part of the mix (and is not tokenized).
+pub fn mixture_of(
+    tok: &ChatTokenizer,
+    sets: &[(&str, &[Conversation], f64)],
+    batch: BatchConfig,
+    seed: u64,
+) -> Result<Mixture> {
+    let mut sources = Vec::new();
+    for (name, convs, weight) in sets {
+        if *weight > 0.0 {
+            sources.push(Source { name: name.to_string(), examples: examples_from(tok, convs)?, weight: *weight });
+        }
+    }
+    Ok(Mixture::new(sources, batch, seed))
+}
+
 /// One named set of examples and its share of the mixture.
 #[derive(Debug, Clone)]
 pub struct Source {
