@@ -295,7 +295,9 @@ impl Runner {
                 };
                 save_json(&path, &pr)
             })?;
-            all.push(load_json(&path)?);
+            let unattacked: PairResult = load_json(&path)?;
+            let zero = unattacked.rows[0].clone();
+            all.push(unattacked);
             if !attacked {
                 continue;
             }
@@ -312,6 +314,11 @@ impl Runner {
                     let mut rows = vec![];
                     let mut samples = vec![];
                     let mut on_budget = |b: usize, model: &Llama| -> Result<()> {
+                        if b == 0 && b != top {
+                            // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
+                            rows.push(Row { attack: a.name.clone(), held_out: a.held_out, ..zero.clone() });
+                            return Ok(());
+                        }
                         let (rep, items) = evaluate(model, &tok, &data.suite, &KeywordJudge, &ecfg)?;
                         rows.push(Self::row(name, &a.name, a.held_out, b, &rep));
                         if b == top {
