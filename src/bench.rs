@@ -144,3 +144,90 @@ pub fn matmul_peak(n: usize, reps: usize, device: &Device) -> f64 {
     }
     2.0 * (n as f64).powi(3) / median(ts) / 1e9
 }
+
+/// Wall-clock of one Patcher outer step, sequential (K dependent inner steps) against parallel
+/// (P workers, one attack step each), on a randomly initialised model of a benchmark shape
+/// with random-token data. Weights and data do not change the cost of a step, only its shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct HardenBench {
+    pub what: &'static str,
+    pub shape: String,
+    pub device: String,
+    pub batch: usize,
+    pub seq: usize,
+    pub k: usize,
+    pub workers: usize,
+    /// Median seconds per outer step after warm-up.
+    pub sequential_s: f64,
+    pub parallel_s: f64,
+    /// Dependent forward/backward passes per outer step (critical path).
+    pub sequential_passes: usize,
+    pub parallel_passes: usize,
+    pub speedup: f64,
+}
+
+/// Time `steps` outer steps (after `warmup`) of sequential Patcher with constant K and of
+/// parallel Patcher with `workers` workers and the same K.
+#[allow(clippy::too_many_arguments)]
+pub fn harden_step(
+    name: &str,
+    cfg: &LlamaConfig,
+    batch: usize,
+    seq: usize,
+    k: usize,
+    workers: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> crate::Result<HardenBench> {
+    use crate::defense::patcher::{HardenOptions, KSchedule, PatcherConfig, PatcherData};
+    use crate::train::batches::BatchConfig;
+    let model = Llama::init(cfg.clone(), 0.02, 0, device);
+    let mut rng = Rng::new(2);
+    let mut examples = |n: usize| -> Vec<Example> {
+        (0..n)
+            .map(|_| Example {
+                ids: (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect(),
+                mask: vec![1; seq + 1],
+            })
+            .collect()
+    };
+    let data = PatcherData { retain: examples(64), refusal: examples(64), harmful: examples(64), pad_id: 0 };
+    let bc = BatchConfig { batch_size: batch, max_len: seq + 1, bucket_window: 1 };
+    let mut pc = PatcherConfig { outer_steps: warmup + steps, k: KSchedule::constant(k), ..Default::default() };
+    (pc.retain_batch, pc.tr_batch, pc.attack.batch) = (bc.clone(), bc.clone(), bc);
+    let time = |p: Option<usize>| -> crate::Result<(f64, usize)> {
+        let mut secs = vec![];
+        let mut passes = 0;
+        let mut cb = |st: &crate::defense::patcher::OuterStats| -> crate::Result<()> {
+            if st.step > warmup {
+                secs.push(st.seconds);
+            }
+            passes = st.passes;
+            Ok(())
+        };
+        let opts = HardenOptions { on_step: Some(&mut cb), ..Default::default() };
+        let out = match p {
+            None => crate::defense::patcher::harden(&model, &pc, &data, opts)?,
+            Some(p) => crate::defense::parallel::harden(&model, &pc, &data, p, opts)?,
+        };
+        let _ = out.params[0].clone().sum().into_scalar::<f32>();
+        Ok((median(secs), passes))
+    };
+    let (sequential_s, sequential_passes) = time(None)?;
+    let (parallel_s, parallel_passes) = time(Some(workers))?;
+    Ok(HardenBench {
+        what: "harden_step",
+        shape: name.into(),
+        device: format!("{device:?}"),
+        batch,
+        seq,
+        k,
+        workers,
+        sequential_s,
+        parallel_s,
+        sequential_passes,
+        parallel_passes,
+        speedup: sequential_s / parallel_s,
+    })
+}

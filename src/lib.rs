@@ -27,8 +27,11 @@ pub use error::{Error, Result};
 pub fn device_from_name(name: &str) -> Result<burn::prelude::Device> {
     match name {
         "cpu" | "flex" => Ok(burn::prelude::Device::flex()),
+        #[cfg(feature = "vulkan")]
+        "vulkan" | "gpu" => Ok(burn::prelude::Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(0))),
         other => Err(Error::Invalid(format!(
-            "unknown device `{other}`: this build supports `cpu` (GPU backends need a cargo feature)"
+            "unknown device `{other}`: this build supports `cpu`{} (GPU backends need a cargo feature: --features vulkan)",
+            if cfg!(feature = "vulkan") { " and `vulkan`" } else { "" }
         ))),
     }
 }

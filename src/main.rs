@@ -17,7 +17,7 @@ use patcher::tokenizer::{ChatMessage, ChatTokenizer};
     about = "Harden open-weight LLMs against malicious fine-tuning, attack them, measure it."
 )]
 struct Cli {
-    /// Compute device: cpu.
+    /// Compute device: cpu, or vulkan in a build with `--features vulkan`.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     #[command(subcommand)]
@@ -182,7 +182,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         parallel: usize,
     },
-    /// Benchmarks: `train-step` (forward/backward/optimizer) and `matmul` (the machine's peak).
+    /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
+    /// Patcher outer step) and `matmul` (the machine's peak).
     Bench {
         what: String,
         /// tiny, smollm2-135m or all.
@@ -195,6 +196,12 @@ enum Cmd {
         /// Also run scripts/bench_torch.py with this Python and print the ratio.
         #[arg(long)]
         torch_python: Option<PathBuf>,
+        /// `harden`: inner attack steps K.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// `harden`: parallel workers P.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
     },
 }
 
@@ -394,8 +401,8 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Cmd::Bench { what, shape, steps, warmup, torch_python } => {
-            bench(&what, &shape, steps, warmup, torch_python, &device)?
+        Cmd::Bench { what, shape, steps, warmup, torch_python, k, workers } => {
+            bench(&what, &shape, steps, warmup, torch_python, k, workers, &device)?
         }
     }
     Ok(())
@@ -520,23 +527,38 @@ fn load_or_make_world(dir: &std::path::Path, seed: u64) -> Result<patcher::data:
     Ok(w)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bench(
     what: &str,
     shape: &str,
     steps: usize,
     warmup: usize,
     torch: Option<PathBuf>,
+    k: usize,
+    workers: usize,
     device: &burn::prelude::Device,
 ) -> Result<()> {
     let peak = patcher::bench::matmul_peak(2048, 5, device);
-    println!("matmul 2048^3 f32 (burn flex): {peak:.1} GFLOP/s");
+    println!("matmul 2048^3 f32 (burn, {device:?}): {peak:.1} GFLOP/s");
     if what == "matmul" {
         return Ok(());
     }
-    if what != "train-step" {
-        bail!("unknown benchmark `{what}` (train-step, matmul)");
-    }
     let shapes: Vec<&str> = if shape == "all" { vec!["tiny", "smollm2-135m"] } else { vec![shape] };
+    if what == "harden" {
+        for name in shapes {
+            let (cfg, b, t) = patcher::bench::shape(name).with_context(|| format!("unknown shape `{name}`"))?;
+            let r = patcher::bench::harden_step(name, &cfg, b, t, k, workers, warmup, steps, device)?;
+            println!(
+                "{name}: Patcher outer step, K = {k}: sequential {:.3} s ({} dependent passes), parallel x{workers} {:.3} s ({} passes) -> {:.2}x",
+                r.sequential_s, r.sequential_passes, r.parallel_s, r.parallel_passes, r.speedup
+            );
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        return Ok(());
+    }
+    if what != "train-step" {
+        bail!("unknown benchmark `{what}` (train-step, harden, matmul)");
+    }
     let torch_rows = match &torch {
         Some(py) => Some(run_torch(py, shape, steps, warmup)?),
         None => None,

@@ -308,3 +308,19 @@ fn killed_and_resumed_hardening_equals_an_uninterrupted_run_sequential_and_paral
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `patcher bench harden` runs both algorithms on a benchmark shape and reports their critical
+/// paths as DESIGN section 5 counts them: `K + |S| + 1` dependent passes for sequential Patcher
+/// (γ = 0), at most 3 (attack step, TR gradient, retain gradient) for parallel Patcher.
+#[test]
+fn harden_benchmark_reports_both_critical_paths() {
+    let (cfg, _, _) = patcher::bench::shape("tiny").unwrap();
+    let device = Device::flex();
+    let k = 3;
+    let r = patcher::bench::harden_step("tiny", &cfg, 2, 16, k, 3, 1, 2, &device).unwrap();
+    let s = PatcherConfig::default().inner.steps(k).len();
+    assert_eq!(r.sequential_passes, k + s + 1, "{r:?}");
+    assert!(r.parallel_passes >= 2 && r.parallel_passes <= 3, "{r:?}");
+    assert!(r.sequential_s > 0.0 && r.parallel_s > 0.0 && r.speedup.is_finite(), "{r:?}");
+    println!("{r:?}");
+}

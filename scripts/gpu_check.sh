@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One prepared GPU check (issue 6): sequential vs parallel Patcher wall-clock per outer step on
+# a GPU through burn's Vulkan backend, plus the same on the GPU machine's CPU cores.
+# Expects a release binary built with `--features vulkan` at .gpu/patcher and the Vulkan loader
+# package in .gl/ (see docs/results.md, "GPU check"); writes logs to $OUT (or ./gpu-out).
+set -u
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+B=.gpu/patcher; chmod +x $B
+log() { echo "== $*" | tee -a "$OUT/all.log"; }
+run() { local t=$1; shift; log "$* (limit ${t}s)"; local t0=$(date +%s%N)
+  timeout "$t" "$@" 2>&1 | tee -a "$OUT/all.log"; local rc=${PIPESTATUS[0]}
+  log "rc $rc, $(( ($(date +%s%N) - t0) / 1000000 )) ms"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee -a "$OUT/all.log"
+nproc | tee -a "$OUT/all.log"
+run 60 $B --device vulkan bench train-step --shape tiny --steps 3 --warmup 2
+run 120 $B --device vulkan bench train-step --shape smollm2-135m --steps 3 --warmup 2
+run 150 $B --device vulkan bench harden --shape smollm2-135m --k 4 --workers 4 --steps 3 --warmup 1
+run 60 $B --device vulkan bench harden --shape tiny --k 8 --workers 8 --steps 3 --warmup 1
+run 100 $B --device cpu bench harden --shape smollm2-135m --k 4 --workers 4 --steps 2 --warmup 1
