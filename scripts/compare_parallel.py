@@ -24,9 +24,9 @@ par_m = metrics(par / f"patcher-k4-par{p}/train/metrics.jsonl")
 # The same number of outer steps of the sequential run (constant schedules: a prefix of a longer
 # run is a shorter run).
 seq_m = metrics(run / "models/patcher-k4/train/metrics.jsonl")[: len(par_m)]
+print("(losses: mean of the last 5 outer steps)")
 print("| run | outer steps | s/step (median) | critical path (passes) | retain loss | TR loss | harmful loss end |")
 print("|---|---|---|---|---|---|---|")
-print("(losses: mean of the last 5 outer steps)")
 print(train_row("sequential K=4", seq_m))
 print(train_row(f"parallel K=4, P={p}", par_m))
 
