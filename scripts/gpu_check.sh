@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One prepared GPU check (issue 6): sequential vs parallel Patcher wall-clock per outer step on
 # a GPU through burn's Vulkan backend, plus the same on the GPU machine's CPU cores.
-# Expects a release binary built with `--features vulkan` at .gpu/patcher and the Vulkan loader
-# package in .gl/ (see docs/results.md, "GPU check"); writes logs to $OUT (or ./gpu-out).
+# Expects a stripped, gzipped release binary built with `--features vulkan` at .gpu/patcher.gz
+# and the Vulkan loader package (libvulkan1) in .gl/ (see docs/results.md, "GPU check");
+# writes logs to $OUT (or ./gpu-out).
 set -u
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-B=.gpu/patcher; chmod +x $B
+gunzip -c .gpu/patcher.gz > /tmp/patcher; B=/tmp/patcher; chmod +x $B
+export RUST_BACKTRACE=1
 log() { echo "== $*" | tee -a "$OUT/all.log"; }
 run() { local t=$1; shift; log "$* (limit ${t}s)"; local t0=$(date +%s%N)
   timeout "$t" "$@" 2>&1 | tee -a "$OUT/all.log"; local rc=${PIPESTATUS[0]}
