@@ -66,6 +66,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// `n` examples of `seq + 1` uniformly random tokens, every position scored.
+fn random_examples(rng: &mut Rng, n: usize, seq: usize, vocab: usize) -> Vec<Example> {
+    (0..n)
+        .map(|_| Example { ids: (0..=seq).map(|_| rng.below(vocab) as u32).collect(), mask: vec![1; seq + 1] })
+        .collect()
+}
+
 /// Time forward, backward and an AdamW step of `cfg` at `batch x seq` tokens.
 pub fn train_step(
     name: &str,
@@ -77,10 +84,7 @@ pub fn train_step(
     device: &Device,
 ) -> TrainStepBench {
     let mut model = Llama::init(cfg.clone(), 0.02, 0, device);
-    let mut rng = Rng::new(1);
-    let examples: Vec<Example> = (0..batch)
-        .map(|_| Example { ids: (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect(), mask: vec![1; seq + 1] })
-        .collect();
+    let examples = random_examples(&mut Rng::new(1), batch, seq, cfg.vocab_size);
     let refs: Vec<&Example> = examples.iter().collect();
     let b = Batch::new(&refs, 0, seq + 1, &model);
     let opt_cfg = OptimizerConfig::adamw();
@@ -184,14 +188,7 @@ pub fn harden_step(
     use crate::train::batches::BatchConfig;
     let model = Llama::init(cfg.clone(), 0.02, 0, device);
     let mut rng = Rng::new(2);
-    let mut examples = |n: usize| -> Vec<Example> {
-        (0..n)
-            .map(|_| Example {
-                ids: (0..=seq).map(|_| rng.below(cfg.vocab_size) as u32).collect(),
-                mask: vec![1; seq + 1],
-            })
-            .collect()
-    };
+    let mut examples = |n: usize| random_examples(&mut rng, n, seq, cfg.vocab_size);
     let data = PatcherData { retain: examples(64), refusal: examples(64), harmful: examples(64), pad_id: 0 };
     let bc = BatchConfig { batch_size: batch, max_len: seq + 1, bucket_window: 1 };
     let mut pc = PatcherConfig { outer_steps: warmup + steps, k: KSchedule::constant(k), ..Default::default() };

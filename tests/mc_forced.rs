@@ -20,6 +20,7 @@ use patcher::eval::mc::{choice_scores, mc_accuracy, mc_prompt};
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, int_tensor, to_vec_f32};
 use patcher::rng::Rng;
+use patcher::tiny::TinyConfig;
 use patcher::tokenizer::ChatTokenizer;
 use patcher::train::batches::{BatchConfig, Mixture};
 use patcher::train::engine::{RunOptions, TrainConfig, TrainState, run};
@@ -76,25 +77,18 @@ fn tokenizer(items: &[McItem]) -> ChatTokenizer {
     )
 }
 
+/// A two-layer tiny-tier decoder (`patcher::tiny`'s recipe at a smaller width).
 fn llama_cfg(vocab: usize) -> LlamaConfig {
-    LlamaConfig {
-        model_type: "llama".into(),
+    TinyConfig {
         vocab_size: vocab,
         hidden_size: 64,
         intermediate_size: 128,
         num_layers: 2,
         num_heads: 4,
         num_kv_heads: 2,
-        head_dim: 16,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 256,
-        tie_word_embeddings: true,
-        qkv_bias: false,
-        bos_token_id: Some(1),
-        eos_token_ids: vec![2],
-        pad_token_id: Some(2),
+        ..Default::default()
     }
+    .llama()
 }
 
 fn prompt_ids(tok: &ChatTokenizer, item: &McItem) -> Vec<u32> {
