@@ -152,7 +152,7 @@ fn multiple_choice_log_likelihoods_match_transformers() {
             .iter()
             .map(|c| serde_json::from_value(c["ids"].clone()).unwrap())
             .collect();
-        let scores = choice_scores(&model, &tok, &prompt, &choices);
+        let scores = choice_scores(&model, &prompt, &choices);
         for (c, (sum, mean)) in item["choices"].as_array().unwrap().iter().zip(&scores) {
             worst = worst.max((sum - c["logprob_sum"].as_f64().unwrap()).abs());
             worst = worst.max((mean - c["logprob_mean"].as_f64().unwrap()).abs());

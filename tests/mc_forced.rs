@@ -200,7 +200,7 @@ fn mc_scoring_picks_forced_answers_follows_them_when_options_move_and_matches_di
     for it in &items {
         for k in 0..4 {
             let rot = rotated(it, k);
-            let scores = choice_scores(&model, &tok, &prompt_ids(&tok, &rot), &choice_ids(&tok, &rot));
+            let scores = choice_scores(&model, &prompt_ids(&tok, &rot), &choice_ids(&tok, &rot));
             let best = argmax(&scores);
             assert_eq!(
                 best, rot.answer,
@@ -232,7 +232,7 @@ fn mc_scoring_picks_forced_answers_follows_them_when_options_move_and_matches_di
             let prompt = prompt_ids(&tok, it);
             let mut choices = choice_ids(&tok, it);
             choices.extend(extra.iter().cloned());
-            let got = choice_scores(m, &tok, &prompt, &choices);
+            let got = choice_scores(m, &prompt, &choices);
             let want = direct_scores(m, &prompt, &choices);
             for ((gs, gm), (ws, wm)) in got.iter().zip(&want) {
                 worst = worst.max((gs - ws).abs()).max((gm - wm).abs());

@@ -25,7 +25,7 @@ pub fn mc_prompt(item: &McItem) -> String {
 /// `(sum, mean)` log-probability of each choice's text after the chat-formatted prompt. The
 /// prompt runs once; each choice continues from a copy of its KV cache (copy-on-write), and the
 /// head is applied only at the positions that predict a choice token.
-pub fn choice_scores(model: &Llama, _tok: &ChatTokenizer, prompt_ids: &[u32], choices: &[Vec<u32>]) -> Vec<(f64, f64)> {
+pub fn choice_scores(model: &Llama, prompt_ids: &[u32], choices: &[Vec<u32>]) -> Vec<(f64, f64)> {
     let m = model.untracked();
     let device = m.device();
     let p = prompt_ids.len();
@@ -64,7 +64,7 @@ pub fn mc_accuracy(model: &Llama, tok: &ChatTokenizer, items: &[McItem]) -> Resu
     for item in items {
         let prompt = tok.encode_prompt(&[Message::new("user", mc_prompt(item))])?;
         let choices: Vec<Vec<u32>> = item.choices.iter().map(|c| tok.encode(c.trim())).collect::<Result<_>>()?;
-        let scores = choice_scores(model, tok, &prompt, &choices);
+        let scores = choice_scores(model, &prompt, &choices);
         let best = scores.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i).unwrap_or(0);
         correct += usize::from(best == item.answer);
     }
