@@ -10,6 +10,7 @@ pub mod attack;
 pub mod bench;
 pub mod data;
 pub mod defense;
+pub mod determinism;
 pub mod error;
 pub mod eval;
 pub mod experiment;

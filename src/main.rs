@@ -20,6 +20,10 @@ struct Cli {
     /// Compute device: cpu, or vulkan in a build with `--features vulkan`.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// Fixed-order reductions: the same bits on any x86-64 CPU with FMA (AVX2 or AVX-512),
+    /// whatever its vector width or core count, at some speed (docs/results.md).
+    #[arg(long, global = true)]
+    deterministic: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -184,6 +188,35 @@ enum Cmd {
     },
     /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
     /// Patcher outer step) and `matmul` (the machine's peak).
+    /// Seeded short training run with a fingerprint of its losses and weights, to compare
+    /// machines and thread counts (`--save` here, `--compare` there).
+    Determinism {
+        /// tiny or smollm2-135m (random initialisation, random tokens).
+        #[arg(long, default_value = "tiny")]
+        shape: String,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Threads of the compute pool (0: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
+    /// Statistical studies: `patcher study tiny-robustness --trials 16 --out runs/power`
+    /// (the seeded robustness protocol over many training seeds and its power estimate).
+    Study {
+        what: String,
+        #[arg(long, default_value_t = 16)]
+        trials: u64,
+        #[arg(long, default_value_t = 5)]
+        attack_seeds: u64,
+        #[arg(long, default_value = "runs/robustness-study")]
+        out: PathBuf,
+    },
     Bench {
         what: String,
         /// tiny, smollm2-135m or all.
@@ -217,6 +250,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let device = patcher::device_from_name(&cli.device)?;
+    patcher::model::fixed::set_fixed_order(cli.deterministic);
     match cli.cmd {
         Cmd::Fetch { name, out } => {
             if name != "smollm2-135m" {
@@ -352,13 +386,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Run { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            let cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
+            let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
+            cfg.deterministic |= cli.deterministic;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
             let cmd = format!("patcher run {} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }
         Cmd::Demo { out } => {
-            let cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;
+            let mut cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;
+            cfg.deterministic |= cli.deterministic;
             run_experiment(cfg, &out, format!("patcher demo --out {}", out.display()), &device)?;
         }
         Cmd::Report { run } => {
@@ -400,6 +436,23 @@ fn run(cli: Cli) -> Result<()> {
                 out.display(),
                 out.display()
             );
+        }
+        Cmd::Study { what, trials, attack_seeds, out } => {
+            if what != "tiny-robustness" {
+                bail!("unknown study `{what}` (tiny-robustness)");
+            }
+            use patcher::experiment::robustness_study::{run_study, study_report};
+            let done = run_study(&out, trials, attack_seeds, &device, &mut |l| eprintln!("{l}"))?;
+            for line in study_report(&done) {
+                println!("{line}");
+            }
+        }
+        Cmd::Determinism { shape, steps, threads, seed, save, compare } => {
+            for line in
+                patcher::determinism::probe(&shape, steps, threads, seed, save.as_deref(), compare.as_deref(), &device)?
+            {
+                println!("{line}");
+            }
         }
         Cmd::Bench { what, shape, steps, warmup, torch_python, k, workers } => {
             bench(&what, &shape, steps, warmup, torch_python, k, workers, &device)?

@@ -2,8 +2,6 @@
 //! the question and its lettered options are the user turn; each option's text is scored as
 //! the assistant's continuation, and the option with the highest summed log-probability wins.
 
-use burn::tensor::activation::log_softmax;
-
 use crate::data::Message;
 use crate::data::presets::McItem;
 use crate::error::Result;
@@ -50,7 +48,7 @@ pub fn choice_scores(model: &Llama, prompt_ids: &[u32], choices: &[Vec<u32>]) ->
             } else {
                 last.clone()
             };
-            let logp = log_softmax(rows.matmul(head.clone()), 1); // (n, V)
+            let logp = crate::model::fixed::log_softmax(rows.matmul(head.clone())); // (n, V)
             let targets = int_tensor(c.iter().map(|&x| x as i64).collect(), [n, 1], &device);
             let sum: f64 = to_vec_f32(logp.gather(1, targets).reshape([n])).iter().map(|&x| x as f64).sum();
             (sum, sum / n as f64)

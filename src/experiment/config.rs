@@ -116,6 +116,11 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
     /// Number of sample generations per (defense, attack) kept for the report.
     pub samples: usize,
+    /// Fixed-order reductions (`--deterministic`): the run gives the same bits on any x86-64
+    /// CPU with FMA. Recorded in `config.json`, so a run is never resumed in the other mode
+    /// (written only when on, so run directories made before the option still resume).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deterministic: bool,
 }
 
 impl Default for ExperimentConfig {
@@ -134,6 +139,7 @@ impl Default for ExperimentConfig {
             budgets: vec![0, 25, 50, 100],
             eval: EvalConfig::default(),
             samples: 2,
+            deterministic: false,
         }
     }
 }

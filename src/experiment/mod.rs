@@ -14,6 +14,7 @@
 //! config is an error, so results never mix.
 
 pub mod config;
+pub mod robustness_study;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -79,6 +80,9 @@ fn limit(v: Vec<Conversation>, n: usize) -> Vec<Conversation> {
 impl Runner {
     pub fn new(dir: &Path, cfg: ExperimentConfig, device: Device, progress: bool) -> Result<Self> {
         std::fs::create_dir_all(dir).at(dir)?;
+        if cfg.deterministic {
+            crate::model::fixed::set_fixed_order(true);
+        }
         let resolved = serde_json::to_value(&cfg).expect("json");
         let path = dir.join("config.json");
         if path.exists() {

@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, silu, softmax};
+use burn::tensor::activation::silu;
+
+use crate::model::fixed;
 
 use crate::model::config::LlamaConfig;
 
@@ -381,7 +383,7 @@ impl Llama {
         let k = k.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
         let v = v.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask.clone(); // (B, nh, T, S)
-        let probs = softmax(scores, 3);
+        let probs = fixed::softmax(scores); // over the keys
         let out = probs.matmul(v); // (B, nh, T, hd)
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
         let _ = d;
@@ -404,6 +406,9 @@ pub fn linear(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
 
 /// RMSNorm: `x / sqrt(mean(x²) + eps) * w`, `w` stored `[1, d]`.
 pub fn rms_norm(x: Tensor<3>, w: Tensor<2>, eps: f64) -> Tensor<3> {
+    if fixed::fixed_order() {
+        return fixed::rms_norm(x, w, eps);
+    }
     let inv = x.clone().square().mean_dim(2).add_scalar(eps).sqrt().recip(); // (B, T, 1)
     x * inv * w.unsqueeze::<3>()
 }
@@ -439,8 +444,8 @@ fn causal_mask(key_valid: &[Vec<bool>], t: usize, past: usize) -> Vec<f32> {
 /// Returns a one-element tensor (differentiable when `logits` is).
 pub fn masked_cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>, weights: Tensor<2>) -> Tensor<1> {
     let [b, t, _v] = logits.dims();
-    let logp = log_softmax(logits, 2); // (B, T, V)
+    let logp = fixed::log_softmax(logits); // (B, T, V)
     let picked = logp.gather(2, targets.reshape([b, t, 1])).reshape([b, t]); // (B, T)
-    let denom = weights.clone().sum().clamp_min(1.0);
-    (picked * weights).sum().neg() / denom
+    let denom = fixed::sum(weights.clone()).clamp_min(1.0);
+    fixed::sum(picked * weights).neg() / denom
 }

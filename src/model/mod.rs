@@ -1,6 +1,7 @@
 //! Llama-family decoders and text generation.
 
 pub mod config;
+pub mod fixed;
 pub mod generate;
 pub mod llama;
 

@@ -135,8 +135,24 @@ pub fn step(
 }
 
 /// Global L2 norm of the gradients (frozen slots skipped).
+///
+/// Each tensor is reduced row by row first (`sum_dim`, one row per task) and the row sums are
+/// added in f64 in a fixed order. A whole-tensor `sum()` of 4 Mi or more elements (SmolLM2's
+/// embedding gradient has 28 M) is split by the backend into rayon tasks whose reduction tree
+/// depends on the number of threads, which made the clip factor, and so the run, depend on
+/// the core count (`crate::determinism`).
 pub fn grad_norm(grads: &[Option<Tensor<2>>]) -> f64 {
-    let sq: f64 = grads.iter().flatten().map(|g| g.clone().inner().square().sum().into_scalar::<f32>() as f64).sum();
+    let sq: f64 = grads
+        .iter()
+        .flatten()
+        .map(|g| {
+            let sq = g.clone().inner().square(); // (R, C)
+            let rows =
+                if crate::model::fixed::fixed_order() { crate::model::fixed::row_sum(sq) } else { sq.sum_dim(1) }; // (R, 1)
+            let rows = rows.into_data().convert::<f32>().try_into_vec::<f32>().expect("float gradient");
+            rows.iter().map(|&x| x as f64).sum::<f64>()
+        })
+        .sum();
     sq.sqrt()
 }
 

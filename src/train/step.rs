@@ -120,9 +120,9 @@ impl Batch {
         let n = sel.index.dims()[0];
         let rows = h.reshape([b * t, d]).select(0, sel.index); // (N, d)
         let logits = rows.matmul(model.head_weight().transpose()); // (N, V)
-        let logp = burn::tensor::activation::log_softmax(logits, 1);
+        let logp = crate::model::fixed::log_softmax(logits);
         let picked = logp.gather(1, sel.targets.reshape([n, 1])).reshape([n]); // (N,)
-        let total = (picked * sel.weights).sum().neg();
+        let total = crate::model::fixed::sum(picked * sel.weights).neg();
         if self.mean { total.div_scalar(sel.sum.max(1.0)) } else { total }
     }
 
@@ -132,9 +132,9 @@ impl Batch {
             masked_cross_entropy(logits, self.targets.clone(), self.weights.clone())
         } else {
             let [b, t, _] = logits.dims();
-            let logp = burn::tensor::activation::log_softmax(logits, 2);
+            let logp = crate::model::fixed::log_softmax(logits);
             let picked = logp.gather(2, self.targets.clone().reshape([b, t, 1])).reshape([b, t]);
-            (picked * self.weights.clone()).sum().neg()
+            crate::model::fixed::sum(picked * self.weights.clone()).neg()
         }
     }
 }

@@ -15,11 +15,9 @@ pub fn world() -> SynthWorld {
 }
 
 /// The pre-training recipe used by the tests: the demo's mix (mostly complying with harmful
-/// requests), fewer steps.
+/// requests), fewer steps (the robustness protocol's base model).
 pub fn tiny_config() -> TinyConfig {
-    let mut c = TinyConfig { benign_weight: 0.7, refusal_weight: 0.05, harmful_weight: 0.25, ..TinyConfig::default() };
-    c.train.steps = 300;
-    c
+    patcher::experiment::robustness_study::base_config()
 }
 
 /// Directory of the cached pre-trained tiny model (built on first use, ~30 s on 2 cores).
@@ -28,9 +26,11 @@ pub fn tiny_model_dir() -> PathBuf {
     DIR.get_or_init(|| {
         let cfg = tiny_config();
         let key = patcher::data::split::stable_hash(&format!(
-            "{}{}",
+            "{}{}{}",
             serde_json::to_string(&cfg).unwrap(),
-            env!("CARGO_PKG_VERSION")
+            env!("CARGO_PKG_VERSION"),
+            // The base differs in its last bits with the reduction order (--deterministic).
+            if patcher::model::fixed::fixed_order() { "fixed" } else { "" }
         ));
         let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let dir = root.join(format!("tiny-base-{key:016x}"));
