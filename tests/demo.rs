@@ -17,7 +17,7 @@ fn reduced() -> ExperimentConfig {
     cfg.patcher.k = patcher::defense::patcher::KSchedule::constant(2);
     cfg.defenses.push(patcher::experiment::config::DefenseSpec {
         name: "patcher-parallel-k2".into(),
-        kind: "patcher-parallel".into(),
+        kind: patcher::experiment::DefenseKind::PatcherParallel,
         patcher: None,
         parallel: Some(2),
         attacked: true,

@@ -10,7 +10,8 @@
 use burn::prelude::*;
 use patcher::defense::parallel;
 use patcher::defense::patcher::{
-    HardenOptions, InnerSelection, KSchedule, PatcherConfig, PatcherData, Streams, harden, outer_step, sample_attack,
+    HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, PatcherData, Streams, harden,
+    outer_step, sample_attack,
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
@@ -70,7 +71,7 @@ fn base_cfg() -> PatcherConfig {
         retain_batch: b.clone(),
         tr_batch: b.clone(),
         k: KSchedule::constant(3),
-        inner: InnerSelection { kind: "last".into(), n: 2, weight: "linear".into() },
+        inner: InnerSelection { kind: InnerKind::Last, n: 2, weight: InnerWeight::Linear },
         alpha: 0.7,
         beta: 1.3,
         clip_norm: 0.0,
@@ -187,7 +188,7 @@ fn parallel_with_one_worker_and_k1_equals_sequential_k1() {
     let d = data();
     let c = PatcherConfig {
         k: KSchedule::constant(1),
-        inner: InnerSelection { kind: "all".into(), ..Default::default() },
+        inner: InnerSelection { kind: InnerKind::All, ..Default::default() },
         outer_steps: 4,
         ..base_cfg()
     };

@@ -28,51 +28,58 @@ use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::schedule::ScheduleConfig;
 use crate::train::step::{Batch, Example, add_scaled, loss_and_grads};
 
+/// The shape of K over training (`k.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KScheduleKind {
+    /// `constant`: always `start`.
+    Constant,
+    /// `linear`: from `start` to `end`.
+    Linear,
+    /// `step`: doubling stages from `start` to `end`, each an equal share of training.
+    Step,
+}
+
 /// How K grows over training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KSchedule {
-    /// `constant` (always `start`), `linear` (start → end), or `step` (doubling stages from
-    /// start to end, each an equal share of training).
-    pub kind: String,
+    pub kind: KScheduleKind,
     pub start: usize,
     pub end: usize,
 }
 
 impl Default for KSchedule {
     fn default() -> Self {
-        Self { kind: "constant".into(), start: 8, end: 8 }
+        Self { kind: KScheduleKind::Constant, start: 8, end: 8 }
     }
 }
 
 impl KSchedule {
     pub fn constant(k: usize) -> Self {
-        Self { kind: "constant".into(), start: k, end: k }
+        Self { kind: KScheduleKind::Constant, start: k, end: k }
     }
 
     /// K at 0-based outer step `t` of `total`.
     pub fn k_at(&self, t: usize, total: usize) -> usize {
         let frac = if total <= 1 { 1.0 } else { t as f64 / (total - 1) as f64 };
-        let k = match self.kind.as_str() {
-            "linear" => self.start as f64 + (self.end as f64 - self.start as f64) * frac,
-            "step" => {
+        let k = match self.kind {
+            KScheduleKind::Linear => self.start as f64 + (self.end as f64 - self.start as f64) * frac,
+            KScheduleKind::Step => {
                 let stages = ((self.end.max(1) as f64 / self.start.max(1) as f64).log2().round() as usize) + 1;
                 let stage = ((frac * stages as f64) as usize).min(stages - 1);
                 (self.start << stage).min(self.end) as f64
             }
-            _ => self.start as f64,
+            KScheduleKind::Constant => self.start as f64,
         };
         (k.round() as usize).max(1)
     }
 
     pub fn max(&self) -> usize {
-        if self.kind == "constant" { self.start.max(1) } else { self.start.max(self.end).max(1) }
+        if self.kind == KScheduleKind::Constant { self.start.max(1) } else { self.start.max(self.end).max(1) }
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.kind.as_str(), "constant" | "linear" | "step") {
-            return Err(Error::Invalid(format!("k.kind `{}`: expected constant, linear or step", self.kind)));
-        }
         if self.start == 0 {
             return Err(Error::Invalid("k.start must be >= 1".into()));
         }
@@ -80,33 +87,59 @@ impl KSchedule {
     }
 }
 
+/// Which inner steps form S (`inner.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InnerKind {
+    /// `last`: the last `n` steps.
+    Last,
+    /// `every`: every `n`-th step, and always step K.
+    Every,
+    /// `all`: every step.
+    All,
+}
+
+/// The weight w(k) of step k in S before normalisation (`inner.weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InnerWeight {
+    /// `uniform`: w(k) = 1.
+    Uniform,
+    /// `linear`: w(k) ∝ k (later, stronger attack states matter more).
+    Linear,
+}
+
 /// Which inner steps contribute a tamper-resistance gradient, and with what weight.
+/// Weights are normalised to sum to 1 over S.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InnerSelection {
-    /// `last` (the last `n` steps), `every` (every `n`-th step, and always step K) or `all`.
-    pub kind: String,
+    pub kind: InnerKind,
     pub n: usize,
-    /// `uniform`, or `linear` (w(k) ∝ k: later, stronger attack states matter more).
-    /// Weights are normalised to sum to 1 over S.
-    pub weight: String,
+    pub weight: InnerWeight,
 }
 
 impl Default for InnerSelection {
     fn default() -> Self {
-        Self { kind: "last".into(), n: 4, weight: "linear".into() }
+        Self { kind: InnerKind::Last, n: 4, weight: InnerWeight::Linear }
     }
 }
 
 impl InnerSelection {
     /// `(k, w(k))` for k in S, for an attack of `k_total` steps.
     pub fn steps(&self, k_total: usize) -> Vec<(usize, f64)> {
-        let ks: Vec<usize> = match self.kind.as_str() {
-            "all" => (1..=k_total).collect(),
-            "every" => (1..=k_total).filter(|k| k % self.n.max(1) == 0 || *k == k_total).collect(),
-            _ => (k_total.saturating_sub(self.n.max(1)) + 1..=k_total).collect(),
+        let ks: Vec<usize> = match self.kind {
+            InnerKind::All => (1..=k_total).collect(),
+            InnerKind::Every => (1..=k_total).filter(|k| k % self.n.max(1) == 0 || *k == k_total).collect(),
+            InnerKind::Last => (k_total.saturating_sub(self.n.max(1)) + 1..=k_total).collect(),
         };
-        let raw: Vec<f64> = ks.iter().map(|&k| if self.weight == "linear" { k as f64 } else { 1.0 }).collect();
+        let raw: Vec<f64> = ks
+            .iter()
+            .map(|&k| match self.weight {
+                InnerWeight::Linear => k as f64,
+                InnerWeight::Uniform => 1.0,
+            })
+            .collect();
         let z: f64 = raw.iter().sum();
         ks.into_iter().zip(raw).map(|(k, w)| (k, w / z)).collect()
     }
@@ -474,4 +507,57 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, opts: Hard
     cfg.validate()?;
     let mut method = Sequential { cfg, data, streams: Streams::new(cfg, data) };
     drive(model, cfg, cfg, "patcher", &mut method, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ks(kind: KScheduleKind, start: usize, end: usize, total: usize) -> Vec<usize> {
+        let s = KSchedule { kind, start, end };
+        (0..total).map(|t| s.k_at(t, total)).collect()
+    }
+
+    /// The values the string-typed schedule gave (`constant`, `linear`, `step`).
+    #[test]
+    fn k_schedules_give_the_values_they_always_gave() {
+        assert_eq!(ks(KScheduleKind::Constant, 3, 9, 5), [3, 3, 3, 3, 3]);
+        assert_eq!(ks(KScheduleKind::Linear, 2, 8, 5), [2, 4, 5, 7, 8]);
+        assert_eq!(ks(KScheduleKind::Step, 2, 8, 5), [2, 2, 4, 8, 8]);
+        assert_eq!(KSchedule { kind: KScheduleKind::Constant, start: 3, end: 9 }.max(), 3);
+        assert_eq!(KSchedule { kind: KScheduleKind::Linear, start: 3, end: 9 }.max(), 9);
+        assert_eq!(KSchedule { kind: KScheduleKind::Step, start: 9, end: 3 }.max(), 9);
+    }
+
+    /// The values the string-typed selection gave (`last`, `every`, `all` × `uniform`, `linear`).
+    #[test]
+    fn inner_selections_give_the_steps_and_weights_they_always_gave() {
+        let sel = |kind, weight| InnerSelection { kind, n: 2, weight }.steps(5);
+        assert_eq!(sel(InnerKind::Last, InnerWeight::Linear), [(4, 4.0 / 9.0), (5, 5.0 / 9.0)]);
+        assert_eq!(sel(InnerKind::Last, InnerWeight::Uniform), [(4, 0.5), (5, 0.5)]);
+        assert_eq!(sel(InnerKind::Every, InnerWeight::Linear), [(2, 2.0 / 11.0), (4, 4.0 / 11.0), (5, 5.0 / 11.0)]);
+        let all: Vec<usize> = sel(InnerKind::All, InnerWeight::Uniform).iter().map(|p| p.0).collect();
+        assert_eq!(all, [1, 2, 3, 4, 5]);
+    }
+
+    /// A Patcher config file (`patcher harden --config`) rejects misspelt settings, naming the
+    /// line and the allowed values; the existing spellings parse and survive a round trip.
+    #[test]
+    fn a_patcher_file_rejects_misspelt_settings_and_round_trips() {
+        let text = "[k]\nkind = \"step\"\nstart = 2\nend = 8\n[inner]\nkind = \"every\"\nweight = \"uniform\"\n";
+        let c: PatcherConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            (c.k.kind, c.inner.kind, c.inner.weight),
+            (KScheduleKind::Step, InnerKind::Every, InnerWeight::Uniform)
+        );
+        assert_eq!(toml::from_str::<PatcherConfig>(&toml::to_string(&c).unwrap()).unwrap(), c);
+        for (from, to, allowed) in [
+            ("\"step\"", "\"steps\"", "`constant`, `linear`, `step`"),
+            ("\"every\"", "\"evry\"", "`last`, `every`, `all`"),
+            ("\"uniform\"", "\"Linear\"", "`uniform` or `linear`"),
+        ] {
+            let msg = toml::from_str::<PatcherConfig>(&text.replacen(from, to, 1)).unwrap_err().to_string();
+            assert!(msg.contains(&format!("= {to}")) && msg.contains(allowed), "{to}:\n{msg}");
+        }
+    }
 }

@@ -10,13 +10,23 @@ use crate::error::{Error, Result};
 use crate::eval::suite::EvalConfig;
 use crate::tiny::TinyConfig;
 
+/// Where the base model comes from (`base.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaseKind {
+    /// `tiny`: trained from scratch on the synthetic world.
+    Tiny,
+    /// `hf`: a Hugging Face directory.
+    Hf,
+    /// `gguf`: a GGUF file, imported first.
+    Gguf,
+}
+
 /// Where the base model comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BaseConfig {
-    /// `tiny` (trained from scratch on the synthetic world), `hf` (a Hugging Face directory)
-    /// or `gguf` (a GGUF file imported first).
-    pub kind: String,
+    pub kind: BaseKind,
     /// Directory (`hf`) or file (`gguf`); for `tiny`, an optional directory holding a tiny model
     /// already trained on the same world (skips pre-training).
     pub path: String,
@@ -24,7 +34,7 @@ pub struct BaseConfig {
 
 impl Default for BaseConfig {
     fn default() -> Self {
-        Self { kind: "tiny".into(), path: String::new() }
+        Self { kind: BaseKind::Tiny, path: String::new() }
     }
 }
 
@@ -59,13 +69,33 @@ impl Default for DataConfig {
     }
 }
 
+/// Which method a defense runs (`defenses[].kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefenseKind {
+    /// `none`: the base model as it is.
+    None,
+    /// `sft`: SFT alignment of the base model.
+    Sft,
+    /// `patcher`: sequential Patcher from the SFT model.
+    Patcher,
+    /// `patcher-parallel`: parallel Patcher from the SFT model.
+    PatcherParallel,
+}
+
+impl DefenseKind {
+    /// Either Patcher variant (trains from the SFT model and writes Patcher metrics).
+    pub fn is_patcher(self) -> bool {
+        matches!(self, Self::Patcher | Self::PatcherParallel)
+    }
+}
+
 /// One defense to compare.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefenseSpec {
     pub name: String,
-    /// `none` (the base model), `sft` (SFT alignment), `patcher`, `patcher-parallel`.
-    pub kind: String,
+    pub kind: DefenseKind,
     /// Overrides merged over the experiment's `[patcher]` table.
     #[serde(default)]
     pub patcher: Option<toml::Value>,
@@ -145,24 +175,18 @@ impl Default for ExperimentConfig {
 }
 
 impl ExperimentConfig {
+    /// Parse and validate an experiment file; every error names `source` (a misspelt setting
+    /// such as `weight = "Linear"` shows its line, or its key inside a defense's overrides,
+    /// and the allowed values).
     pub fn from_toml(text: &str, source: &str) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| Error::Format { file: source.into(), why: e.to_string() })?;
-        cfg.validate()?;
+        cfg.validate().map_err(|e| Error::Format { file: source.into(), why: e.to_string() })?;
         Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.base.kind.as_str(), "tiny" | "hf" | "gguf") {
-            return Err(Error::Invalid(format!("base.kind `{}`: expected tiny, hf or gguf", self.base.kind)));
-        }
         let mut names = std::collections::HashSet::new();
         for d in &self.defenses {
-            if !matches!(d.kind.as_str(), "none" | "sft" | "patcher" | "patcher-parallel") {
-                return Err(Error::Invalid(format!(
-                    "defense `{}`: kind `{}` is not none, sft, patcher or patcher-parallel",
-                    d.name, d.kind
-                )));
-            }
             if !names.insert(d.name.clone()) {
                 return Err(Error::Invalid(format!("defense name `{}` is used twice", d.name)));
             }
@@ -189,5 +213,161 @@ impl ExperimentConfig {
     /// The attack config of an attack spec.
     pub fn attack_for(&self, a: &AttackSpec) -> Result<crate::attack::AttackConfig> {
         crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::defense::patcher::{InnerKind, InnerWeight, KScheduleKind};
+
+    /// An experiment file that spells out every typed setting.
+    const FULL: &str = r#"
+name = "typed"
+
+[base]
+kind = "hf"
+path = "models/x"
+
+[patcher.k]
+kind = "linear"
+start = 2
+end = 8
+
+[patcher.inner]
+kind = "every"
+n = 2
+weight = "uniform"
+
+[[defenses]]
+name = "none"
+kind = "none"
+
+[[defenses]]
+name = "sft"
+kind = "sft"
+
+[[defenses]]
+name = "patcher"
+kind = "patcher"
+patcher = { k = { kind = "step", start = 1, end = 4 }, inner = { kind = "all", weight = "linear" } }
+
+[[defenses]]
+name = "parallel"
+kind = "patcher-parallel"
+parallel = 2
+patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "last" } }
+"#;
+
+    fn parse(text: &str) -> Result<ExperimentConfig> {
+        ExperimentConfig::from_toml(text, "typed.toml")
+    }
+
+    /// `FULL` with the first `from` replaced by `to`, parsed; must fail. Returns the message.
+    fn misspelt(from: &str, to: &str) -> String {
+        assert!(FULL.contains(from), "{from} is not in the test file");
+        match parse(&FULL.replacen(from, to, 1)) {
+            Ok(_) => panic!("{to} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn assert_names(msg: &str, want: &[&str]) {
+        for w in want {
+            assert!(msg.contains(w), "the message does not name {w}:\n{msg}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_parses_to_its_variant() {
+        let c = parse(FULL).unwrap();
+        assert_eq!(c.base.kind, BaseKind::Hf);
+        assert_eq!(c.patcher.k.kind, KScheduleKind::Linear);
+        assert_eq!((c.patcher.inner.kind, c.patcher.inner.weight), (InnerKind::Every, InnerWeight::Uniform));
+        let kinds: Vec<DefenseKind> = c.defenses.iter().map(|d| d.kind).collect();
+        assert_eq!(kinds, [DefenseKind::None, DefenseKind::Sft, DefenseKind::Patcher, DefenseKind::PatcherParallel]);
+        let p = c.patcher_for(&c.defenses[2]).unwrap();
+        assert_eq!(
+            (p.k.kind, p.inner.kind, p.inner.weight),
+            (KScheduleKind::Step, InnerKind::All, InnerWeight::Linear)
+        );
+        let q = c.patcher_for(&c.defenses[3]).unwrap();
+        assert_eq!(
+            (q.k.kind, q.inner.kind, q.inner.weight),
+            (KScheduleKind::Constant, InnerKind::Last, InnerWeight::Uniform)
+        );
+        for (text, kind) in [("tiny", BaseKind::Tiny), ("gguf", BaseKind::Gguf)] {
+            assert_eq!(parse(&FULL.replacen("\"hf\"", &format!("\"{text}\""), 1)).unwrap().base.kind, kind);
+        }
+        let d = ExperimentConfig::default();
+        assert_eq!((d.base.kind, d.patcher.k.kind), (BaseKind::Tiny, KScheduleKind::Constant));
+        assert_eq!((d.patcher.inner.kind, d.patcher.inner.weight), (InnerKind::Last, InnerWeight::Linear));
+    }
+
+    #[test]
+    fn a_misspelt_value_is_an_error_naming_the_file_the_key_and_the_allowed_values() {
+        let allowed_k = ["`constant`", "`linear`", "`step`"];
+        let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+            ("kind = \"hf\"", "kind = \"HF\"", vec!["kind = \"HF\"", "`HF`", "`tiny`", "`hf`", "`gguf`"]),
+            ("kind = \"linear\"", "kind = \"linaer\"", [&["kind = \"linaer\"", "`linaer`"][..], &allowed_k].concat()),
+            ("kind = \"every\"", "kind = \"evry\"", vec!["kind = \"evry\"", "`evry`", "`last`", "`every`", "`all`"]),
+            (
+                "weight = \"uniform\"",
+                "weight = \"Linear\"",
+                vec!["weight = \"Linear\"", "`Linear`", "`uniform`", "`linear`"],
+            ),
+            (
+                "kind = \"patcher-parallel\"",
+                "kind = \"patcher_parallel\"",
+                vec![
+                    "kind = \"patcher_parallel\"",
+                    "`patcher_parallel`",
+                    "`none`",
+                    "`sft`",
+                    "`patcher`",
+                    "`patcher-parallel`",
+                ],
+            ),
+            // Inside a defense's overrides (read as a TOML value, without line numbers): the
+            // message names the defense and the key.
+            (
+                "inner = { kind = \"all\", weight = \"linear\" }",
+                "inner = { kind = \"all\", weight = \"Linear\" }",
+                vec!["defense `patcher` patcher overrides", "inner.weight", "`Linear`", "`uniform`", "`linear`"],
+            ),
+            (
+                "inner = { kind = \"last\" }",
+                "inner = { kind = \"evry\" }",
+                vec!["defense `parallel` patcher overrides", "inner.kind", "`evry`", "`last`", "`every`", "`all`"],
+            ),
+            (
+                "k = { kind = \"step\"",
+                "k = { kind = \"Step\"",
+                [&["defense `patcher` patcher overrides", "k.kind", "`Step`"][..], &allowed_k].concat(),
+            ),
+        ];
+        for (from, to, want) in cases {
+            let msg = misspelt(from, to);
+            assert!(msg.starts_with("typed.toml: "), "the message does not name the file:\n{msg}");
+            assert_names(&msg, &want);
+        }
+    }
+
+    #[test]
+    fn a_config_survives_a_round_trip_through_toml() {
+        let c = parse(FULL).unwrap();
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(parse(&text).unwrap(), c, "after a round trip through\n{text}");
+        for spelling in ["kind = \"hf\"", "kind = \"patcher-parallel\"", "kind = \"every\"", "weight = \"uniform\""] {
+            assert!(text.contains(spelling), "{spelling} is not written as it is read:\n{text}");
+        }
+        let d = ExperimentConfig::default();
+        assert_eq!(parse(&toml::to_string(&d).unwrap()).unwrap(), d);
+        // `config.json` and checkpoints record the config as JSON with the strings the
+        // string-typed fields held, so run directories made before the enums still resume.
+        let json = serde_json::to_string(&c).unwrap();
+        for s in [r#""kind":"hf""#, r#""kind":"patcher-parallel""#, r#""kind":"linear""#, r#""weight":"uniform""#] {
+            assert!(json.contains(s), "{s} is not in {json}");
+        }
     }
 }

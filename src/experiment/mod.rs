@@ -22,12 +22,12 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use config::ExperimentConfig;
+pub use config::{BaseKind, DefenseKind, ExperimentConfig};
 
 use crate::data::Conversation;
 use crate::data::split::Split;
 use crate::data::synth::{SynthConfig, SynthWorld};
-use crate::defense::patcher::{HardenOptions, PatcherData};
+use crate::defense::patcher::{HardenOptions, KScheduleKind, PatcherData};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalReport, SuiteData, evaluate};
@@ -132,7 +132,7 @@ impl Runner {
 
     /// The tier's data (the synthetic world, or the shared data directory's presets).
     pub fn tier_data(&mut self) -> Result<TierData> {
-        if self.cfg.base.kind == "tiny" {
+        if self.cfg.base.kind == BaseKind::Tiny {
             let wd = self.world_dir();
             let synth = SynthConfig { seed: self.cfg.seed, ..self.cfg.synth.clone() };
             self.stage("world", &wd.join("world.json"), |_| {
@@ -162,11 +162,11 @@ impl Runner {
 
     /// The base model directory, created by the `base` stage when needed.
     pub fn base_model(&mut self) -> Result<PathBuf> {
-        match self.cfg.base.kind.as_str() {
-            "hf" => Ok(PathBuf::from(&self.cfg.base.path)),
+        match self.cfg.base.kind {
+            BaseKind::Hf => Ok(PathBuf::from(&self.cfg.base.path)),
             // A tiny-tier model trained earlier on the same world (e.g. by another run).
-            "tiny" if !self.cfg.base.path.is_empty() => Ok(PathBuf::from(&self.cfg.base.path)),
-            "gguf" => {
+            BaseKind::Tiny if !self.cfg.base.path.is_empty() => Ok(PathBuf::from(&self.cfg.base.path)),
+            BaseKind::Gguf => {
                 let out = self.model_dir("base");
                 let src = PathBuf::from(&self.cfg.base.path);
                 self.stage("base (import)", &out.join("config.json"), |_| {
@@ -174,7 +174,7 @@ impl Runner {
                 })?;
                 Ok(out)
             }
-            _ => {
+            BaseKind::Tiny => {
                 let out = self.model_dir("base");
                 let mut tc = self.cfg.tiny.clone();
                 tc.train.seed = self.cfg.seed;
@@ -197,7 +197,7 @@ impl Runner {
     pub fn defenses(&mut self, base: &Path, data: &TierData) -> Result<Vec<(String, PathBuf)>> {
         let mut out = vec![];
         let sft_dir = self.model_dir("sft");
-        let needs_sft = self.cfg.defenses.iter().any(|d| d.kind != "none");
+        let needs_sft = self.cfg.defenses.iter().any(|d| d.kind != DefenseKind::None);
         if needs_sft {
             let (m, tok) = self.load(base)?;
             let cfg = self.cfg.align.clone();
@@ -215,10 +215,10 @@ impl Runner {
             })?;
         }
         for d in self.cfg.defenses.clone() {
-            let dir = match d.kind.as_str() {
-                "none" => base.to_path_buf(),
-                "sft" => sft_dir.clone(),
-                _ => {
+            let dir = match d.kind {
+                DefenseKind::None => base.to_path_buf(),
+                DefenseKind::Sft => sft_dir.clone(),
+                DefenseKind::Patcher | DefenseKind::PatcherParallel => {
                     let dir = self.model_dir(&d.name);
                     let pc = self.cfg.patcher_for(&d)?;
                     let (m, tok) = self.load(&sft_dir)?;
@@ -233,7 +233,7 @@ impl Runner {
                     let d2 = dir.clone();
                     self.stage(&format!("defense {}", d.name), &dir.join("config.json"), |_| {
                         let opts = HardenOptions { out_dir: Some(d2.join("train")), progress, ..Default::default() };
-                        let hardened = if d.kind == "patcher-parallel" {
+                        let hardened = if d.kind == DefenseKind::PatcherParallel {
                             crate::defense::parallel::harden(&m, &pc, &pdata, p, opts)?
                         } else {
                             crate::defense::patcher::harden(&m, &pc, &pdata, opts)?
@@ -352,7 +352,7 @@ impl Runner {
     fn curves(&self) -> Vec<Curve> {
         let mut out = vec![];
         for d in &self.cfg.defenses {
-            if !d.kind.starts_with("patcher") {
+            if !d.kind.is_patcher() {
                 continue;
             }
             let path = self.model_dir(&d.name).join("train/metrics.jsonl");
@@ -378,11 +378,11 @@ impl Runner {
     fn k_points(&self, rows: &[Row]) -> Vec<KPoint> {
         let mut out = vec![];
         for d in &self.cfg.defenses {
-            if d.kind != "patcher" {
+            if d.kind != DefenseKind::Patcher {
                 continue;
             }
             let Ok(pc) = self.cfg.patcher_for(d) else { continue };
-            if pc.k.kind != "constant" {
+            if pc.k.kind != KScheduleKind::Constant {
                 continue;
             }
             for a in &self.cfg.attacks {
@@ -415,7 +415,7 @@ impl Runner {
         let pairs = self.evaluations(&defenses, &data)?;
         let rows: Vec<Row> = pairs.iter().flat_map(|p| p.rows.clone()).collect();
         let samples = pairs.iter().flat_map(|p| p.samples.clone()).collect();
-        let utility_metric = if self.cfg.base.kind == "tiny" {
+        let utility_metric = if self.cfg.base.kind == BaseKind::Tiny {
             "exact-match accuracy"
         } else {
             "mean MC accuracy (ARC-Easy, MMLU subset)"
