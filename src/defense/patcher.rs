@@ -461,15 +461,15 @@ pub fn drive<C: Serialize>(
         }
     }
     let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
-    let bar = opts.progress.then(|| crate::train::engine::progress_bar(cfg.outer_steps, state.step, label));
+    let mut bar = opts.progress.then(|| crate::train::progress::Progress::new(cfg.outer_steps, state.step, label));
     while state.step < end {
         let st = method.step(&mut state)?;
-        if let Some(b) = &bar {
-            b.set_position(st.step as u64);
-            b.set_message(format!(
+        if let Some(b) = &mut bar {
+            let msg = format!(
                 "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
                 st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
-            ));
+            );
+            b.update(st.step, &msg);
         }
         if let Some(dir) = &opts.out_dir {
             append_jsonl(&dir.join("metrics.jsonl"), &st)?;
@@ -485,7 +485,7 @@ pub fn drive<C: Serialize>(
         }
     }
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     Ok(state.model)
 }

@@ -19,6 +19,7 @@ use crate::train::batches::{BatchConfig, Mixture};
 use crate::train::checkpoint;
 use crate::train::lora::{Lora, LoraConfig};
 use crate::train::optim::{self, OptimState, OptimizerConfig};
+use crate::train::progress::Progress;
 use crate::train::schedule::ScheduleConfig;
 use crate::train::step::{Batch, add_scaled, loss_and_grads};
 
@@ -193,13 +194,15 @@ pub fn run(
         }
     }
     let end = opts.stop_after.unwrap_or(cfg.steps).min(cfg.steps);
-    let bar = opts.progress.then(|| progress_bar(cfg.steps, state.step, &opts.name));
+    let mut bar = opts.progress.then(|| Progress::new(cfg.steps, state.step, &opts.name));
     let metrics = opts.out_dir.as_ref().map(|d| d.join("metrics.jsonl"));
     while state.step < end {
         let stats = train_step(&mut state, cfg, data, pad_id)?;
-        if let Some(bar) = &bar {
-            bar.set_position(stats.step as u64);
-            bar.set_message(format!("loss {:.4} | {:.0} tok/s", stats.loss, stats.tokens as f64 / stats.seconds));
+        if let Some(bar) = &mut bar {
+            bar.update(
+                stats.step,
+                &format!("loss {:.4} | {:.0} tok/s", stats.loss, stats.tokens as f64 / stats.seconds),
+            );
         }
         if let Some(path) = &metrics {
             append_jsonl(path, &stats)?;
@@ -215,22 +218,9 @@ pub fn run(
         }
     }
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     Ok(state)
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress_bar(total: usize, at: usize, name: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(name.to_string());
-    bar.set_position(at as u64);
-    bar
 }
 
 /// Append one JSON line to `path` (created if missing).

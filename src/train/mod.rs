@@ -1,10 +1,12 @@
 //! Training: optimizers, learning-rate schedules, batch streams, the training step, LoRA,
-//! checkpoints and the fine-tuning engine that alignment, attacks and Patcher share.
+//! checkpoints, progress reporting and the fine-tuning engine that alignment, attacks and
+//! Patcher share.
 
 pub mod batches;
 pub mod checkpoint;
 pub mod engine;
 pub mod lora;
 pub mod optim;
+pub mod progress;
 pub mod schedule;
 pub mod step;
