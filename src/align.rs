@@ -28,6 +28,12 @@ impl Default for AlignConfig {
     }
 }
 
+impl AlignConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate("train.")
+    }
+}
+
 /// SFT-align `model` on `refusals` + `benign`; `opts` carries the output dir (checkpoints,
 /// metrics, resume) and progress settings.
 pub fn align(
@@ -38,6 +44,7 @@ pub fn align(
     benign: &[Conversation],
     opts: RunOptions,
 ) -> Result<Llama> {
+    cfg.validate()?;
     let sets = [("refusals", refusals, cfg.refusal_weight), ("benign", benign, cfg.benign_weight)];
     let mix = mixture_of(tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
     let state = run(TrainState::new(model.clone(), &cfg.train)?, &cfg.train, &mix, tok.pad_id, opts)?;

@@ -14,6 +14,7 @@ pub mod determinism;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod fuzz;
 pub mod io;
 pub mod model;
 pub mod report;

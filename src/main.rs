@@ -206,6 +206,21 @@ enum Cmd {
         #[arg(long)]
         compare: Option<PathBuf>,
     },
+    /// Randomised inputs for the readers of untrusted files: mutated valid GGUF, safetensors and
+    /// data files (JSONL/JSON/CSV/TSV). Errors are counted by kind; a panic is a bug, and its
+    /// input is saved under --crashes.
+    Fuzz {
+        /// gguf, safetensors, data or all.
+        #[arg(long, default_value = "all")]
+        target: String,
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Directory for the inputs that made a reader panic (created only then).
+        #[arg(long, default_value = "fuzz-crashes")]
+        crashes: PathBuf,
+    },
     /// Statistical studies: `patcher study tiny-robustness --trials 16 --out runs/power`
     /// (the seeded robustness protocol over many training seeds and its power estimate).
     Study {
@@ -294,10 +309,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Tiny { world, out, config, steps, seed } => {
             let w = load_or_make_world(&world, seed)?;
-            let mut cfg: patcher::tiny::TinyConfig = match config {
-                Some(p) => read_toml(&p)?,
+            let mut cfg: patcher::tiny::TinyConfig = match &config {
+                Some(p) => read_toml(p)?,
                 None => Default::default(),
             };
+            check_config(config.as_deref(), cfg.train.validate("train."))?;
             cfg.train.seed = seed;
             if let Some(s) = steps {
                 cfg.train.steps = s;
@@ -315,10 +331,11 @@ fn run(cli: Cli) -> Result<()> {
             use patcher::data::split::Split;
             let tok = ChatTokenizer::from_dir(&model)?;
             let m = patcher::io::hf::load_model(&model, &device)?;
-            let mut cfg: patcher::align::AlignConfig = match config {
-                Some(p) => read_toml(&p)?,
+            let mut cfg: patcher::align::AlignConfig = match &config {
+                Some(p) => read_toml(p)?,
                 None => Default::default(),
             };
+            check_config(config.as_deref(), cfg.validate())?;
             cfg.train.steps = steps.unwrap_or(cfg.train.steps);
             cfg.train.lr = lr.unwrap_or(cfg.train.lr);
             let r = patcher::data::source::load_all(&refusals, Split::Train)?;
@@ -387,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run { config, out } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
+            cfg.check_inputs(&config.display().to_string())?;
             cfg.deterministic |= cli.deterministic;
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
             let cmd = format!("patcher run {} --out {}", config.display(), out.display());
@@ -405,10 +423,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Harden { model, config, out, refusals, benign, harmful, parallel } => {
             use patcher::data::split::Split;
             use patcher::train::batches::examples_from;
-            let cfg: patcher::defense::patcher::PatcherConfig = match config {
-                Some(p) => read_toml(&p)?,
+            let cfg: patcher::defense::patcher::PatcherConfig = match &config {
+                Some(p) => read_toml(p)?,
                 None => Default::default(),
             };
+            check_config(config.as_deref(), cfg.validate())?;
             let tok = ChatTokenizer::from_dir(&model)?;
             let m = patcher::io::hf::load_model(&model, &device)?;
             let load = |s: &[String]| patcher::data::source::load_all(s, Split::Train);
@@ -447,6 +466,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{line}");
             }
         }
+        Cmd::Fuzz { target, iterations, seed, crashes } => fuzz(&target, iterations, seed, &crashes)?,
         Cmd::Determinism { shape, steps, threads, seed, save, compare } => {
             for line in
                 patcher::determinism::probe(&shape, steps, threads, seed, save.as_deref(), compare.as_deref(), &device)?
@@ -569,6 +589,14 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// A config file's settings that parse but cannot run, named with the file.
+fn check_config(path: Option<&std::path::Path>, checked: patcher::Result<()>) -> Result<()> {
+    match path {
+        Some(p) => checked.with_context(|| p.display().to_string()),
+        None => Ok(checked?),
+    }
+}
+
 /// The synthetic world in `dir`, generated there first (from `seed`) when absent.
 fn load_or_make_world(dir: &std::path::Path, seed: u64) -> Result<patcher::data::synth::SynthWorld> {
     use patcher::data::synth::{SynthConfig, SynthWorld, generate};
@@ -578,6 +606,30 @@ fn load_or_make_world(dir: &std::path::Path, seed: u64) -> Result<patcher::data:
     let w = generate(&SynthConfig { seed, ..Default::default() });
     w.write_dir(dir)?;
     Ok(w)
+}
+
+/// `patcher fuzz`: run each target, print its report, save the inputs that panicked.
+fn fuzz(target: &str, iterations: u64, seed: u64, crashes: &std::path::Path) -> Result<()> {
+    use patcher::fuzz::Target;
+    let Some(targets) = Target::parse_list(target) else {
+        bail!("unknown fuzz target `{target}` (gguf, safetensors, data, all)");
+    };
+    let mut panics = 0;
+    for t in targets {
+        let r = patcher::fuzz::fuzz(t, iterations, seed);
+        print!("{r}");
+        for c in &r.crashes {
+            std::fs::create_dir_all(crashes).with_context(|| format!("creating {}", crashes.display()))?;
+            let path = crashes.join(format!("{}-seed{seed}-input{}.bin", t.name(), c.iteration));
+            std::fs::write(&path, &c.input).with_context(|| format!("writing {}", path.display()))?;
+            println!("  saved {}", path.display());
+        }
+        panics += r.panics;
+    }
+    if panics > 0 {
+        bail!("{panics} inputs made a reader panic (inputs in {})", crashes.display());
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -48,6 +48,7 @@ fn token_str(v: Option<&serde_json::Value>) -> Option<String> {
 impl ChatTokenizer {
     /// Load `tokenizer.json` and (optionally) `tokenizer_config.json` from a model directory.
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        crate::io::hf::check_model_dir(dir)?;
         let tj = dir.join("tokenizer.json");
         if !tj.exists() {
             return Err(Error::Tokenizer(format!("{}: not found", tj.display())));

@@ -81,16 +81,21 @@ pub fn preset(name: &str, overrides: &toml::Value) -> Result<AttackConfig> {
     let mut v: toml::Value =
         toml::from_str(text).map_err(|e| Error::Format { file: format!("preset {name}"), why: e.to_string() })?;
     merge_toml(&mut v, overrides);
-    v.try_into().map_err(|e: toml::de::Error| Error::Format {
-        file: format!("attack `{name}` (with overrides)"),
-        why: e.to_string(),
-    })
+    let file = format!("attack `{name}` (with overrides)");
+    let cfg: AttackConfig =
+        v.try_into().map_err(|e: toml::de::Error| Error::Format { file: file.clone(), why: e.to_string() })?;
+    cfg.train.validate("train.").map_err(|e| Error::Format { file, why: e.to_string() })?;
+    Ok(cfg)
 }
 
 /// Read an attack from a TOML file.
 pub fn from_file(path: &std::path::Path) -> Result<AttackConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.into(), source: e })?;
-    toml::from_str(&text).map_err(|e| Error::Format { file: path.display().to_string(), why: e.to_string() })
+    let file = path.display().to_string();
+    let cfg: AttackConfig =
+        toml::from_str(&text).map_err(|e| Error::Format { file: file.clone(), why: e.to_string() })?;
+    cfg.train.validate("train.").map_err(|e| Error::Format { file, why: e.to_string() })?;
+    Ok(cfg)
 }
 
 /// Run the attack on `model`. `on_budget(step, model)` is called with the attacked model after
@@ -113,7 +118,7 @@ pub fn attack(
             return Err(Error::Invalid("attack with benign_first_steps > 0 needs benign data".into()));
         }
         let tc = TrainConfig { steps: cfg.benign_first_steps, lora: None, ..cfg.train.clone() };
-        let mix = Mixture::single("benign", examples_from(tok, benign)?, tc.batch.clone(), tc.seed ^ 0xb);
+        let mix = Mixture::try_single("benign", examples_from(tok, benign)?, tc.batch.clone(), tc.seed ^ 0xb)?;
         let opts = RunOptions { progress, name: "attack: benign phase".into(), ..Default::default() };
         start = run(TrainState::new(start, &tc)?, &tc, &mix, tok.pad_id, opts)?.model;
     }

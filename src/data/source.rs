@@ -21,7 +21,12 @@ pub fn load(spec: &str, default_split: Split) -> Result<Vec<Conversation>, DataE
         };
         return DataDir::from_env().load(name, split);
     }
-    read_file(Path::new(spec))
+    let path = Path::new(spec);
+    let conversations = read_file(path)?;
+    if conversations.is_empty() {
+        return Err(DataError::file(path, "no conversations in this file"));
+    }
+    Ok(conversations)
 }
 
 /// Load several specs and concatenate them.

@@ -271,7 +271,7 @@ impl OuterLoop for Parallel<'_> {
 
 /// Harden `model` with parallel Patcher over `p` workers.
 pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, opts: HardenOptions) -> Result<Llama> {
-    cfg.validate()?;
+    crate::defense::patcher::check_data(cfg, data)?;
     if p == 0 {
         return Err(Error::Invalid("--parallel must be >= 1".into()));
     }

@@ -222,8 +222,27 @@ impl PatcherConfig {
         if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
             return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
         }
+        for (key, b) in
+            [("retain_batch", &self.retain_batch), ("tr_batch", &self.tr_batch), ("attack.batch", &self.attack.batch)]
+        {
+            if b.batch_size == 0 {
+                return Err(Error::Invalid(format!("field `{key}.batch_size`: is 0; it must be at least 1")));
+            }
+        }
         Ok(())
     }
+}
+
+/// The config must be valid and each data set hold examples: what a user's files can get
+/// wrong, as an error naming the setting or the set instead of a panic in the batch streams.
+pub fn check_data(cfg: &PatcherConfig, data: &PatcherData) -> Result<()> {
+    cfg.validate()?;
+    for (name, set) in [("benign (retain)", &data.retain), ("refusal", &data.refusal), ("harmful", &data.harmful)] {
+        if set.is_empty() {
+            return Err(Error::Invalid(format!("Patcher's {name} data set is empty")));
+        }
+    }
+    Ok(())
 }
 
 /// The three data sets Patcher trains on, tokenized.
@@ -504,7 +523,7 @@ impl OuterLoop for Sequential<'_> {
 
 /// Harden `model` with sequential Patcher. Returns the hardened model.
 pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, opts: HardenOptions) -> Result<Llama> {
-    cfg.validate()?;
+    check_data(cfg, data)?;
     let mut method = Sequential { cfg, data, streams: Streams::new(cfg, data) };
     drive(model, cfg, cfg, "patcher", &mut method, opts)
 }
@@ -538,6 +557,49 @@ mod tests {
         assert_eq!(sel(InnerKind::Every, InnerWeight::Linear), [(2, 2.0 / 11.0), (4, 4.0 / 11.0), (5, 5.0 / 11.0)]);
         let all: Vec<usize> = sel(InnerKind::All, InnerWeight::Uniform).iter().map(|p| p.0).collect();
         assert_eq!(all, [1, 2, 3, 4, 5]);
+    }
+
+    /// A NaN injected into one batch of the simulated attacker's data (the poisoned token in
+    /// one harmful example) stops Patcher at the outer step whose inner attack draws it.
+    #[test]
+    fn a_nan_in_one_attack_batch_stops_patcher_at_that_outer_step() {
+        use crate::train::engine::tests::{POISON, examples, poisoned_model};
+        let b = BatchConfig { batch_size: 4, max_len: 32, bucket_window: 1 };
+        let data = PatcherData {
+            retain: examples(20, 2, None),
+            refusal: examples(20, 3, None),
+            harmful: examples(40, 4, Some(9)),
+            pad_id: 0,
+        };
+        let cfg_for = |seed| PatcherConfig {
+            outer_steps: 12,
+            outer_lr: 1e-3,
+            retain_batch: b.clone(),
+            tr_batch: b.clone(),
+            k: KSchedule::constant(2),
+            inner: InnerSelection { kind: InnerKind::Last, n: 1, weight: InnerWeight::Uniform },
+            attack: AttackDistribution { lrs: vec![1e-3], batch: b.clone(), ..Default::default() },
+            seed,
+            checkpoint_every: 1,
+            ..Default::default()
+        };
+        // The first outer step t whose inner attack (batches t*K .. t*K+K-1) meets the poison,
+        // for the first seed that puts it past outer step 2.
+        let first = |cfg: &PatcherConfig| {
+            let s = Streams::new(cfg, &data);
+            (0..cfg.outer_steps)
+                .find(|t| (0..2).any(|k| s.harmful.batch(t * 2 + k).iter().any(|e| e.ids.contains(&POISON))))
+        };
+        let (cfg, t) = (0..).map(cfg_for).find_map(|c| first(&c).filter(|&t| t >= 2).map(|t| (c, t))).unwrap();
+        let dir = std::env::temp_dir().join(format!("patcher-nan-attack-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = HardenOptions { out_dir: Some(dir.clone()), ..Default::default() };
+        let err = harden(&poisoned_model(), &cfg, &data, opts).unwrap_err();
+        println!("NaN in the attack batch of outer step {}: {err}", t + 1);
+        assert!(matches!(err, Error::NonFinite { step, .. } if step == t + 1), "{err}");
+        let latest = std::fs::read_to_string(dir.join("latest.json")).unwrap();
+        assert!(latest.contains(&format!("\"step\":{t}")), "{latest}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A Patcher config file (`patcher harden --config`) rejects misspelt settings, naming the

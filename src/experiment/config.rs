@@ -184,7 +184,21 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
+    /// Check the inputs the config names, before a run writes anything: the base model (a
+    /// directory's `config.json`, a GGUF file's header). Errors name `source` and the field.
+    pub fn check_inputs(&self, source: &str) -> Result<()> {
+        let path = std::path::Path::new(&self.base.path);
+        let field = |e: Error| Error::Config { file: source.into(), field: "base.path".into(), why: e.to_string() };
+        match self.base.kind {
+            BaseKind::Tiny if self.base.path.is_empty() => Ok(()),
+            BaseKind::Tiny | BaseKind::Hf => crate::io::hf::load_config(path).map(|_| ()).map_err(field),
+            BaseKind::Gguf => crate::io::gguf::GgufFile::open(path).map(|_| ()).map_err(|e| field(e.into())),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
+        self.align.train.validate("align.train.")?;
+        self.tiny.train.validate("tiny.train.")?;
         let mut names = std::collections::HashSet::new();
         for d in &self.defenses {
             if !names.insert(d.name.clone()) {

@@ -78,8 +78,11 @@ fn limit(v: Vec<Conversation>, n: usize) -> Vec<Conversation> {
 }
 
 impl Runner {
+    /// A runner for `cfg` in `dir`. Nothing is written yet: the directory and its `config.json`
+    /// are created by the first stage that runs, so a run that fails on its inputs (a missing
+    /// model, a malformed data file) leaves no directory behind. A directory that already holds
+    /// a different config is refused here.
     pub fn new(dir: &Path, cfg: ExperimentConfig, device: Device, progress: bool) -> Result<Self> {
-        std::fs::create_dir_all(dir).at(dir)?;
         if cfg.deterministic {
             crate::model::fixed::set_fixed_order(true);
         }
@@ -93,11 +96,19 @@ impl Runner {
                     dir.display()
                 )));
             }
-        } else {
-            save_json(&path, &resolved)?;
         }
         let stages = load_json(&dir.join("stages.json")).unwrap_or_default();
         Ok(Self { dir: dir.to_path_buf(), cfg, device, progress, stages })
+    }
+
+    /// Record the resolved config in the run directory (once, before the first stage writes).
+    fn record_config(&self) -> Result<()> {
+        let path = self.dir.join("config.json");
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
+        save_json(&path, &serde_json::to_value(&self.cfg).expect("json"))
     }
 
     fn log(&self, msg: &str) {
@@ -112,6 +123,7 @@ impl Runner {
             self.log(&format!("{name}: done already, skipped"));
             return Ok(());
         }
+        self.record_config()?;
         self.log(&format!("{name} ..."));
         let t0 = Instant::now();
         f(self)?;
@@ -409,6 +421,7 @@ impl Runner {
 
     /// Run every stage and write the report. Returns the results.
     pub fn run(&mut self, commands: Vec<String>) -> Result<Results> {
+        self.cfg.check_inputs("experiment config")?;
         let data = self.tier_data()?;
         let base = self.base_model()?;
         let defenses = self.defenses(&base, &data)?;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use super::gguf_quant::{DequantError, GgmlType, dequantize};
 pub use super::gguf_value::{GgufArray, GgufValue, GgufValueType};
 
-#[cfg(test)]
+/// A small GGUF writer for tests and the fuzz harness's seed files.
 #[path = "gguf_test_writer.rs"]
 pub(crate) mod test_writer;
 

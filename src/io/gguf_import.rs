@@ -227,6 +227,19 @@ fn split_block(name: &str) -> Option<(usize, &str)> {
 }
 
 fn check_complete(g: &GgufFile, arch: &Arch, hp: &HParams, plans: &[Plan]) -> Result<(), GgufError> {
+    // Each block has at least 9 tensors; a block_count the file cannot hold is refused before
+    // the list of required names is built (block_count = 2^32 - 1 would be 38 billion names).
+    if hp.n_layer > g.tensors().len() / 9 {
+        return Err(GgufError::Import {
+            path: g.path().to_path_buf(),
+            msg: format!(
+                "block_count = {} needs at least {} tensors, the file has {}",
+                hp.n_layer,
+                hp.n_layer.saturating_mul(9),
+                g.tensors().len()
+            ),
+        });
+    }
     let have = |n: &str| g.tensor_info(n).is_some();
     let mut required = vec!["token_embd.weight".to_string(), "output_norm.weight".to_string()];
     let has_bias = arch.qkv_bias || have("blk.0.attn_q.bias");
@@ -321,10 +334,19 @@ fn safetensors_image(g: &GgufFile, plans: &[Plan]) -> Result<(Vec<u8>, u64), Ggu
     Ok((out, n_params))
 }
 
-/// Import the GGUF model `gguf` into the Hugging Face directory `out_dir` (created if needed;
-/// existing files of the same names are replaced atomically).
-pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufError> {
-    let g = GgufFile::open(gguf)?;
+/// An import computed in memory: the files of the Hugging Face directory, in writing order
+/// (`config.json` last), and the summary.
+pub struct Converted {
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub summary: ImportSummary,
+}
+
+/// Convert a parsed GGUF model to the files of a Hugging Face directory, without writing
+/// anything: every check and every dequantization runs before [`import_gguf`] writes, so a
+/// file that fails half-way leaves no partial directory. (Also the fuzz harness's view of the
+/// import, see [`crate::fuzz`].)
+pub fn convert_gguf(g: &GgufFile) -> Result<Converted, GgufError> {
+    let gguf = g.path();
     let arch_name = g.get_str("general.architecture")?;
     let arch = ARCHES.iter().find(|a| a.name == arch_name).ok_or_else(|| GgufError::Import {
         path: gguf.to_path_buf(),
@@ -333,9 +355,9 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
             ARCHES.map(|a| a.name).join(", ")
         ),
     })?;
-    let hp = hparams(&g, arch)?;
-    let plans = plan(&g, arch, &hp)?;
-    let tok = tokenizer_from_gguf(&g)?;
+    let hp = hparams(g, arch)?;
+    let plans = plan(g, arch, &hp)?;
+    let tok = tokenizer_from_gguf(g)?;
     let vocab = plans.iter().find(|p| p.gguf_name == "token_embd.weight").map_or(0, |p| p.shape[0]);
     if tok.vocab_size > vocab {
         return Err(GgufError::Import {
@@ -345,39 +367,26 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
     }
     let tied = g.tensor_info("output.weight").is_none();
     let has_bias = g.tensor_info("blk.0.attn_q.bias").is_some();
-
-    let write = |name: &str, data: &[u8]| {
-        let path = out_dir.join(name);
-        write_atomic(&path, data).map_err(|source| GgufError::Write { path, source })
-    };
-    // config.json marks a complete import: drop a previous one before rewriting the rest.
-    match std::fs::remove_file(out_dir.join("config.json")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            let path = out_dir.join("config.json");
-            return Err(GgufError::Write { path, source: e });
-        }
-        _ => {}
-    }
     let json_bytes = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     let tok_json = tok.tokenizer.to_string(true).map_err(|e| GgufError::Tokenizer {
         path: gguf.to_path_buf(),
         msg: format!("serializing tokenizer.json: {e}"),
     })?;
-    write("tokenizer.json", tok_json.as_bytes())?;
-    write("tokenizer_config.json", &json_bytes(&tokenizer_config(&tok, hp.n_ctx)))?;
-    write("generation_config.json", &json_bytes(&generation_config(&tok)))?;
-    let (image, n_params) = safetensors_image(&g, &plans)?;
-    write("model.safetensors", &image)?;
-    drop(image);
+    let (image, n_params) = safetensors_image(g, &plans)?;
     let config = model_config(arch, &hp, &tok, vocab, tied, has_bias);
-    write("config.json", &json_bytes(&config))?;
-
+    let files = vec![
+        ("tokenizer.json", tok_json.into_bytes()),
+        ("tokenizer_config.json", json_bytes(&tokenizer_config(&tok, hp.n_ctx))),
+        ("generation_config.json", json_bytes(&generation_config(&tok))),
+        ("model.safetensors", image),
+        ("config.json", json_bytes(&config)),
+    ];
     let mut by_type = BTreeMap::new();
     for t in g.tensors() {
         *by_type.entry(t.ggml_type.name().to_string()).or_insert(0) += 1;
     }
-    Ok(ImportSummary {
-        out_dir: out_dir.to_path_buf(),
+    let summary = ImportSummary {
+        out_dir: PathBuf::new(),
         architecture: arch.name.to_string(),
         n_tensors: plans.len(),
         n_params,
@@ -386,7 +395,31 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
         n_layers: hp.n_layer,
         vocab_size: vocab,
         tokenizer_pre: tok.pre.clone(),
-    })
+    };
+    Ok(Converted { files, summary })
+}
+
+/// Import the GGUF model `gguf` into the Hugging Face directory `out_dir` (created if needed;
+/// existing files of the same names are replaced atomically). Nothing is written unless the
+/// whole conversion succeeds.
+pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufError> {
+    let g = GgufFile::open(gguf)?;
+    let Converted { files, mut summary } = convert_gguf(&g)?;
+    // config.json marks a complete import: drop a previous one before rewriting the rest.
+    match std::fs::remove_file(out_dir.join("config.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            let path = out_dir.join("config.json");
+            return Err(GgufError::Write { path, source: e });
+        }
+        _ => {}
+    }
+    for (name, data) in files {
+        debug_assert!(IMPORTED_FILES.contains(&name));
+        let path = out_dir.join(name);
+        write_atomic(&path, &data).map_err(|source| GgufError::Write { path, source })?;
+    }
+    summary.out_dir = out_dir.to_path_buf();
+    Ok(summary)
 }
 
 fn id_of(t: &Option<TokenRef>) -> Value {

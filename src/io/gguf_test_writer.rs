@@ -1,5 +1,6 @@
-//! Test-only GGUF writer: the inverse of the reader in `gguf.rs`, used to build small files
-//! (same layout as gguf-py's `GGUFWriter`: header, metadata, tensor infos, aligned data).
+//! A small GGUF writer: the inverse of the reader in `gguf.rs`, used by the tests and by the fuzz
+//! harness (`crate::fuzz`) to build small files (same layout as gguf-py's `GGUFWriter`:
+//! header, metadata, tensor infos, aligned data).
 
 use super::{GgufArray, GgufValue};
 use crate::io::gguf_quant::GgmlType;

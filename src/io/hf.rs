@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::error::{Error, IoContext, Result};
 use crate::io::write_atomic;
@@ -20,8 +20,23 @@ use crate::model::{HfConfig, Llama, LlamaConfig, param_specs};
 pub const TOKENIZER_FILES: &[&str] =
     &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
+/// `dir` must be an existing directory; a missing one is named as such, not as the first file
+/// looked for in it.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let why = if dir.exists() {
+        "not a directory (a model is a Hugging Face directory: config.json, model.safetensors, tokenizer.json)"
+    } else {
+        "no such model directory"
+    };
+    Err(Error::Format { file: dir.display().to_string(), why: why.into() })
+}
+
 /// Read and resolve `dir/config.json`.
 pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
+    check_model_dir(dir)?;
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).at(&path)?;
     let hf: HfConfig = serde_json::from_str(&text)
@@ -32,34 +47,14 @@ pub fn load_config(dir: &Path) -> Result<LlamaConfig> {
 /// Named f32 tensors read from safetensors files: name -> (shape, values, file).
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>, PathBuf)>;
 
-/// Every tensor of a single safetensors file, converted to f32 (F32, F16, BF16, F64 accepted).
+/// Every tensor of a single safetensors file, converted to f32 (F32, F16, BF16, F64 accepted);
+/// see [`crate::io::safetensors_header`] for the checks and their messages.
 pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let file = std::fs::File::open(path).at(path)?;
     // SAFETY: the file is opened read-only and not modified while mapped.
     let mmap = unsafe { memmap2::Mmap::map(&file) }.at(path)?;
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| Error::Format { file: path.display().to_string(), why: e.to_string() })?;
-    let mut out = NamedTensors::new();
-    for (name, view) in st.tensors() {
-        let bytes = view.data();
-        let vals: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::F64 => {
-                bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
-            }
-            other => {
-                return Err(Error::Tensor {
-                    file: path.display().to_string(),
-                    tensor: name.clone(),
-                    why: format!("unsupported dtype {other:?} (expected F32, F16, BF16 or F64)"),
-                });
-            }
-        };
-        out.insert(name, (view.shape().to_vec(), vals, path.to_path_buf()));
-    }
-    Ok(out)
+    let tensors = crate::io::safetensors_header::parse(path, &mmap)?;
+    Ok(tensors.into_iter().map(|(name, shape, vals)| (name, (shape, vals, path.to_path_buf()))).collect())
 }
 
 /// All tensors of a model directory: `model.safetensors`, or the shards listed in

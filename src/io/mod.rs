@@ -24,3 +24,4 @@ pub mod gguf_quant;
 pub mod gguf_tokenizer;
 pub mod gguf_value;
 pub mod hf;
+pub mod safetensors_header;

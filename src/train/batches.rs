@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::Conversation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::tokenizer::ChatTokenizer;
 use crate::train::step::Example;
@@ -30,11 +30,14 @@ pub fn mixture_of(
 ) -> Result<Mixture> {
     let mut sources = Vec::new();
     for (name, convs, weight) in sets {
+        if !(weight.is_finite() && *weight >= 0.0) {
+            return Err(Error::Invalid(format!("the `{name}` data set has weight {weight}; weights must be >= 0")));
+        }
         if *weight > 0.0 {
             sources.push(Source { name: name.to_string(), examples: examples_from(tok, convs)?, weight: *weight });
         }
     }
-    Ok(Mixture::new(sources, batch, seed))
+    Mixture::try_new(sources, batch, seed)
 }
 
 /// One named set of examples and its share of the mixture.
@@ -70,19 +73,44 @@ pub struct Mixture {
 }
 
 impl Mixture {
+    /// A mixture of `sources`; panics where [`Mixture::try_new`] errs (for callers whose sets
+    /// cannot be empty).
     pub fn new(sources: Vec<Source>, cfg: BatchConfig, seed: u64) -> Self {
-        assert!(!sources.is_empty(), "a mixture needs at least one source");
-        for s in &sources {
-            assert!(!s.examples.is_empty(), "source `{}` has no examples", s.name);
-            assert!(s.weight > 0.0, "source `{}` has weight {}", s.name, s.weight);
+        Self::try_new(sources, cfg, seed).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A mixture of `sources`, or an error naming the empty set, the bad weight or the zero
+    /// batch size (what a user's data or config can get wrong).
+    pub fn try_new(sources: Vec<Source>, cfg: BatchConfig, seed: u64) -> Result<Self> {
+        let bad = |why: String| Err(Error::Invalid(why));
+        if sources.is_empty() {
+            return bad("the training mixture is empty: every data set has weight 0".into());
         }
-        assert!(cfg.batch_size > 0, "batch_size must be > 0");
-        Self { sources, cfg, seed }
+        for s in &sources {
+            if s.examples.is_empty() {
+                return bad(format!(
+                    "the `{}` data set is empty (weight {}): give it data, or set its weight to 0",
+                    s.name, s.weight
+                ));
+            }
+            if !(s.weight > 0.0 && s.weight.is_finite()) {
+                return bad(format!("the `{}` data set has weight {}; weights must be positive", s.name, s.weight));
+            }
+        }
+        if cfg.batch_size == 0 {
+            return bad("batch.batch_size is 0; it must be at least 1".into());
+        }
+        Ok(Self { sources, cfg, seed })
     }
 
     /// A single-source stream.
     pub fn single(name: &str, examples: Vec<Example>, cfg: BatchConfig, seed: u64) -> Self {
         Self::new(vec![Source { name: name.into(), examples, weight: 1.0 }], cfg, seed)
+    }
+
+    /// A single-source stream, or the error of [`Mixture::try_new`].
+    pub fn try_single(name: &str, examples: Vec<Example>, cfg: BatchConfig, seed: u64) -> Result<Self> {
+        Self::try_new(vec![Source { name: name.into(), examples, weight: 1.0 }], cfg, seed)
     }
 
     /// (source, index) of global draw `g`.

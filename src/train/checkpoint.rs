@@ -113,6 +113,27 @@ pub fn save_with<C: Serialize>(dir: &Path, state: &TrainState, cfg: &C, extra: &
     Ok(())
 }
 
+/// The saved tensor `name` of checkpoint `ck` as a `want`-shaped matrix; missing or misshapen
+/// is an error naming it (a checkpoint from another model, or a corrupted one).
+fn matrix(
+    ck: &Path,
+    name: &str,
+    saved: Option<(Vec<usize>, Vec<f32>, std::path::PathBuf)>,
+    want: [usize; 2],
+    device: &Device,
+) -> Result<Tensor<2>> {
+    let bad = |file: &Path, why: String| Error::Tensor { file: file.display().to_string(), tensor: name.into(), why };
+    let Some((shape, vals, file)) = saved else {
+        return Err(bad(ck, "missing from the checkpoint".into()));
+    };
+    // 1-D parameters are stored as they are held, [1, n] (or as [n]).
+    let fits = shape == want || (want[0] == 1 && shape == [want[1]]);
+    if !fits {
+        return Err(bad(&file, format!("shape {shape:?}, expected {want:?}")));
+    }
+    Ok(Tensor::<2>::from_data(TensorData::new(vals, want), device))
+}
+
 /// The state saved under `dir` (whose `latest.json` names a checkpoint), shaped like
 /// `template`; `None` when `dir` holds no checkpoint.
 pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Result<Option<TrainState>> {
@@ -150,41 +171,31 @@ pub fn load_latest_with<C: Serialize>(
     let mut tensors = read_safetensors(&ck.join("model.safetensors"))?;
     let mut state = template.clone();
     for (spec, p) in state.model.specs().iter().zip(state.model.params.iter_mut()) {
-        let (shape, vals, _) = tensors.remove(&spec.name).ok_or_else(|| Error::Tensor {
-            file: ck.display().to_string(),
-            tensor: spec.name.clone(),
-            why: "missing from checkpoint".into(),
-        })?;
-        if shape != spec.shape {
-            return Err(Error::Tensor {
-                file: ck.display().to_string(),
-                tensor: spec.name.clone(),
-                why: format!("shape {shape:?}"),
-            });
-        }
-        *p = Tensor::<2>::from_data(TensorData::new(vals, spec.shape2()), &device);
+        let t = tensors.remove(&spec.name);
+        *p = matrix(&ck, &spec.name, t, p.dims(), &device)?;
     }
     let slots = slot_names(&state);
     let mut opt = read_safetensors(&ck.join("optim.safetensors"))?;
-    let mut take = |key: String| {
-        opt.remove(&key).map(|(s, v, _)| Tensor::<2>::from_data(TensorData::new(v, [s[0], s[1]]), &device))
+    let shapes: Vec<[usize; 2]> = match &state.lora {
+        None => state.model.params.iter().map(|p| p.dims()).collect(),
+        Some(l) => l.params.iter().map(|p| p.dims()).collect(),
     };
-    let n = slots.len();
-    state.opt = OptimState {
-        step: meta.optim_step,
-        m: slots.iter().map(|s| take(format!("m/{s}"))).collect(),
-        v: slots.iter().map(|s| take(format!("v/{s}"))).collect(),
+    let mut moments = |prefix: &str| -> Result<Vec<Option<Tensor<2>>>> {
+        slots
+            .iter()
+            .zip(&shapes)
+            .map(|(s, &shape)| {
+                let key = format!("{prefix}/{s}");
+                // A slot the optimizer never touched has no moment (none saved).
+                opt.remove(&key).map(|t| matrix(&ck, &key, Some(t), shape, &device)).transpose()
+            })
+            .collect()
     };
-    debug_assert_eq!(state.opt.m.len(), n);
+    state.opt = OptimState { step: meta.optim_step, m: moments("m")?, v: moments("v")? };
     if let Some(l) = state.lora.as_mut() {
         let mut ad = read_safetensors(&ck.join("lora.safetensors"))?;
         for (s, p) in slots.iter().zip(l.params.iter_mut()) {
-            let (shape, vals, _) = ad.remove(s).ok_or_else(|| Error::Tensor {
-                file: ck.display().to_string(),
-                tensor: s.clone(),
-                why: "missing adapter".into(),
-            })?;
-            *p = Tensor::<2>::from_data(TensorData::new(vals, [shape[0], shape[1]]), &device);
+            *p = matrix(&ck, s, ad.remove(s), p.dims(), &device)?;
         }
     }
     state.step = meta.step;
@@ -192,8 +203,14 @@ pub fn load_latest_with<C: Serialize>(
     let ep = ck.join("extra.safetensors");
     if ep.exists() {
         for (name, (shape, vals, _)) in read_safetensors(&ep)? {
-            let t = Tensor::<2>::from_data(TensorData::new(vals, [shape[0], shape[1]]), &device);
-            extra.tensors.push((name, t));
+            let [r, c] = shape[..] else {
+                return Err(Error::Tensor {
+                    file: ep.display().to_string(),
+                    tensor: name,
+                    why: format!("shape {shape:?}, expected a matrix"),
+                });
+            };
+            extra.tensors.push((name, Tensor::<2>::from_data(TensorData::new(vals, [r, c]), &device)));
         }
     }
     Ok(Some((state, extra)))

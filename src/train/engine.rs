@@ -61,6 +61,31 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Values the types allow but a run cannot use, named by their key under `prefix` (e.g.
+    /// `train.`), so that a config file's mistake is an error rather than a panic or a
+    /// diverged run.
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Invalid(format!("field `{prefix}{key}`: {why}")));
+        if self.batch.batch_size == 0 {
+            return bad("batch.batch_size", "is 0; it must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad("lr", format!("is {}; it must be a finite number >= 0", self.lr));
+        }
+        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
+            return bad(
+                "clip_norm",
+                format!("is {}; it must be a finite number >= 0 (0 disables clipping)", self.clip_norm),
+            );
+        }
+        if let Some(l) = &self.lora {
+            l.validate().or_else(|e| bad("lora", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Parameters, optimizer state and progress of a run.
 #[derive(Debug, Clone)]
 pub struct TrainState {
@@ -229,4 +254,97 @@ pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
     let line = serde_json::to_string(value).expect("json");
     writeln!(f, "{line}").at(path)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::LlamaConfig;
+    use crate::model::llama::to_vec_f32;
+    use crate::rng::Rng;
+    use crate::train::step::Example;
+
+    /// The poisoned token: its (untied) embedding row is NaN, so a NaN enters the computation
+    /// exactly at the steps whose batch holds an example with it, and nowhere else (the
+    /// embedding is a row lookup; the row's gradient is zero elsewhere).
+    pub(crate) const POISON: u32 = 31;
+
+    /// A 2-layer model with untied embeddings whose row [`POISON`] is NaN.
+    pub(crate) fn poisoned_model() -> Llama {
+        let cfg = LlamaConfig {
+            model_type: "llama".into(),
+            vocab_size: 32,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_layers: 2,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 4,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: 64,
+            tie_word_embeddings: false,
+            qkv_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
+        };
+        let device = Device::flex();
+        let mut model = Llama::init(cfg, 0.1, 3, &device);
+        let [v, d] = model.params[0].dims();
+        let mut emb = to_vec_f32(model.params[0].clone());
+        emb[POISON as usize * d..(POISON as usize + 1) * d].fill(f32::NAN);
+        model.params[0] = Tensor::<2>::from_data(TensorData::new(emb, [v, d]), &device);
+        model
+    }
+
+    /// `n` examples of random tokens (3..31, never the poison), with the poison token in the
+    /// middle of example `poisoned`.
+    pub(crate) fn examples(n: usize, seed: u64, poisoned: Option<usize>) -> Vec<Example> {
+        let mut r = Rng::new(seed);
+        (0..n)
+            .map(|i| {
+                let mut ids: Vec<u32> = (0..8 + r.below(6)).map(|_| 3 + r.below(28) as u32).collect();
+                if poisoned == Some(i) {
+                    ids[3] = POISON;
+                }
+                let mask = (0..ids.len()).map(|j| u8::from(j >= 2)).collect();
+                Example { ids, mask }
+            })
+            .collect()
+    }
+
+    /// A NaN injected into one batch (the poisoned token, in one of 40 examples) stops the run
+    /// at that batch's step, naming it; every earlier step trained normally and the last
+    /// checkpoint is the step before.
+    #[test]
+    fn a_nan_in_one_batch_stops_the_run_at_that_step() {
+        let batch = BatchConfig { batch_size: 4, max_len: 32, bucket_window: 1 };
+        let data = examples(40, 1, Some(17));
+        // The first batch holding the poisoned example, for the first data seed that puts it
+        // past step 3 (so that the steps before it show the run was healthy until then).
+        let first = |mix: &Mixture| (0..).find(|&t| mix.batch(t).iter().any(|e| e.ids.contains(&POISON)));
+        let (mix, t) = (0..)
+            .map(|seed| Mixture::single("x", data.clone(), batch.clone(), seed))
+            .find_map(|m| first(&m).filter(|&t| t >= 3).map(|t| (m, t)))
+            .unwrap();
+        let cfg = TrainConfig { steps: t + 4, lr: 1e-3, batch, checkpoint_every: 1, ..Default::default() };
+        let dir = std::env::temp_dir().join(format!("patcher-nan-batch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = RunOptions { out_dir: Some(dir.clone()), ..Default::default() };
+        let err = run(TrainState::new(poisoned_model(), &cfg).unwrap(), &cfg, &mix, 0, opts).unwrap_err();
+        println!("NaN in the batch of step {}: {err}", t + 1);
+        assert!(matches!(err, Error::NonFinite { step, .. } if step == t + 1), "{err}");
+        assert_eq!(err.to_string(), format!("training diverged at step {}: the loss (NaN) is not finite", t + 1));
+        let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(losses.len(), t, "steps 1..={t} trained");
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        let latest = std::fs::read_to_string(dir.join("latest.json")).unwrap();
+        assert!(latest.contains(&format!("\"step\":{t}")), "{latest}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
