@@ -1,11 +1,15 @@
 //! A reduced demo (seconds, on the cached tiny model): every stage of the experiment runner
-//! end to end, the report's contents, and that a second run of the same directory skips every
-//! finished stage.
+//! end to end, results that match the config (defenses, attacks, budgets, Patcher curves, the
+//! judge), SFT alignment moving the base model towards refusing, the report's contents, and
+//! that a second run of the same directory recomputes no finished stage.
 
 mod common;
 
 use burn::prelude::*;
+use patcher::eval::judge::Judge;
+use patcher::eval::keyword::KeywordJudge;
 use patcher::experiment::{ExperimentConfig, Runner, summary_table};
+use patcher::report::{display_defense, unattacked};
 
 fn reduced() -> ExperimentConfig {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo.toml");
@@ -40,34 +44,120 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let mut runner = Runner::new(&dir, cfg.clone(), Device::flex(), false).unwrap();
     let r = runner.run(vec!["cargo test --test demo".into()]).unwrap();
     println!("reduced demo: {:.1}s\n{}", t0.elapsed().as_secs_f64(), summary_table(&r));
-    // The base model unattacked; 3 defenses x (unattacked + 2 attacks x 2 budgets).
-    assert_eq!(
-        r.rows.len(),
-        1 + 3 * (1 + 2 * 2),
-        "rows: {:#?}",
-        r.rows.iter().map(|x| (&x.defense, &x.attack, x.budget)).collect::<Vec<_>>()
-    );
-    for d in ["none", "sft", "patcher-k8", "patcher-parallel-k2"] {
-        assert!(r.rows.iter().any(|x| x.defense == d), "{d} missing");
+    let rows = || r.rows.iter().map(|x| (&x.defense, &x.attack, x.budget)).collect::<Vec<_>>();
+
+    // The summary's defenses and attacks are exactly the config's, in its order.
+    let defenses: Vec<String> = cfg.defenses.iter().map(|d| d.name.clone()).collect();
+    assert_eq!(patcher::report::defenses(&r.rows), defenses, "rows: {:#?}", rows());
+    let attacks: Vec<(String, bool)> = cfg.attacks.iter().map(|a| (a.name.clone(), a.held_out)).collect();
+    assert_eq!(patcher::report::attacks(&r.rows), attacks, "rows: {:#?}", rows());
+    // Every defense once unattacked; every attacked one under every attack at every budget, in order.
+    let budgets = [0, 4];
+    for d in &cfg.defenses {
+        let unattacked_rows = r.rows.iter().filter(|x| x.defense == d.name && x.attack == "none").count();
+        assert_eq!(unattacked_rows, 1, "{}: rows: {:#?}", d.name, rows());
+        for a in &cfg.attacks {
+            let got: Vec<usize> =
+                r.rows.iter().filter(|x| x.defense == d.name && x.attack == a.name).map(|x| x.budget).collect();
+            let want: &[usize] = if d.attacked { &budgets } else { &[] };
+            assert_eq!(got, want, "{} under {}", d.name, a.name);
+        }
     }
-    assert!(r.rows.iter().all(|x| (0.0..=1.0).contains(&x.harmful_score)));
-    assert!(!r.training_curves.is_empty(), "Patcher training curves are reported");
-    assert!(r.stages.iter().any(|s| s.name.starts_with("defense patcher")), "stage timings recorded");
+    assert_eq!(r.rows.len(), 1 + 3 * (1 + 2 * budgets.len()), "rows: {:#?}", rows());
+
+    // SFT alignment moves the base model (trained mostly to comply) towards refusing: on the
+    // harmful prompts its refusal answers become likelier and harmful answers less likely.
+    // (Measured by loss: at 10 alignment steps, 12 prompts and 16 new tokens the HS is too
+    // coarse, 92% / 33% / 100% after 10 / 30 / 50 steps while the refusal loss falls steadily.)
+    let loss = |d: &str, which: fn(&patcher::report::Row) -> Option<f64>| {
+        let row = unattacked(&r.rows, d).unwrap_or_else(|| panic!("no unattacked row of {d}"));
+        which(row).unwrap_or_else(|| panic!("{d}: loss not measured"))
+    };
+    let refusal = (loss("none", |x| x.refusal_loss), loss("sft", |x| x.refusal_loss));
+    let harmful = (loss("none", |x| x.harmful_loss), loss("sft", |x| x.harmful_loss));
+    println!(
+        "base -> SFT: refusal loss {:.3} -> {:.3}, harmful loss {:.3} -> {:.3}",
+        refusal.0, refusal.1, harmful.0, harmful.1
+    );
+    assert!(
+        refusal.1 < refusal.0,
+        "SFT's refusal loss {:.3} is not below the base model's {:.3}",
+        refusal.1,
+        refusal.0
+    );
+    assert!(
+        harmful.1 > harmful.0,
+        "SFT's harmful-answer loss {:.3} is not above the base model's {:.3}",
+        harmful.1,
+        harmful.0
+    );
+
+    // One curve per metric per Patcher defense, one point per outer step in order.
+    let patchers: Vec<&str> = cfg.defenses.iter().filter(|d| d.kind.is_patcher()).map(|d| d.name.as_str()).collect();
+    assert_eq!(patchers, ["patcher-k8", "patcher-parallel-k2"]);
+    let steps: Vec<f64> = (1..=cfg.patcher.outer_steps).map(|s| s as f64).collect();
+    for p in &patchers {
+        let curves: Vec<_> = r.training_curves.iter().filter(|c| c.name == *p).collect();
+        assert_eq!(curves.len(), 3, "{p}: training curves {:?}", curves.iter().map(|c| &c.metric).collect::<Vec<_>>());
+        for c in curves {
+            let xs: Vec<f64> = c.points.iter().map(|pt| pt.0).collect();
+            assert_eq!(xs, steps, "{p}: {}", c.metric);
+        }
+    }
+    assert_eq!(r.training_curves.len(), 3 * patchers.len());
+    for p in &patchers {
+        assert!(r.stages.iter().any(|s| s.name == format!("defense {p}")), "stage timing of {p}");
+    }
+
+    // The judge named is the judge used: its verdicts on the recorded answers are the recorded
+    // ones (answers cut short by the excerpt are left out).
+    assert_eq!(r.judge, KeywordJudge.name());
+    let whole: Vec<_> = r.samples.iter().filter(|s| !s.answer.ends_with('…')).collect();
+    println!("{} of {} samples re-judged", whole.len(), r.samples.len());
+    assert!(!whole.is_empty(), "no sample answer is whole");
+    for s in whole {
+        let verdict = KeywordJudge.judge(&s.prompt, &s.answer).unwrap().verdict;
+        assert_eq!(
+            format!("{verdict:?}").to_lowercase(),
+            s.verdict,
+            "{} under {} at {}",
+            s.defense,
+            s.attack,
+            s.budget
+        );
+    }
+
+    // The report files exist and name every defense, every attack and the judge.
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    for a in &cfg.attacks {
-        assert!(md.contains(&a.name) && html.contains(&a.name), "attack {} in the report", a.name);
+    for d in &defenses {
+        let shown = display_defense(d);
+        assert!(md.contains(&shown) && html.contains(&shown), "defense {d} (`{shown}`) in the report");
     }
-    assert!(html.matches("<svg").count() >= 2, "robustness curves are drawn");
-    assert!(md.contains("refusal-keyword"), "the judge is named");
-    assert!(std::fs::read_to_string(dir.join("results.json")).unwrap().contains("\"rows\""));
+    for (a, _) in &attacks {
+        assert!(md.contains(a) && html.contains(a), "attack {a} in the report");
+    }
+    assert!(md.contains(&r.judge) && html.contains(&r.judge), "the judge is named");
+    assert!(html.matches("<svg").count() >= attacks.len(), "a robustness curve per attack is drawn");
+    // results.json holds the rows (HS to within a last-bit difference: serde_json's float
+    // parsing is not exactly round-trip without its `float_roundtrip` feature).
+    let saved = patcher::report::read_results(&dir.join("results.json")).unwrap();
+    let key = |x: &patcher::report::Row| (x.defense.clone(), x.attack.clone(), x.budget, x.harmful_score);
+    let (a, b): (Vec<_>, Vec<_>) = (saved.rows.iter().map(key).collect(), r.rows.iter().map(key).collect());
+    assert_eq!(a.len(), b.len(), "results.json rows");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.0 == y.0 && x.1 == y.1 && x.2 == y.2 && (x.3 - y.3).abs() < 1e-12, "results.json: {x:?} vs {y:?}");
+    }
 
-    // Re-running the same directory recomputes nothing.
-    let t1 = std::time::Instant::now();
+    // Re-running the same directory recomputes no stage: a stage that runs records its time in
+    // stages.json, which stays as it was.
+    let stages_json = std::fs::read_to_string(dir.join("stages.json")).unwrap();
     let mut again = Runner::new(&dir, cfg.clone(), Device::flex(), false).unwrap();
     let r2 = again.run(vec![]).unwrap();
     assert_eq!(r2.rows, r.rows);
-    assert!(t1.elapsed().as_secs_f64() < 5.0, "a finished run is not recomputed");
+    assert_eq!(std::fs::read_to_string(dir.join("stages.json")).unwrap(), stages_json, "a finished stage ran again");
+    let names = |x: &patcher::report::Results| x.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&r2), names(&r));
     // A different config in the same directory is refused.
     let mut other = cfg;
     other.seed = 99;

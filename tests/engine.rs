@@ -75,7 +75,14 @@ fn resumed_run_equals_uninterrupted_run() {
     let model = Llama::init(cfg(), 0.1, 3, &device);
     let tc = train_cfg();
     let mix = Mixture::single("rev", data(1), tc.batch.clone(), tc.seed);
-    let full = run(TrainState::new(model.clone(), &tc).unwrap(), &tc, &mix, 0, RunOptions::default()).unwrap();
+    let mut full_losses = vec![];
+    let mut record = |_: &TrainState, s: &patcher::train::engine::StepStats| {
+        full_losses.push((s.step, s.loss));
+        Ok(())
+    };
+    let opts = RunOptions { on_step: Some(&mut record), ..Default::default() };
+    let full = run(TrainState::new(model.clone(), &tc).unwrap(), &tc, &mix, 0, opts).unwrap();
+    assert_eq!(full_losses.iter().map(|s| s.0).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
 
     let dir = tmp("resume");
     // Killed after step 7: the last checkpoint is step 5 (checkpoint_every = 5), steps 6-7 are lost.
@@ -101,9 +108,24 @@ fn resumed_run_equals_uninterrupted_run() {
     }
     println!("resume vs uninterrupted: max |weight difference| = {max:e}");
     assert!(max < 1e-6, "resumed weights differ by {max}");
-    // Training did something, and loss went down over the run.
-    let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-    assert!(lines.lines().count() >= 7);
+    // The log of the killed run (steps 1-7) and of the resumed one (6-12: the steps lost with
+    // the kill are redone) holds, at every step, the uninterrupted run's loss.
+    let logged: Vec<(usize, f64)> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap() as usize, v["loss"].as_f64().unwrap())
+        })
+        .collect();
+    let steps: Vec<usize> = logged.iter().map(|s| s.0).collect();
+    assert_eq!(steps, [(1..=7).collect::<Vec<_>>(), (6..=12).collect()].concat(), "logged steps");
+    let mut max_loss = 0.0f64;
+    for &(step, loss) in &logged {
+        max_loss = max_loss.max((loss - full_losses[step - 1].1).abs());
+    }
+    println!("resume vs uninterrupted: max |loss difference| over the logged steps = {max_loss:e}");
+    assert!(max_loss < 1e-6, "logged losses differ from the uninterrupted run's by {max_loss}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

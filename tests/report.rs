@@ -1,6 +1,6 @@
 //! Report tests: summaries on hand-made rows, the written files, escaping, the `results.json` round
-//! trip, and (when Chromium is installed) a headless render of `report.html` with a DOM dump and a
-//! screenshot. Sample text can be harmful, so no test prints it.
+//! trip, and a headless render of `report.html` in Chromium with a DOM dump and a screenshot
+//! (skipped without Chromium, a failure under CI). Sample text can be harmful, so no test prints it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -291,7 +291,13 @@ fn empty_results_still_render() {
     assert!(paths.svgs.is_empty());
 }
 
+/// Chromium: `$PATCHER_CHROMIUM` when set (a path that is not a file counts as missing), else
+/// `/usr/bin/chromium`, else `chromium` on PATH.
 fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PATCHER_CHROMIUM") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
     let fixed = Path::new("/usr/bin/chromium");
     if fixed.is_file() {
         return Some(fixed.to_path_buf());
@@ -335,8 +341,10 @@ fn run_chromium(bin: &Path, profile: &Path, args: &[String]) -> Vec<u8> {
 
 #[test]
 fn headless_chromium_renders_the_report() {
-    let Some(bin) = chromium() else {
-        println!("skipping: chromium not installed (apt-get install chromium)");
+    let ci_provides = ".ci/run installs it: apt-get install chromium fonts-dejavu-core";
+    let Some(bin) =
+        patcher::testing::require(chromium(), "chromium ($PATCHER_CHROMIUM, /usr/bin or PATH)", ci_provides)
+    else {
         return;
     };
     let dir = scratch("chromium");

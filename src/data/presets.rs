@@ -334,15 +334,14 @@ mod tests {
     use crate::data::split::side_of;
     use std::collections::HashSet;
 
-    /// The shared data directory, or `None` (with a note) when this checkout has none.
+    /// The shared data directory; when this checkout has none, `None` (a skip) or, under CI,
+    /// a failure ([`crate::testing::require`]).
+    #[track_caller]
     fn shared() -> Option<DataDir> {
         let dir = DataDir::from_env();
-        if dir.exists() {
-            Some(dir)
-        } else {
-            eprintln!("skipped: no shared data at {} (set {DATA_DIR_ENV})", dir.root().display());
-            None
-        }
+        let what = format!("the shared data directory {}", dir.root().display());
+        let ci_provides = format!("CI has the public datasets at {DEFAULT_DATA_DIR}; elsewhere set {DATA_DIR_ENV}");
+        crate::testing::require(Some(dir).filter(DataDir::exists), &what, &ci_provides)
     }
 
     #[test]

@@ -129,6 +129,23 @@ impl KvCache {
     }
 }
 
+/// One decoder layer's weights, a typed view over [`Llama::params`] (the order of
+/// [`param_specs`]): the forward reads like the architecture while optimizers, checkpoints and
+/// Patcher's offsets keep working on the flat list.
+pub struct LayerWeights<'a> {
+    pub input_norm: &'a Tensor<2>,
+    pub q: &'a Tensor<2>,
+    pub k: &'a Tensor<2>,
+    pub v: &'a Tensor<2>,
+    /// q/k/v biases (Qwen2).
+    pub qkv_bias: Option<[&'a Tensor<2>; 3]>,
+    pub o: &'a Tensor<2>,
+    pub post_norm: &'a Tensor<2>,
+    pub gate: &'a Tensor<2>,
+    pub up: &'a Tensor<2>,
+    pub down: &'a Tensor<2>,
+}
+
 /// A float tensor of `data` in `shape`, on the device and in the dtype of `like`.
 pub fn float_like<const D: usize>(data: Vec<f32>, shape: [usize; D], like: &Tensor<2>) -> Tensor<D> {
     let device = like.device().without_autodiff();
@@ -198,10 +215,21 @@ impl Llama {
         layer_slots(&self.cfg).len()
     }
 
-    fn layer_param(&self, layer: usize, slot: Slot) -> Tensor<2> {
-        let slots = layer_slots(&self.cfg);
-        let j = slots.iter().position(|s| *s == slot).expect("slot present in this architecture");
-        self.params[1 + layer * self.per_layer() + j].clone()
+    /// The weights of layer `layer`.
+    pub fn layer(&self, layer: usize) -> LayerWeights<'_> {
+        let n = self.per_layer();
+        let p = &self.params[1 + layer * n..1 + (layer + 1) * n];
+        if self.cfg.qkv_bias {
+            let [input_norm, q, k, v, qb, kb, vb, o, post_norm, gate, up, down] = p else {
+                unreachable!("layer_slots has 12 slots with q/k/v bias")
+            };
+            LayerWeights { input_norm, q, k, v, qkv_bias: Some([qb, kb, vb]), o, post_norm, gate, up, down }
+        } else {
+            let [input_norm, q, k, v, o, post_norm, gate, up, down] = p else {
+                unreachable!("layer_slots has 9 slots without bias")
+            };
+            LayerWeights { input_norm, q, k, v, qkv_bias: None, o, post_norm, gate, up, down }
+        }
     }
 
     fn embed(&self) -> Tensor<2> {
@@ -317,12 +345,13 @@ impl Llama {
         let ids = ids.to_device(&self.device().without_autodiff());
         let mut x = self.embed().select(0, ids.reshape([b * t])).reshape([b, t, d]); // (B, T, d)
         for layer in 0..cfg.num_layers {
-            let h = rms_norm(x.clone(), self.layer_param(layer, Slot::InputNorm), cfg.rms_norm_eps);
+            let w = self.layer(layer);
+            let h = rms_norm(x.clone(), w.input_norm.clone(), cfg.rms_norm_eps);
             let kv = cache.as_mut().map(|c| &mut c.layers[layer]);
-            let a = self.attention(layer, h, &cos, &sin, &mask, kv); // (B, T, d)
+            let a = self.attention(&w, h, &cos, &sin, &mask, kv); // (B, T, d)
             x = x + a;
-            let h = rms_norm(x.clone(), self.layer_param(layer, Slot::PostNorm), cfg.rms_norm_eps);
-            x = x + self.mlp(layer, h);
+            let h = rms_norm(x.clone(), w.post_norm.clone(), cfg.rms_norm_eps);
+            x = x + mlp(&w, h);
         }
         let x = rms_norm(x, self.final_norm(), cfg.rms_norm_eps);
         if !with_head {
@@ -346,7 +375,7 @@ impl Llama {
 
     fn attention(
         &self,
-        layer: usize,
+        w: &LayerWeights,
         h: Tensor<3>,
         cos: &Tensor<4>,
         sin: &Tensor<4>,
@@ -356,13 +385,13 @@ impl Llama {
         let cfg = &self.cfg;
         let [b, t, d] = h.dims();
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let mut q = linear(h.clone(), self.layer_param(layer, Slot::Q)); // (B, T, nh*hd)
-        let mut k = linear(h.clone(), self.layer_param(layer, Slot::K)); // (B, T, nkv*hd)
-        let mut v = linear(h, self.layer_param(layer, Slot::V));
-        if cfg.qkv_bias {
-            q = q + self.layer_param(layer, Slot::QBias).unsqueeze::<3>();
-            k = k + self.layer_param(layer, Slot::KBias).unsqueeze::<3>();
-            v = v + self.layer_param(layer, Slot::VBias).unsqueeze::<3>();
+        let mut q = linear(h.clone(), w.q.clone()); // (B, T, nh*hd)
+        let mut k = linear(h.clone(), w.k.clone()); // (B, T, nkv*hd)
+        let mut v = linear(h, w.v.clone());
+        if let Some([qb, kb, vb]) = w.qkv_bias {
+            q = q + qb.clone().unsqueeze::<3>();
+            k = k + kb.clone().unsqueeze::<3>();
+            v = v + vb.clone().unsqueeze::<3>();
         }
         let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
         let k = k.reshape([b, t, nkv, hd]).swap_dims(1, 2); // (B, nkv, T, hd)
@@ -387,14 +416,15 @@ impl Llama {
         let out = probs.matmul(v); // (B, nh, T, hd)
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
         let _ = d;
-        linear(out, self.layer_param(layer, Slot::O))
+        linear(out, w.o.clone())
     }
+}
 
-    fn mlp(&self, layer: usize, h: Tensor<3>) -> Tensor<3> {
-        let gate = linear(h.clone(), self.layer_param(layer, Slot::Gate)); // (B, T, f)
-        let up = linear(h, self.layer_param(layer, Slot::Up));
-        linear(silu(gate) * up, self.layer_param(layer, Slot::Down)) // (B, T, d)
-    }
+/// SwiGLU MLP: `down(silu(gate(h)) * up(h))`.
+fn mlp(w: &LayerWeights, h: Tensor<3>) -> Tensor<3> {
+    let gate = linear(h.clone(), w.gate.clone()); // (B, T, f)
+    let up = linear(h, w.up.clone()); // (B, T, f)
+    linear(silu(gate) * up, w.down.clone()) // (B, T, d)
 }
 
 /// `x @ w.T` for `x` `[B, T, in]` and a Hugging Face weight `w` `[out, in]`.
