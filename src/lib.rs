@@ -19,6 +19,7 @@ pub mod io;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod testing;
 pub mod tiny;
 pub mod tokenizer;
 pub mod train;

@@ -29,6 +29,7 @@ use crate::data::split::Split;
 use crate::data::synth::{SynthConfig, SynthWorld};
 use crate::defense::patcher::{HardenOptions, KScheduleKind, PatcherData};
 use crate::error::{Error, IoContext, Result};
+use crate::eval::judge::Judge;
 use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalReport, SuiteData, evaluate};
 use crate::io::write_atomic;
@@ -63,6 +64,9 @@ pub struct Runner {
     pub progress: bool,
     stages: Vec<Stage>,
 }
+
+/// The judge of every harmful score of a run; the report names it from this same value.
+const JUDGE: KeywordJudge = KeywordJudge;
 
 fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(v).expect("json").as_bytes()).at(path)
@@ -303,7 +307,7 @@ impl Runner {
             let ecfg = self.cfg.eval.clone();
             self.stage(&format!("eval {name}"), &path, |r| {
                 let t0 = Instant::now();
-                let (rep, items) = evaluate(&m, &tok, &data.suite, &KeywordJudge, &ecfg)?;
+                let (rep, items) = evaluate(&m, &tok, &data.suite, &JUDGE, &ecfg)?;
                 let pr = PairResult {
                     rows: vec![Self::row(name, "none", false, 0, &rep)],
                     samples: r.samples(name, "none", 0, &items),
@@ -335,7 +339,7 @@ impl Runner {
                             rows.push(Row { attack: a.name.clone(), held_out: a.held_out, ..zero.clone() });
                             return Ok(());
                         }
-                        let (rep, items) = evaluate(model, &tok, &data.suite, &KeywordJudge, &ecfg)?;
+                        let (rep, items) = evaluate(model, &tok, &data.suite, &JUDGE, &ecfg)?;
                         rows.push(Self::row(name, &a.name, a.held_out, b, &rep));
                         if b == top {
                             samples = r.samples(name, &a.name, b, &items);
@@ -439,7 +443,7 @@ impl Runner {
             commit: git_commit(),
             version: env!("CARGO_PKG_VERSION").into(),
             commands,
-            judge: "refusal-keyword".into(),
+            judge: JUDGE.name(),
             utility_metric: utility_metric.into(),
             stages: self.stages.clone(),
             k_scaling: self.k_points(&rows),
