@@ -61,6 +61,14 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
+        // Fixtures of earlier runs (a static is never dropped): those over an hour old go.
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let old = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if e.file_name().to_string_lossy().starts_with("cli-fixture-") && old > Some(Duration::from_secs(3600)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let dir = tempdir("fixture");
         let (world, model) = (dir.join("world"), dir.join("model"));
         let cfg = dir.join("tiny.toml");
