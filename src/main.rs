@@ -186,8 +186,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         parallel: usize,
     },
-    /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
-    /// Patcher outer step) and `matmul` (the machine's peak).
     /// Seeded short training run with a fingerprint of its losses and weights, to compare
     /// machines and thread counts (`--save` here, `--compare` there).
     Determinism {
@@ -232,6 +230,8 @@ enum Cmd {
         #[arg(long, default_value = "runs/robustness-study")]
         out: PathBuf,
     },
+    /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
+    /// Patcher outer step) and `matmul` (the machine's peak).
     Bench {
         what: String,
         /// tiny, smollm2-135m or all.

@@ -85,9 +85,8 @@ fn deterministic_mode_gives_the_same_weights_on_an_avx2_processor() {
         println!("skipped: the processor check emulates x86-64 processors");
         return;
     }
-    let Some(q) = qemu() else {
-        assert!(std::env::var_os("CI").is_none(), "CI is set but qemu-x86_64 is missing (apt-get install qemu-user)");
-        println!("skipped: qemu-x86_64 not found (apt-get install qemu-user)");
+    let Some(q) = patcher::testing::require(qemu(), "qemu-x86_64", ".ci/run installs it: apt-get install qemu-user")
+    else {
         return;
     };
     let root = std::env::temp_dir().join(format!("patcher-determinism-{}", std::process::id()));
