@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use crate::data::readers::{FieldMap, ReadOptions, parse_conversations};
 use crate::data::records::Format;
+use crate::io::gguf::quant::GgmlType;
 use crate::io::gguf::{GgufArray, GgufFile, GgufValue};
-use crate::io::gguf_quant::GgmlType;
 use crate::rng::Rng;
 
 /// What to fuzz.
@@ -402,7 +402,7 @@ fn run_gguf(bytes: Vec<u8>) -> Result<(), String> {
             g.tensor_f32(&t.name).map_err(|e| err("dequantize", &e))?;
         }
     }
-    crate::io::gguf_import::convert_gguf(&g).map_err(|e| err("import", &e))?;
+    crate::io::gguf::import::convert_gguf(&g).map_err(|e| err("import", &e))?;
     Ok(())
 }
 

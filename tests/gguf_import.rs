@@ -9,7 +9,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use patcher::io::gguf::GgufFile;
-use patcher::io::gguf_import::import_gguf;
+use patcher::io::gguf::import::import_gguf;
 use serde_json::Value;
 
 /// Records the largest single allocation made by the current thread.

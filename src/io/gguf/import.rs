@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::gguf::{GgufError, GgufFile};
-use super::gguf_tokenizer::{GgufTokenizer, TokenRef, tokenizer_from_gguf};
-use super::write_atomic;
+use super::tokenizer::{GgufTokenizer, TokenRef, tokenizer_from_gguf};
+use super::{GgufError, GgufFile};
+use crate::io::write_atomic;
 
 /// Files written by [`import_gguf`]; `config.json` is written last, so its presence marks a
 /// complete import.
@@ -507,5 +507,4 @@ fn tokenizer_config(tok: &GgufTokenizer, n_ctx: usize) -> Value {
 }
 
 #[cfg(test)]
-#[path = "gguf_import_tests.rs"]
 mod tests;

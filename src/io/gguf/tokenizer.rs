@@ -24,7 +24,7 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::gguf::{GgufError, GgufFile};
+use super::{GgufError, GgufFile};
 
 /// Values of `tokenizer.ggml.pre` this module can rebuild.
 pub const SUPPORTED_PRE: &[&str] = &["default", "gpt2", "smollm", "llama-bpe", "qwen2"];

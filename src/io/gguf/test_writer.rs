@@ -2,8 +2,8 @@
 //! harness (`crate::fuzz`) to build small files (same layout as gguf-py's `GGUFWriter`:
 //! header, metadata, tensor infos, aligned data).
 
+use super::quant::GgmlType;
 use super::{GgufArray, GgufValue};
-use crate::io::gguf_quant::GgmlType;
 
 pub(crate) struct Writer {
     pub version: u32,

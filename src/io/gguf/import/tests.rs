@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::io::gguf::GgufValue;
 use crate::io::gguf::test_writer::Writer;
-use crate::io::gguf_tokenizer::tests::tiny_tokenizer;
+use crate::io::gguf::tokenizer::tests::tiny_tokenizer;
 
 /// llama.cpp's forward permutation (HF -> GGUF): GGUF row `2j + s` of head `h` is HF row
 /// `s * half + j`.

@@ -22,11 +22,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::gguf_quant::{DequantError, GgmlType, dequantize};
-pub use super::gguf_value::{GgufArray, GgufValue, GgufValueType};
+pub mod import;
+pub mod quant;
+pub mod tokenizer;
+pub mod value;
+
+use quant::{DequantError, GgmlType, dequantize};
+pub use value::{GgufArray, GgufValue, GgufValueType};
 
 /// A small GGUF writer for tests and the fuzz harness's seed files.
-#[path = "gguf_test_writer.rs"]
 pub(crate) mod test_writer;
 
 /// `"GGUF"` read as a little-endian u32.
@@ -607,5 +611,4 @@ fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<TensorInfo, GgufErro
 }
 
 #[cfg(test)]
-#[path = "gguf_tests.rs"]
 mod tests;
