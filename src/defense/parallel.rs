@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
-    HardenOptions, OuterLoop, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, drive,
-    inner_step, retain_grads, sample_attack, tr_grads,
+    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, drive, inner_step,
+    retain_grads, sample_attack, tr_grads,
 };
 use crate::error::{Error, Result};
 use crate::model::Llama;
@@ -256,7 +256,9 @@ struct Parallel<'a> {
     n_params: usize,
 }
 
-impl OuterLoop for Parallel<'_> {
+impl crate::train::driver::Method for Parallel<'_> {
+    type Stats = OuterStats;
+
     fn step(&mut self, state: &mut TrainState) -> Result<OuterStats> {
         outer_step(state, &mut self.trajs, self.cfg, self.data, &self.streams)
     }
@@ -266,6 +268,10 @@ impl OuterLoop for Parallel<'_> {
     fn restore(&mut self, extra: Extra) -> Result<()> {
         self.trajs = load_trajectories(extra, self.cfg, self.n_params)?;
         Ok(())
+    }
+
+    fn describe(&self, st: &OuterStats) -> String {
+        crate::defense::patcher::describe(st)
     }
 }
 

@@ -18,12 +18,12 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::rng::Rng;
 use crate::train::batches::{BatchConfig, Mixture};
-use crate::train::checkpoint::{self, Extra};
-use crate::train::engine::{TrainState, append_jsonl};
+use crate::train::driver;
+use crate::train::engine::TrainState;
 use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::schedule::ScheduleConfig;
 use crate::train::step::{Batch, Example, add_scaled, loss_and_grads};
@@ -446,67 +446,36 @@ pub struct HardenOptions<'a> {
     pub on_step: Option<&'a mut OuterCallback<'a>>,
 }
 
-/// What differs between sequential and parallel Patcher inside the shared outer loop
-/// ([`drive`]): how one outer step is taken, and the method's own state in checkpoints.
-pub trait OuterLoop {
-    fn step(&mut self, state: &mut TrainState) -> Result<OuterStats>;
-    /// Method-specific state for a checkpoint (none for sequential Patcher).
-    fn save(&self) -> Extra {
-        Extra::default()
-    }
-    /// Restore what [`OuterLoop::save`] wrote.
-    fn restore(&mut self, _extra: Extra) -> Result<()> {
-        Ok(())
-    }
+/// The progress line of an outer step.
+pub fn describe(st: &OuterStats) -> String {
+    format!(
+        "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
+        st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
+    )
 }
 
-/// The outer loop shared by both algorithms: resume from `opts.out_dir`, step, show progress,
-/// append `metrics.jsonl`, call back, checkpoint. `run_key` identifies the run's config in
-/// checkpoints (resuming with a different one is refused).
-pub fn drive<C: Serialize>(
+/// Run a Patcher method (sequential or parallel: a [`driver::Method`] whose steps are outer
+/// steps) from `model` through the one training driver. `run_key` identifies the run's config
+/// in checkpoints (resuming with a different one is refused).
+pub fn drive<C: Serialize, M: driver::Method<Stats = OuterStats>>(
     model: &Llama,
     cfg: &PatcherConfig,
     run_key: &C,
     label: &str,
-    method: &mut dyn OuterLoop,
-    mut opts: HardenOptions,
+    method: &mut M,
+    opts: HardenOptions,
 ) -> Result<Llama> {
-    let mut state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
-    if let Some(dir) = &opts.out_dir {
-        std::fs::create_dir_all(dir).at(dir)?;
-        if let Some((s, extra)) = checkpoint::load_latest_with(dir, &state, run_key)? {
-            method.restore(extra)?;
-            state = s;
-        }
-    }
-    let end = opts.stop_after.unwrap_or(cfg.outer_steps).min(cfg.outer_steps);
-    let mut bar = opts.progress.then(|| crate::train::progress::Progress::new(cfg.outer_steps, state.step, label));
-    while state.step < end {
-        let st = method.step(&mut state)?;
-        if let Some(b) = &mut bar {
-            let msg = format!(
-                "K {} | retain {:.3} | tr {:.3} | harm {:.3} | {:.1}s/step",
-                st.k, st.retain_loss, st.tr_loss, st.harmful_loss_end, st.seconds
-            );
-            b.update(st.step, &msg);
-        }
-        if let Some(dir) = &opts.out_dir {
-            append_jsonl(&dir.join("metrics.jsonl"), &st)?;
-        }
-        if let Some(cb) = opts.on_step.as_mut() {
-            cb(&st)?;
-        }
-        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
-        if let Some(dir) = &opts.out_dir
-            && (due || state.step == cfg.outer_steps)
-        {
-            checkpoint::save_with(dir, &state, run_key, &method.save())?;
-        }
-    }
-    if let Some(b) = bar {
-        b.finish();
-    }
-    Ok(state.model)
+    let state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
+    let plan = driver::Plan { total: cfg.outer_steps, checkpoint_every: cfg.checkpoint_every, run_key, label };
+    let HardenOptions { out_dir, progress, stop_after, on_step } = opts;
+    let mut forward = on_step.map(|cb| move |_: &TrainState, st: &OuterStats| cb(st));
+    let options = driver::Options {
+        out_dir,
+        progress,
+        stop_after,
+        on_step: forward.as_mut().map(|f| f as &mut driver::OnStep<OuterStats>),
+    };
+    Ok(driver::drive(state, &plan, method, options)?.model)
 }
 
 struct Sequential<'a> {
@@ -515,9 +484,15 @@ struct Sequential<'a> {
     streams: Streams,
 }
 
-impl OuterLoop for Sequential<'_> {
+impl driver::Method for Sequential<'_> {
+    type Stats = OuterStats;
+
     fn step(&mut self, state: &mut TrainState) -> Result<OuterStats> {
         outer_step(state, self.cfg, self.data, &self.streams)
+    }
+
+    fn describe(&self, st: &OuterStats) -> String {
+        describe(st)
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::io::hf::{read_safetensors, safetensors_bytes};
 use crate::io::write_atomic;
 use crate::model::llama::to_vec_f32;
-use crate::train::engine::{TrainConfig, TrainState};
+use crate::train::engine::TrainState;
 use crate::train::optim::OptimState;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,13 +55,8 @@ fn slot_names(state: &TrainState) -> Vec<String> {
     }
 }
 
-/// Write a checkpoint of `state` under `dir`.
-pub fn save(dir: &Path, state: &TrainState, cfg: &TrainConfig) -> Result<()> {
-    save_with(dir, state, cfg, &Extra::default())
-}
-
 /// Write a checkpoint of `state` (run with config `cfg`) and method-specific `extra` state.
-pub fn save_with<C: Serialize>(dir: &Path, state: &TrainState, cfg: &C, extra: &Extra) -> Result<()> {
+pub fn save<C: Serialize>(dir: &Path, state: &TrainState, cfg: &C, extra: &Extra) -> Result<()> {
     let name = format!("ckpt-{:06}", state.step);
     let tmp = dir.join(format!(".{name}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -135,17 +130,8 @@ fn matrix(
 }
 
 /// The state saved under `dir` (whose `latest.json` names a checkpoint), shaped like
-/// `template`; `None` when `dir` holds no checkpoint.
-pub fn load_latest(dir: &Path, template: &TrainState, cfg: &TrainConfig) -> Result<Option<TrainState>> {
-    Ok(load_latest_with(dir, template, cfg)?.map(|(s, _)| s))
-}
-
-/// As [`load_latest`], also returning the method-specific state.
-pub fn load_latest_with<C: Serialize>(
-    dir: &Path,
-    template: &TrainState,
-    cfg: &C,
-) -> Result<Option<(TrainState, Extra)>> {
+/// `template`, and the method-specific state; `None` when `dir` holds no checkpoint.
+pub fn load_latest<C: Serialize>(dir: &Path, template: &TrainState, cfg: &C) -> Result<Option<(TrainState, Extra)>> {
     let latest = dir.join("latest.json");
     if !latest.exists() {
         return Ok(None);

@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::model::Llama;
 use crate::train::batches::{BatchConfig, Mixture};
-use crate::train::checkpoint;
+use crate::train::driver;
 use crate::train::lora::{Lora, LoraConfig};
 use crate::train::optim::{self, OptimState, OptimizerConfig};
-use crate::train::progress::Progress;
 use crate::train::schedule::ScheduleConfig;
 use crate::train::step::{Batch, add_scaled, loss_and_grads};
 
@@ -203,49 +202,37 @@ pub struct RunOptions<'a> {
     pub stop_after: Option<usize>,
 }
 
-/// Train `state` for `cfg.steps` steps (or until `stop_after`), resuming from `out_dir`'s
-/// latest checkpoint when there is one.
-pub fn run(
-    mut state: TrainState,
-    cfg: &TrainConfig,
-    data: &Mixture,
+/// SFT on a batch stream: the fine-tuning engine's [`driver::Method`].
+struct Sft<'a> {
+    cfg: &'a TrainConfig,
+    data: &'a Mixture,
     pad_id: u32,
-    mut opts: RunOptions,
-) -> Result<TrainState> {
-    if let Some(dir) = &opts.out_dir {
-        std::fs::create_dir_all(dir).at(dir)?;
-        if let Some(resumed) = checkpoint::load_latest(dir, &state, cfg)? {
-            state = resumed;
-        }
+}
+
+impl driver::Method for Sft<'_> {
+    type Stats = StepStats;
+
+    fn step(&mut self, state: &mut TrainState) -> Result<StepStats> {
+        train_step(state, self.cfg, self.data, self.pad_id)
     }
-    let end = opts.stop_after.unwrap_or(cfg.steps).min(cfg.steps);
-    let mut bar = opts.progress.then(|| Progress::new(cfg.steps, state.step, &opts.name));
-    let metrics = opts.out_dir.as_ref().map(|d| d.join("metrics.jsonl"));
-    while state.step < end {
-        let stats = train_step(&mut state, cfg, data, pad_id)?;
-        if let Some(bar) = &mut bar {
-            bar.update(
-                stats.step,
-                &format!("loss {:.4} | {:.0} tok/s", stats.loss, stats.tokens as f64 / stats.seconds),
-            );
-        }
-        if let Some(path) = &metrics {
-            append_jsonl(path, &stats)?;
-        }
-        if let Some(cb) = opts.on_step.as_mut() {
-            cb(&state, &stats)?;
-        }
-        let due = cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every);
-        if let Some(dir) = &opts.out_dir
-            && (due || state.step == cfg.steps)
-        {
-            checkpoint::save(dir, &state, cfg)?;
-        }
+
+    fn describe(&self, s: &StepStats) -> String {
+        format!("loss {:.4} | {:.0} tok/s", s.loss, s.tokens as f64 / s.seconds)
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    Ok(state)
+}
+
+/// Train `state` for `cfg.steps` steps (or until `stop_after`), resuming from `out_dir`'s
+/// latest checkpoint when there is one (through the one training driver, [`driver::drive`]).
+pub fn run(state: TrainState, cfg: &TrainConfig, data: &Mixture, pad_id: u32, opts: RunOptions) -> Result<TrainState> {
+    let plan =
+        driver::Plan { total: cfg.steps, checkpoint_every: cfg.checkpoint_every, run_key: cfg, label: &opts.name };
+    let options = driver::Options {
+        out_dir: opts.out_dir,
+        progress: opts.progress,
+        stop_after: opts.stop_after,
+        on_step: opts.on_step,
+    };
+    driver::drive(state, &plan, &mut Sft { cfg, data, pad_id }, options)
 }
 
 /// Append one JSON line to `path` (created if missing).

@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod driver;
 pub mod engine;
 pub mod lora;
 pub mod optim;
