@@ -1,6 +1,8 @@
 //! `patcher bench`: time one training step (forward + loss, backward, optimizer step, each
 //! separately; median over steps after warm-up) and the machine's f32 matmul peak, and print
-//! tokens/s and achieved GFLOP/s.
+//! tokens/s and achieved GFLOP/s; time one Patcher outer step, sequential against parallel.
+//! [`run`] is the whole command (its report, line by line); [`run_torch`] runs the PyTorch
+//! reference script for the ratio.
 //!
 //! FLOPs per training step are counted as in Kaplan et al. (2020), "Scaling Laws for Neural
 //! Language Models", section 2.1: `6 · N · tokens` for the weights plus `6 · L · T · d_attn`
@@ -185,6 +187,7 @@ pub fn harden_step(
     device: &Device,
 ) -> crate::Result<HardenBench> {
     use crate::defense::patcher::{HardenOptions, KSchedule, PatcherConfig, PatcherData};
+    use crate::experiment::pipeline::HardenMethod;
     use crate::train::batches::BatchConfig;
     let model = Llama::init(cfg.clone(), 0.02, 0, device);
     let mut rng = Rng::new(2);
@@ -204,10 +207,8 @@ pub fn harden_step(
             Ok(())
         };
         let opts = HardenOptions { on_step: Some(&mut cb), ..Default::default() };
-        let out = match p {
-            None => crate::defense::patcher::harden(&model, &pc, &data, opts)?,
-            Some(p) => crate::defense::parallel::harden(&model, &pc, &data, p, opts)?,
-        };
+        let method = p.map_or(HardenMethod::Sequential, HardenMethod::Parallel);
+        let out = crate::experiment::pipeline::harden(&model, &pc, &data, method, opts)?;
         let _ = out.params[0].clone().sum().into_scalar::<f32>();
         Ok((median(secs), passes))
     };
@@ -227,4 +228,117 @@ pub fn harden_step(
         parallel_passes,
         speedup: sequential_s / parallel_s,
     })
+}
+
+/// What `patcher bench` runs: `what` is `train-step`, `harden` or `matmul`; `shape` is a
+/// benchmark shape or `all`.
+#[derive(Debug, Clone)]
+pub struct BenchRequest {
+    pub what: String,
+    pub shape: String,
+    pub steps: usize,
+    pub warmup: usize,
+    /// A Python with PyTorch: also run `scripts/bench_torch.py` and compare (`train-step`).
+    pub torch_python: Option<std::path::PathBuf>,
+    /// `harden`: inner attack steps K.
+    pub k: usize,
+    /// `harden`: parallel workers P.
+    pub workers: usize,
+}
+
+/// Run the benchmarks of `req`, handing each line of the report to `out` as it is measured:
+/// the matmul peak first, then a table row (and a JSON line) per shape.
+pub fn run(req: &BenchRequest, device: &Device, out: &mut dyn FnMut(String)) -> crate::Result<()> {
+    let peak = matmul_peak(2048, 5, device);
+    out(format!("matmul 2048^3 f32 (burn, {device:?}): {peak:.1} GFLOP/s"));
+    if req.what == "matmul" {
+        return Ok(());
+    }
+    let shapes: Vec<&str> = if req.shape == "all" { vec!["tiny", "smollm2-135m"] } else { vec![&req.shape] };
+    let known = |name: &str| shape(name).ok_or_else(|| crate::Error::Invalid(format!("unknown shape `{name}`")));
+    let (k, workers) = (req.k, req.workers);
+    if req.what == "harden" {
+        for name in shapes {
+            let (cfg, b, t) = known(name)?;
+            let r = harden_step(name, &cfg, b, t, k, workers, req.warmup, req.steps, device)?;
+            out(format!(
+                "{name}: Patcher outer step, K = {k}: sequential {:.3} s ({} dependent passes), parallel x{workers} {:.3} s ({} passes) -> {:.2}x",
+                r.sequential_s, r.sequential_passes, r.parallel_s, r.parallel_passes, r.speedup
+            ));
+            out(serde_json::to_string(&r).expect("json"));
+        }
+        return Ok(());
+    }
+    if req.what != "train-step" {
+        return Err(crate::Error::Invalid(format!("unknown benchmark `{}` (train-step, harden, matmul)", req.what)));
+    }
+    let torch_rows = match &req.torch_python {
+        Some(py) => Some(run_torch(py, &req.shape, req.steps, req.warmup)?),
+        None => None,
+    };
+    out(format!(
+        "{:<14} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>7}",
+        "shape", "tokens", "params", "fwd s", "bwd s", "optim s", "total s", "tokens/s", "GFLOP/s", "%peak"
+    ));
+    for name in shapes {
+        let (cfg, b, t) = known(name)?;
+        let r = train_step(name, &cfg, b, t, req.warmup, req.steps, device);
+        out(format!(
+            "{:<14} {:>6} {:>10} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>10.0} {:>8.1} {:>6.1}%",
+            r.shape,
+            b * t,
+            r.params,
+            r.forward_s,
+            r.backward_s,
+            r.optimizer_s,
+            r.total_s,
+            r.tokens_per_s,
+            r.gflops,
+            100.0 * r.gflops / peak
+        ));
+        out(serde_json::to_string(&r).expect("json"));
+        if let Some(rows) = &torch_rows
+            && let Some(tr) = rows.iter().find(|v| v["what"] == "train_step" && v["shape"] == name)
+        {
+            let tt = tr["total_s"].as_f64().unwrap_or(f64::NAN);
+            out(format!(
+                "  pytorch: fwd {:.3} s, bwd {:.3} s, optim {:.3} s, total {:.3} s -> patcher/pytorch time ratio {:.2}x",
+                tr["forward_s"].as_f64().unwrap_or(f64::NAN),
+                tr["backward_s"].as_f64().unwrap_or(f64::NAN),
+                tr["optimizer_s"].as_f64().unwrap_or(f64::NAN),
+                tt,
+                r.total_s / tt
+            ));
+        }
+    }
+    if let Some(rows) = &torch_rows
+        && let Some(m) = rows.iter().find(|v| v["what"] == "matmul")
+    {
+        out(format!("matmul 2048^3 f32 (pytorch): {:.1} GFLOP/s", m["gflops"].as_f64().unwrap_or(f64::NAN)));
+    }
+    Ok(())
+}
+
+/// Run `scripts/bench_torch.py` (the same shapes in PyTorch) with `python`; returns its JSON
+/// lines.
+pub fn run_torch(
+    python: &std::path::Path,
+    shape: &str,
+    steps: usize,
+    warmup: usize,
+) -> crate::Result<Vec<serde_json::Value>> {
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_torch.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--shape", shape, "--steps", &steps.to_string(), "--warmup", &warmup.to_string()])
+        .output()
+        .map_err(|e| crate::Error::Invalid(format!("running {} {}: {e}", python.display(), script.display())))?;
+    if !out.status.success() {
+        return Err(crate::Error::Invalid(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
 }

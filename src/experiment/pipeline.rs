@@ -1,0 +1,149 @@
+//! The workflows every front end uses: the `patcher` subcommands, the experiment [`Runner`]
+//! and the benchmarks call these functions, so a workflow is written once.
+//!
+//! - [`synth_world`]: the synthetic world in a directory, generated there first when absent;
+//! - [`resolve_attack`]: an attack from a preset name or a TOML file;
+//! - [`patcher_data`] and [`harden`]: Patcher, sequential or parallel ([`HardenMethod`]);
+//! - [`write_evaluation`]: one evaluation's `summary.json` and `generations.jsonl`;
+//! - [`attack_and_evaluate`]: one attack run, evaluated at every budget through the attack's
+//!   callback (no model written per budget), and [`write_curve`] for its `curve.json`.
+//!
+//! Printing stays with the caller; the text of a result is formatted in [`crate::report`].
+//!
+//! [`Runner`]: super::Runner
+
+use std::path::Path;
+
+use crate::attack::AttackConfig;
+use crate::data::Conversation;
+use crate::data::synth::{SynthConfig, SynthWorld};
+use crate::defense::patcher::{HardenOptions, PatcherConfig, PatcherData};
+use crate::error::{IoContext, Result};
+use crate::eval::JudgedAnswer;
+use crate::eval::judge::Judge;
+use crate::eval::suite::{EvalConfig, EvalReport, SuiteData, evaluate};
+use crate::io::write_atomic;
+use crate::model::Llama;
+use crate::tokenizer::ChatTokenizer;
+use crate::train::batches::examples_from;
+
+/// One evaluation: the report and every judged harmful-prompt answer.
+pub type Evaluated = (EvalReport, Vec<JudgedAnswer>);
+
+/// The synthetic world in `dir`, generated there first (from `cfg`) when `world.json` is absent.
+pub fn synth_world(dir: &Path, cfg: &SynthConfig) -> Result<SynthWorld> {
+    if dir.join("world.json").exists() {
+        return Ok(SynthWorld::read_dir(dir)?);
+    }
+    let w = crate::data::synth::generate(cfg);
+    w.write_dir(dir)?;
+    Ok(w)
+}
+
+/// An attack from `spec`: a TOML file when it ends in `.toml`, else a preset name.
+pub fn resolve_attack(spec: &str) -> Result<AttackConfig> {
+    if spec.ends_with(".toml") {
+        crate::attack::from_file(Path::new(spec))
+    } else {
+        crate::attack::preset(spec, &toml::Value::Table(Default::default()))
+    }
+}
+
+/// Patcher's data, tokenized: retain (benign), refusal, and the defender's harmful pairs.
+pub fn patcher_data(
+    tok: &ChatTokenizer,
+    benign: &[Conversation],
+    refusals: &[Conversation],
+    harmful: &[Conversation],
+) -> Result<PatcherData> {
+    Ok(PatcherData {
+        retain: examples_from(tok, benign)?,
+        refusal: examples_from(tok, refusals)?,
+        harmful: examples_from(tok, harmful)?,
+        pad_id: tok.pad_id,
+    })
+}
+
+/// Which Patcher runs: sequential (K dependent simulated attack steps) or parallel with P
+/// workers (`defense::parallel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HardenMethod {
+    Sequential,
+    Parallel(usize),
+}
+
+impl HardenMethod {
+    /// `workers` as the CLI and experiment files give it: 1 (or 0) is sequential.
+    pub fn from_workers(workers: usize) -> Self {
+        if workers > 1 { Self::Parallel(workers) } else { Self::Sequential }
+    }
+}
+
+/// Harden `model` with Patcher.
+pub fn harden(
+    model: &Llama,
+    cfg: &PatcherConfig,
+    data: &PatcherData,
+    method: HardenMethod,
+    opts: HardenOptions,
+) -> Result<Llama> {
+    match method {
+        HardenMethod::Sequential => crate::defense::patcher::harden(model, cfg, data, opts),
+        HardenMethod::Parallel(p) => crate::defense::parallel::harden(model, cfg, data, p, opts),
+    }
+}
+
+/// Write an evaluation into `out`: `summary.json` (the report) and `generations.jsonl` (one
+/// judged answer a line).
+pub fn write_evaluation(out: &Path, (report, items): &Evaluated) -> Result<()> {
+    std::fs::create_dir_all(out).at(out)?;
+    let path = out.join("summary.json");
+    write_atomic(&path, serde_json::to_string_pretty(report).expect("json").as_bytes()).at(&path)?;
+    let lines: String = items.iter().map(|i| serde_json::to_string(i).expect("json") + "\n").collect();
+    let path = out.join("generations.jsonl");
+    write_atomic(&path, lines.as_bytes()).at(&path)
+}
+
+/// What [`attack_and_evaluate`] needs besides the model: the attack, its data and budgets, and
+/// the evaluation.
+pub struct AttackEval<'a> {
+    pub attack: &'a AttackConfig,
+    pub harmful: &'a [Conversation],
+    pub benign: &'a [Conversation],
+    /// Harmful-phase steps to evaluate at; the attack runs to the largest (at least 1 step).
+    pub budgets: &'a [usize],
+    pub suite: &'a SuiteData,
+    pub judge: &'a dyn Judge,
+    pub eval: &'a EvalConfig,
+    pub progress: bool,
+}
+
+/// Attack `model` once and evaluate it at every budget. `on_point(budget, evaluated)` is called
+/// in budget order; `evaluated` is `None` where `evaluate_at(budget)` is false (the caller has
+/// that point already, e.g. the unattacked model at budget 0).
+pub fn attack_and_evaluate(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    ae: &AttackEval,
+    evaluate_at: &dyn Fn(usize) -> bool,
+    on_point: &mut dyn FnMut(usize, Option<Evaluated>) -> Result<()>,
+) -> Result<Llama> {
+    let mut acfg = ae.attack.clone();
+    acfg.train.steps = ae.budgets.iter().copied().max().unwrap_or(0).max(1);
+    let mut on_budget = |b: usize, m: &Llama| -> Result<()> {
+        let e = if evaluate_at(b) { Some(evaluate(m, tok, ae.suite, ae.judge, ae.eval)?) } else { None };
+        on_point(b, e)
+    };
+    crate::attack::attack(model, tok, &acfg, ae.harmful, ae.benign, ae.budgets, &mut on_budget, ae.progress)
+}
+
+/// Write `out/curve.json`: the attack's name and the report at every budget.
+pub fn write_curve(out: &Path, attack: &str, points: &[(usize, EvalReport)]) -> Result<()> {
+    std::fs::create_dir_all(out).at(out)?;
+    let json = serde_json::json!({
+        "attack": attack,
+        "points": points.iter().map(|(b, r)| serde_json::json!({"budget": b, "report": r})).collect::<Vec<_>>(),
+    });
+    let path = out.join("curve.json");
+    write_atomic(&path, serde_json::to_string_pretty(&json).expect("json").as_bytes()).at(&path)
+}
