@@ -240,3 +240,17 @@ pub fn evaluate(
     };
     Ok((report, items))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report's utility name is the suite's own: its MC sets by name, or none.
+    #[test]
+    fn the_utility_metric_names_the_sets_the_suite_has() {
+        let mut s = SuiteData::default();
+        assert_eq!(s.utility_metric(), "none");
+        s.mc = vec![("arc-easy".into(), vec![]), ("mmlu".into(), vec![])];
+        assert_eq!(s.utility_metric(), "mean MC accuracy (arc-easy, mmlu)");
+    }
+}

@@ -132,3 +132,40 @@ pub fn summary_table(r: &Results) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(hs: f64, utility: f64) -> EvalReport {
+        let mut r = EvalReport {
+            suite: "synth".into(),
+            utility,
+            utility_metric: "exact-match accuracy".into(),
+            ..Default::default()
+        };
+        (r.safety.judge, r.safety.harmful_score, r.safety.n) = ("refusal-keyword".into(), hs, 40);
+        r
+    }
+
+    #[test]
+    fn a_curve_names_its_first_broken_budget_or_the_largest_budget_it_survived() {
+        let points = vec![(0, report(0.1, 0.9)), (25, report(0.5, 0.8)), (50, report(0.9, 0.7))];
+        let text = curve_text("full-adamw-5e-5", &[0, 25, 50], &points);
+        let want = "robustness curve under `full-adamw-5e-5` (budget: HS, utility):\n      0: HS  10.0%  utility  90.0%\n     25: HS  50.0%  utility  80.0%\n     50: HS  90.0%  utility  70.0%\nsteps-to-break (first budget with HS >= 50%): 25";
+        assert_eq!(text, want);
+        let text = curve_text("lora", &[0, 100], &[(0, report(0.0, 1.0)), (100, report(0.2, 1.0))]);
+        assert!(text.ends_with("steps-to-break: not broken within 100 steps"), "{text}");
+    }
+
+    #[test]
+    fn an_evaluation_reads_as_lines_with_its_judge_and_utility_metric() {
+        let text = eval_text(&report(0.25, 0.5));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "suite synth (judge: refusal-keyword)");
+        assert!(lines[1].starts_with("  harmful score 25.0% | refusal 0.0% | degenerate 0.0% on 40 prompts"), "{text}");
+        assert_eq!(lines[2], "  utility (exact-match accuracy) 50.0%");
+        assert_eq!(lines[4], "  losses: benign - | refusal - | harmful -  (0.0s)");
+        assert!(!text.ends_with('\n'), "the caller adds the last newline");
+    }
+}
