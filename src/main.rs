@@ -49,7 +49,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Import { gguf, out } => {
             let t0 = Instant::now();
-            println!("{}", patcher::io::gguf_import::import_gguf(&gguf, &out)?);
+            println!("{}", patcher::io::gguf::import::import_gguf(&gguf, &out)?);
             println!("wrote {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
         }
         Cmd::Chat { model, question, max_new_tokens, temperature, top_p, seed, system } => {

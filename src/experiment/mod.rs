@@ -200,7 +200,7 @@ impl Runner {
                 let out = self.model_dir("base");
                 let src = PathBuf::from(&self.cfg.base.path);
                 self.stage("base (import)", &out.join("config.json"), |_| {
-                    Ok(crate::io::gguf_import::import_gguf(&src, &out)?)
+                    Ok(crate::io::gguf::import::import_gguf(&src, &out)?)
                 })?;
                 Ok(out)
             }

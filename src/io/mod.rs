@@ -19,8 +19,5 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 pub mod fetch;
 pub mod gguf;
-/// The GGUF modules' former paths, kept while callers move to `gguf::{import, quant, tokenizer, value}`.
-pub use gguf::import as gguf_import;
-pub use gguf::quant as gguf_quant;
 pub mod hf;
 pub mod safetensors_header;
