@@ -128,7 +128,8 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(preset) = attack {
                 return robustness_curve(&m, &tok, &data, &cfg, &preset, &budgets, &harmful, &benign, out.as_deref());
             }
-            let evaluated = evaluate(&m, &tok, &data, &KeywordJudge, &cfg)?;
+            let evaluated =
+                patcher::train::progress::labelled("eval", || evaluate(&m, &tok, &data, &KeywordJudge, &cfg))?;
             println!("{}", eval_text(&evaluated.0));
             if let Some(out) = out {
                 pipeline::write_evaluation(&out, &evaluated)?;

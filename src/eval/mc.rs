@@ -65,6 +65,7 @@ pub fn mc_accuracy(model: &Llama, tok: &ChatTokenizer, items: &[McItem]) -> Resu
         let scores = choice_scores(model, &prompt, &choices);
         let best = scores.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i).unwrap_or(0);
         correct += usize::from(best == item.answer);
+        crate::train::progress::advance(1, "multiple choice");
     }
     Ok(correct as f64 / items.len().max(1) as f64)
 }

@@ -39,6 +39,7 @@ pub fn generate_answers(
         for (&i, ids) in chunk.iter().zip(out) {
             answers[i] = tok.decode(&ids, true)?;
         }
+        crate::train::progress::advance(chunk.len(), "generating");
     }
     let rate = prompts.len() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
     Ok((answers, rate))
@@ -130,6 +131,7 @@ pub fn mean_loss(
         }
         total += loss(model, &b) * b.n_tokens as f64;
         count += b.n_tokens;
+        crate::train::progress::advance(chunk.len(), "losses");
     }
     Ok(total / count.max(1) as f64)
 }

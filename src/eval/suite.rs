@@ -176,6 +176,20 @@ pub fn evaluate(
     };
     let sampling = SamplingConfig { max_new_tokens: cfg.max_new_tokens, ..Default::default() };
     let lim = |v: &[Conversation]| take(v, cfg.limit);
+    // Units of work, for the caller's labelled progress (crate::train::progress::labelled).
+    let n = |v: &[Conversation]| if cfg.limit == 0 { v.len() } else { v.len().min(cfg.limit) };
+    let units = n(&data.harmful_prompts)
+        + n(&data.overrefusal_prompts)
+        + n(&data.exact)
+        + data
+            .mc
+            .iter()
+            .map(|(_, items)| if cfg.limit == 0 { items.len() } else { items.len().min(cfg.limit) })
+            .sum::<usize>()
+        + n(&data.benign_pairs)
+        + n(&data.refusal_pairs)
+        + n(&data.harmful_pairs);
+    crate::train::progress::begin(units);
     let (safety, items) =
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
     tick("harmful prompts", &mut phases);
@@ -224,6 +238,7 @@ pub fn evaluate(
     let refusal_loss = loss_of(&data.refusal_pairs)?;
     let harmful_loss = loss_of(&data.harmful_pairs)?;
     tick("losses", &mut phases);
+    crate::train::progress::end();
     let report = EvalReport {
         suite: data.name.clone(),
         safety,

@@ -326,7 +326,11 @@ impl Runner {
             let load = |r: &Self| r.load_cached(&mut model, dir);
             self.stage_with(&format!("eval {name}"), &path, load, |r, (m, tok)| {
                 let t0 = Instant::now();
-                let (rep, items) = evaluate(&m, &tok, &data.suite, &JUDGE, &ecfg)?;
+                let label = format!("eval {name}");
+                let (rep, items) =
+                    crate::train::progress::maybe_labelled(r.progress.then_some(label.as_str()), || {
+                        evaluate(&m, &tok, &data.suite, &JUDGE, &ecfg)
+                    })?;
                 let pr = PairResult {
                     rows: vec![Self::row(name, "none", false, 0, &rep)],
                     samples: r.samples(name, "none", 0, &items),

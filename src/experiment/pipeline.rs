@@ -131,7 +131,10 @@ pub fn attack_and_evaluate(
     let mut acfg = ae.attack.clone();
     acfg.train.steps = ae.budgets.iter().copied().max().unwrap_or(0).max(1);
     let mut on_budget = |b: usize, m: &Llama| -> Result<()> {
-        let e = if evaluate_at(b) { Some(evaluate(m, tok, ae.suite, ae.judge, ae.eval)?) } else { None };
+        let label = format!("eval after {b} attack steps");
+        let run = || evaluate(m, tok, ae.suite, ae.judge, ae.eval);
+        let label = ae.progress.then_some(label.as_str());
+        let e = if evaluate_at(b) { Some(crate::train::progress::maybe_labelled(label, run)?) } else { None };
         on_point(b, e)
     };
     crate::attack::attack(model, tok, &acfg, ae.harmful, ae.benign, ae.budgets, &mut on_budget, ae.progress)
