@@ -117,9 +117,12 @@ impl Progress {
     }
 }
 
+/// A labelled stage: its label, and once begun its progress and position.
+type Labelled = (String, Option<(Progress, usize)>);
+
 thread_local! {
-    /// The calling thread's labelled stage: its label, and its progress once begun.
-    static CURRENT: std::cell::RefCell<Option<(String, Option<(Progress, usize)>)>> = const { std::cell::RefCell::new(None) };
+    /// The calling thread's labelled stage.
+    static CURRENT: std::cell::RefCell<Option<Labelled>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Run `f` as a stage named `label` whose inner loops report through [`begin`] / [`advance`].
