@@ -112,6 +112,32 @@ fn yes() -> bool {
     true
 }
 
+/// A defense resolved from its [`DefenseSpec`]: one variant per method, carrying the method's
+/// own settings. [`ExperimentConfig::defense`] is the registry: a new method is a file in
+/// `src/defense/`, a [`DefenseKind`] and a variant here, and its arm in the runner's
+/// `defenses` stage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Defense {
+    /// The base model as it is.
+    None,
+    /// SFT alignment of the base model (the `[align]` settings).
+    Sft,
+    /// Sequential Patcher from the SFT model.
+    Patcher(PatcherConfig),
+    /// Parallel Patcher from the SFT model with `workers` workers.
+    PatcherParallel { config: PatcherConfig, workers: usize },
+}
+
+impl Defense {
+    /// The Patcher settings of either Patcher variant.
+    pub fn patcher(&self) -> Option<&PatcherConfig> {
+        match self {
+            Self::Patcher(c) | Self::PatcherParallel { config: c, .. } => Some(c),
+            Self::None | Self::Sft => None,
+        }
+    }
+}
+
 /// One attack of the grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,12 +230,44 @@ impl ExperimentConfig {
             if !names.insert(d.name.clone()) {
                 return Err(Error::Invalid(format!("defense name `{}` is used twice", d.name)));
             }
-            self.patcher_for(d)?.validate()?;
+            if let Some(pc) = self.defense(d)?.patcher() {
+                pc.validate()?;
+            }
         }
         for a in &self.attacks {
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;
         }
         Ok(())
+    }
+
+    /// The typed defense of `d`. Settings that belong to another method are errors naming the
+    /// defense and the key (`parallel` on a sequential Patcher, `patcher` overrides on `sft`).
+    pub fn defense(&self, d: &DefenseSpec) -> Result<Defense> {
+        let stray = |key: &str, belongs: &str| {
+            Err(Error::Invalid(format!(
+                "defense `{}`: `{key}` applies to kind {belongs}, not `{}`",
+                d.name,
+                serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            )))
+        };
+        match d.kind {
+            DefenseKind::None | DefenseKind::Sft if d.patcher.is_some() => {
+                stray("patcher", "patcher or patcher-parallel")
+            }
+            DefenseKind::None | DefenseKind::Sft | DefenseKind::Patcher if d.parallel.is_some() => {
+                stray("parallel", "patcher-parallel")
+            }
+            DefenseKind::None => Ok(Defense::None),
+            DefenseKind::Sft => Ok(Defense::Sft),
+            DefenseKind::Patcher => Ok(Defense::Patcher(self.patcher_for(d)?)),
+            DefenseKind::PatcherParallel => {
+                let workers = d.parallel.unwrap_or(1);
+                if workers == 0 {
+                    return Err(Error::Invalid(format!("defense `{}`: `parallel` must be at least 1", d.name)));
+                }
+                Ok(Defense::PatcherParallel { config: self.patcher_for(d)?, workers })
+            }
+        }
     }
 
     /// The Patcher config of a defense: `[patcher]` with the defense's overrides merged in.
@@ -364,6 +422,43 @@ patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "las
             let msg = misspelt(from, to);
             assert!(msg.starts_with("typed.toml: "), "the message does not name the file:\n{msg}");
             assert_names(&msg, &want);
+        }
+    }
+
+    #[test]
+    fn each_defense_resolves_to_its_method_with_its_own_settings() {
+        let c = parse(FULL).unwrap();
+        let ds: Vec<Defense> = c.defenses.iter().map(|d| c.defense(d).unwrap()).collect();
+        assert_eq!(ds[0], Defense::None);
+        assert_eq!(ds[1], Defense::Sft);
+        let Defense::Patcher(p) = &ds[2] else { panic!("{:?}", ds[2]) };
+        assert_eq!((p.k.kind, p.k.end), (KScheduleKind::Step, 4));
+        let Defense::PatcherParallel { config, workers } = &ds[3] else { panic!("{:?}", ds[3]) };
+        assert_eq!((config.k.start, *workers), (3, 2));
+        // The `[patcher]` table itself is untouched by a defense's overrides.
+        assert_eq!(c.patcher.k.kind, KScheduleKind::Linear);
+    }
+
+    #[test]
+    fn a_setting_of_another_method_is_an_error_naming_the_defense_and_the_key() {
+        let cases = [
+            // `parallel` on a sequential Patcher.
+            (
+                "kind = \"patcher\"\n",
+                "kind = \"patcher\"\nparallel = 4\n",
+                vec!["typed.toml", "`patcher`", "`parallel`"],
+            ),
+            // Patcher overrides on SFT.
+            (
+                "kind = \"sft\"\n",
+                "kind = \"sft\"\npatcher = { beta = 2.0 }\n",
+                vec!["typed.toml", "`sft`", "`patcher`"],
+            ),
+            // Zero workers.
+            ("parallel = 2", "parallel = 0", vec!["typed.toml", "`parallel`", "at least 1"]),
+        ];
+        for (from, to, want) in cases {
+            assert_names(&misspelt(from, to), &want);
         }
     }
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use config::{BaseKind, DefenseKind, ExperimentConfig};
+pub use config::{BaseKind, Defense, DefenseKind, ExperimentConfig};
 
 use crate::data::Conversation;
 use crate::data::split::Split;
@@ -254,17 +254,16 @@ impl Runner {
             })?;
         }
         for d in self.cfg.defenses.clone() {
-            let dir = match d.kind {
-                DefenseKind::None => base.to_path_buf(),
-                DefenseKind::Sft => sft_dir.clone(),
-                DefenseKind::Patcher | DefenseKind::PatcherParallel => {
+            let dir = match self.cfg.defense(&d)? {
+                Defense::None => base.to_path_buf(),
+                Defense::Sft => sft_dir.clone(),
+                method @ (Defense::Patcher(_) | Defense::PatcherParallel { .. }) => {
                     let dir = self.model_dir(&d.name);
-                    let pc = self.cfg.patcher_for(&d)?;
                     let (progress, sft) = (self.progress, sft_dir.clone());
-                    let method = if d.kind == DefenseKind::PatcherParallel {
-                        HardenMethod::Parallel(d.parallel.unwrap_or(1))
-                    } else {
-                        HardenMethod::Sequential
+                    let (pc, method) = match method {
+                        Defense::PatcherParallel { config, workers } => (config, HardenMethod::Parallel(workers)),
+                        Defense::Patcher(config) => (config, HardenMethod::Sequential),
+                        Defense::None | Defense::Sft => unreachable!("matched above"),
                     };
                     let d2 = dir.clone();
                     let load = |r: &Self| r.load(&sft);
@@ -418,10 +417,7 @@ impl Runner {
     fn k_points(&self, rows: &[Row]) -> Vec<KPoint> {
         let mut out = vec![];
         for d in &self.cfg.defenses {
-            if d.kind != DefenseKind::Patcher {
-                continue;
-            }
-            let Ok(pc) = self.cfg.patcher_for(d) else { continue };
+            let Ok(Defense::Patcher(pc)) = self.cfg.defense(d) else { continue };
             if pc.k.kind != KScheduleKind::Constant {
                 continue;
             }
