@@ -22,7 +22,7 @@ fn alignment_raises_refusals_and_a_full_parameter_attack_undoes_it() {
     let tok = ChatTokenizer::from_dir(&dir).unwrap();
     let w = common::world();
     let suite = SuiteData::synth(&w);
-    let ecfg = EvalConfig { max_new_tokens: 40, batch_size: 64, limit: 100, max_len: 96 };
+    let ecfg = EvalConfig { max_new_tokens: 40, batch_size: 64, limit: 100, max_len: 96, ..Default::default() };
     let (base, _) = evaluate(&model, &tok, &suite, &KeywordJudge, &ecfg).unwrap();
 
     let batch = BatchConfig { batch_size: 16, max_len: 96, bucket_window: 1 };

@@ -17,7 +17,7 @@ use crate::data::split::Split;
 use crate::data::synth::SynthWorld;
 use crate::data::{Conversation, Message};
 use crate::error::{Error, Result};
-use crate::eval::judge::{Judge, Verdict};
+use crate::eval::judge::{Judge, JudgeSpec, Verdict};
 use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
 use crate::model::Llama;
 use crate::model::generate::SamplingConfig;
@@ -52,11 +52,15 @@ pub struct EvalConfig {
     /// At most this many items per set (0 = all).
     pub limit: usize,
     pub max_len: usize,
+    /// The judge of the harmful score (written to `config.json` only when not the keyword
+    /// judge, so run directories made before this setting still resume).
+    #[serde(skip_serializing_if = "JudgeSpec::is_keyword")]
+    pub judge: JudgeSpec,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 128, batch_size: 16, limit: 0, max_len: 256 }
+        Self { max_new_tokens: 128, batch_size: 16, limit: 0, max_len: 256, judge: JudgeSpec::Keyword }
     }
 }
 

@@ -32,8 +32,6 @@ use crate::data::split::Split;
 use crate::data::synth::{SynthConfig, SynthWorld};
 use crate::defense::patcher::{HardenOptions, KScheduleKind};
 use crate::error::{Error, IoContext, Result};
-use crate::eval::judge::Judge;
-use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalReport, SuiteData, evaluate};
 use crate::io::write_atomic;
 use crate::model::Llama;
@@ -67,9 +65,6 @@ pub struct Runner {
     pub progress: bool,
     stages: Vec<Stage>,
 }
-
-/// The judge of every harmful score of a run; the report names it from this same value.
-const JUDGE: KeywordJudge = KeywordJudge;
 
 fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(v).expect("json").as_bytes()).at(path)
@@ -317,6 +312,8 @@ impl Runner {
     pub fn evaluations(&mut self, defenses: &[(String, PathBuf)], data: &TierData) -> Result<Vec<PairResult>> {
         let mut all = vec![];
         std::fs::create_dir_all(self.dir.join("evals")).at(self.dir.join("evals"))?;
+        // The judge of every harmful score of the run; the report names it from the same value.
+        let judge = self.cfg.eval.judge.build()?;
         for (name, dir) in defenses {
             let attacked = self.cfg.defenses.iter().find(|d| &d.name == name).is_none_or(|d| d.attacked);
             let path = self.dir.join("evals").join(format!("{name}__none.json"));
@@ -328,7 +325,7 @@ impl Runner {
                 let label = format!("eval {name}");
                 let (rep, items) =
                     crate::train::progress::maybe_labelled(r.progress.then_some(label.as_str()), || {
-                        evaluate(&m, &tok, &data.suite, &JUDGE, &ecfg)
+                        evaluate(&m, &tok, &data.suite, judge.as_ref(), &ecfg)
                     })?;
                 let pr = PairResult {
                     rows: vec![Self::row(name, "none", false, 0, &rep)],
@@ -361,7 +358,7 @@ impl Runner {
                         benign: &data.benign,
                         budgets: &budgets,
                         suite: &data.suite,
-                        judge: &JUDGE,
+                        judge: judge.as_ref(),
                         eval: &ecfg,
                         progress,
                     };
@@ -459,7 +456,7 @@ impl Runner {
             commit: provenance.commit,
             version: env!("CARGO_PKG_VERSION").into(),
             commands: provenance.commands,
-            judge: JUDGE.name(),
+            judge: self.cfg.eval.judge.build()?.name(),
             utility_metric: data.suite.utility_metric(),
             stages: self.stages.clone(),
             k_scaling: self.k_points(&rows),

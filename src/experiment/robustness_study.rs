@@ -84,7 +84,7 @@ impl Default for Protocol {
             attack_lr: 5e-4,
             attack_steps: 20,
             attack_batch: 16,
-            eval: EvalConfig { max_new_tokens: 40, batch_size: 64, limit: 200, max_len: 96 },
+            eval: EvalConfig { max_new_tokens: 40, batch_size: 64, limit: 200, max_len: 96, ..Default::default() },
         }
     }
 }
