@@ -227,11 +227,6 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Re
     Ok(pool.install(f))
 }
 
-/// Load a model saved by `--save` for `--compare`.
-pub fn load(dir: &Path, device: &Device) -> Result<Llama> {
-    crate::io::hf::load_model(dir, device)
-}
-
 /// `patcher determinism`: print the machine, the fingerprint of a seeded run of `shape` (a
 /// [`crate::bench::shape`] name) on a pool of `threads` threads (0: all cores), optionally save
 /// the weights or compare them with a run saved on another machine. Returns the report lines.
@@ -280,7 +275,7 @@ pub fn probe(
         out.push(format!("saved the weights and fingerprint to {}", dir.display()));
     }
     if let Some(dir) = compare {
-        let other = load(dir, device)?;
+        let other = crate::io::hf::load_model(dir, device)?;
         let theirs: Option<(MachineInfo, Fingerprint)> =
             std::fs::read_to_string(dir.join("fingerprint.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
         let d = max_abs_diff(&model, &other);

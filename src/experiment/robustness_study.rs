@@ -29,14 +29,14 @@ use crate::align::{AlignConfig, align};
 use crate::attack::{AttackConfig, attack};
 use crate::data::synth::SynthWorld;
 use crate::defense::patcher::{
-    HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, PatcherData, harden,
+    HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, harden,
 };
 use crate::error::{IoContext, Result};
 use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalConfig, EvalReport, SuiteData, evaluate};
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
-use crate::train::batches::{BatchConfig, examples_from};
+use crate::train::batches::BatchConfig;
 use crate::train::engine::{RunOptions, TrainConfig};
 use crate::train::optim::OptimizerConfig;
 
@@ -179,12 +179,7 @@ pub fn run_trial(
     let mut sft_cfg = p.sft.clone();
     sft_cfg.train.seed = seed;
     let sft = align(base, tok, &sft_cfg, &world.refuse_train, &world.benign_train, RunOptions::default())?;
-    let data = PatcherData {
-        retain: examples_from(tok, &world.benign_train)?,
-        refusal: examples_from(tok, &world.refuse_train)?,
-        harmful: examples_from(tok, &world.harm_train)?,
-        pad_id: tok.pad_id,
-    };
+    let data = super::pipeline::patcher_data(tok, &world.benign_train, &world.refuse_train, &world.harm_train)?;
     let pcfg = PatcherConfig { seed, ..p.patcher.clone() };
     let hardened = harden(&sft, &pcfg, &data, HardenOptions::default())?;
     log(format!("trial {seed}: sft + patcher trained in {:.1}s", t0.elapsed().as_secs_f64()));

@@ -30,8 +30,11 @@ pub fn set_fixed_order(on: bool) {
 }
 
 /// Whether deterministic reductions are on (`--deterministic`, or `PATCHER_DETERMINISTIC=1`).
+/// Called in every norm and softmax: the environment is read once per process.
 pub fn fixed_order() -> bool {
-    FIXED_ORDER.load(Ordering::Relaxed) || std::env::var("PATCHER_DETERMINISTIC").is_ok_and(|v| v == "1")
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    FIXED_ORDER.load(Ordering::Relaxed)
+        || *FROM_ENV.get_or_init(|| std::env::var("PATCHER_DETERMINISTIC").is_ok_and(|v| v == "1"))
 }
 
 fn ones(like: &Tensor<2>, r: usize, c: usize) -> Tensor<2> {
@@ -91,26 +94,22 @@ pub fn log_softmax_rows(x: Tensor<2>) -> Tensor<2> {
     shifted - broadcast_cols(lse, d)
 }
 
-/// Softmax over the last axis of a tensor of any rank, in fixed order when enabled.
-pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !fixed_order() {
-        return burn::tensor::activation::softmax(x, D - 1);
-    }
+/// `f` applied to `x` viewed as rows of its last axis `[N, last]`, reshaped back.
+fn over_rows<const D: usize>(x: Tensor<D>, f: fn(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
     let dims = x.dims();
     let last = dims[D - 1];
     let n = dims.iter().product::<usize>() / last;
-    softmax_rows(x.reshape([n, last])).reshape(dims)
+    f(x.reshape([n, last])).reshape(dims)
+}
+
+/// Softmax over the last axis of a tensor of any rank, in fixed order when enabled.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fixed_order() { over_rows(x, softmax_rows) } else { burn::tensor::activation::softmax(x, D - 1) }
 }
 
 /// Log-softmax over the last axis of a tensor of any rank, in fixed order when enabled.
 pub fn log_softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !fixed_order() {
-        return burn::tensor::activation::log_softmax(x, D - 1);
-    }
-    let dims = x.dims();
-    let last = dims[D - 1];
-    let n = dims.iter().product::<usize>() / last;
-    log_softmax_rows(x.reshape([n, last])).reshape(dims)
+    if fixed_order() { over_rows(x, log_softmax_rows) } else { burn::tensor::activation::log_softmax(x, D - 1) }
 }
 
 /// Sum of all elements, in fixed order when enabled.
