@@ -154,6 +154,15 @@ pub enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Worst-case attack sweep of an experiment's defenses (its `[sweep]` grid: learning rate x
+    /// steps x optimizer x full/LoRA x batch x seed, with a capability guard); resumable.
+    /// Writes DIR/sweep/ (results.json, report.md, a heatmap per defense).
+    Sweep {
+        config: PathBuf,
+        /// Run directory, shared with `patcher run` (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The built-in default experiment on the tiny tier (configs/demo.toml).
     Demo {
         #[arg(long, default_value = "runs/demo")]

@@ -145,6 +145,9 @@ fn run(cli: Cli) -> Result<()> {
             let cmd = format!("patcher run {} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }
+        Cmd::Sweep { config, out } => {
+            println!("{}", patcher::experiment::sweep::command(&config, out, cli.deterministic, &device)?);
+        }
         Cmd::Demo { out } => {
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;
             cfg.deterministic |= cli.deterministic;

@@ -177,6 +177,10 @@ pub struct ExperimentConfig {
     /// (written only when on, so run directories made before the option still resume).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deterministic: bool,
+    /// The worst-case attack grid of `patcher sweep` (absent: its defaults; written only when
+    /// given, so run directories made before the sweep still resume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<crate::experiment::sweep::SweepConfig>,
 }
 
 impl Default for ExperimentConfig {
@@ -196,6 +200,7 @@ impl Default for ExperimentConfig {
             eval: EvalConfig::default(),
             samples: 2,
             deterministic: false,
+            sweep: None,
         }
     }
 }

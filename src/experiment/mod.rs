@@ -18,6 +18,7 @@
 pub mod config;
 pub mod pipeline;
 pub mod robustness_study;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -92,7 +93,16 @@ impl Runner {
         let path = dir.join("config.json");
         if path.exists() {
             let old: serde_json::Value = load_json(&path)?;
-            if old != resolved {
+            // The sweep grid is not part of a run's identity: `patcher sweep` caches each cell
+            // under its own settings, so a grid can grow on the same models.
+            let core = |v: &serde_json::Value| {
+                let mut v = v.clone();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("sweep");
+                }
+                v
+            };
+            if core(&old) != core(&resolved) {
                 return Err(Error::Invalid(format!(
                     "{} holds a run of a different config; use another --out directory (or delete it)",
                     dir.display()
@@ -308,6 +318,37 @@ impl Runner {
             .collect()
     }
 
+    /// The defense `name` (model in `dir`, read into `model` when needed) evaluated unattacked:
+    /// `evals/<name>__none.json`, written by the `eval <name>` stage unless it exists. Shared by
+    /// the attack grid ([`Self::evaluations`]) and the sweep.
+    fn unattacked(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        data: &TierData,
+        judge: &dyn crate::eval::judge::Judge,
+        model: &mut Option<(Llama, ChatTokenizer)>,
+    ) -> Result<PairResult> {
+        std::fs::create_dir_all(self.dir.join("evals")).at(self.dir.join("evals"))?;
+        let path = self.dir.join("evals").join(format!("{name}__none.json"));
+        let ecfg = self.cfg.eval.clone();
+        let load = |r: &Self| r.load_cached(model, dir);
+        self.stage_with(&format!("eval {name}"), &path, load, |r, (m, tok)| {
+            let t0 = Instant::now();
+            let label = format!("eval {name}");
+            let (rep, items) = crate::train::progress::maybe_labelled(r.progress.then_some(label.as_str()), || {
+                evaluate(&m, &tok, &data.suite, judge, &ecfg)
+            })?;
+            let pr = PairResult {
+                rows: vec![Self::row(name, "none", false, 0, &rep)],
+                samples: r.samples(name, "none", 0, &items),
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            save_json(&path, &pr)
+        })?;
+        load_json(&path)
+    }
+
     /// Evaluate every defense unattacked and under every attack at every budget.
     pub fn evaluations(&mut self, defenses: &[(String, PathBuf)], data: &TierData) -> Result<Vec<PairResult>> {
         let mut all = vec![];
@@ -316,25 +357,8 @@ impl Runner {
         let judge = self.cfg.eval.judge.build()?;
         for (name, dir) in defenses {
             let attacked = self.cfg.defenses.iter().find(|d| &d.name == name).is_none_or(|d| d.attacked);
-            let path = self.dir.join("evals").join(format!("{name}__none.json"));
             let mut model = None;
-            let ecfg = self.cfg.eval.clone();
-            let load = |r: &Self| r.load_cached(&mut model, dir);
-            self.stage_with(&format!("eval {name}"), &path, load, |r, (m, tok)| {
-                let t0 = Instant::now();
-                let label = format!("eval {name}");
-                let (rep, items) =
-                    crate::train::progress::maybe_labelled(r.progress.then_some(label.as_str()), || {
-                        evaluate(&m, &tok, &data.suite, judge.as_ref(), &ecfg)
-                    })?;
-                let pr = PairResult {
-                    rows: vec![Self::row(name, "none", false, 0, &rep)],
-                    samples: r.samples(name, "none", 0, &items),
-                    seconds: t0.elapsed().as_secs_f64(),
-                };
-                save_json(&path, &pr)
-            })?;
-            let unattacked: PairResult = load_json(&path)?;
+            let unattacked = self.unattacked(name, dir, data, judge.as_ref(), &mut model)?;
             let zero = unattacked.rows[0].clone();
             all.push(unattacked);
             if !attacked {

@@ -17,6 +17,7 @@
 mod figures;
 mod files;
 mod fmt;
+pub mod heatmap;
 mod html;
 mod markdown;
 mod plot;
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use files::{read_results, write_report};
-pub use fmt::{display_defense, excerpt, slug};
+pub use fmt::{display_defense, excerpt, md_cell, pct, slug};
 pub use provenance::Provenance;
 pub use summary::{
     BREAK_THRESHOLD, CAPABILITY_GUARD, Robustness, WorstCase, WorstCell, attacks, defenses, focus_attack, guard_trips,
