@@ -170,11 +170,15 @@ pub enum Cmd {
     },
     /// Re-render report.md / report.html from a run directory's results.json.
     Report { run: PathBuf },
-    /// Harden a model with Patcher (sequential, or parallel with --parallel P).
+    /// Harden a model with Patcher (sequential, or parallel with --parallel P) or a baseline
+    /// defense (--method tar, booster, repnoise, vaccine).
     Harden {
         #[arg(long)]
         model: PathBuf,
-        /// TOML file with a PatcherConfig; defaults otherwise.
+        /// patcher, or a baseline defense's name.
+        #[arg(long, default_value = "patcher")]
+        method: String,
+        /// TOML file with the method's settings (a PatcherConfig for patcher); defaults otherwise.
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -186,7 +190,7 @@ pub enum Cmd {
         /// The defender's harmful data for the simulated attacks.
         #[arg(long, required = true)]
         harmful: Vec<String>,
-        /// Parallel workers (1 = sequential Patcher).
+        /// Parallel workers (1 = sequential Patcher; patcher only).
         #[arg(long, default_value_t = 1)]
         parallel: usize,
     },

@@ -593,15 +593,7 @@ fn gguf_seeds() -> Vec<Seed> {
     w.version = 2;
     w.kv("general.alignment", GgufValue::U32(64))
         .str("general.architecture", "qwen2")
-        .kv("u8", GgufValue::U8(200))
-        .kv("i8", GgufValue::I8(-3))
-        .kv("u16", GgufValue::U16(65000))
-        .kv("i16", GgufValue::I16(-30000))
-        .kv("i32", GgufValue::I32(-7))
-        .kv("u64", GgufValue::U64(1 << 40))
-        .kv("i64", GgufValue::I64(-(1 << 40)))
-        .kv("f64", GgufValue::F64(0.1))
-        .kv("bool", GgufValue::Bool(true))
+        .every_scalar()
         .kv("types", GgufValue::Array(GgufArray::I32(vec![1, 3, 1])))
         .kv("scores", GgufValue::Array(GgufArray::F32(vec![0.0, -1.5])))
         .kv(

@@ -16,10 +16,10 @@ use bin_args::{Cli, Cmd};
 use patcher::data::source::load_all;
 use patcher::data::split::Split;
 use patcher::data::synth::SynthConfig;
-use patcher::defense::patcher::{HardenOptions, PatcherConfig};
+use patcher::defense::patcher::HardenOptions;
 use patcher::eval::keyword::KeywordJudge;
 use patcher::eval::suite::{EvalConfig, SuiteData, evaluate};
-use patcher::experiment::pipeline::{self, AttackEval, HardenMethod};
+use patcher::experiment::pipeline::{self, AttackEval};
 use patcher::model::Llama;
 use patcher::model::generate::{SamplingConfig, generate};
 use patcher::report::{curve_text, eval_text};
@@ -158,14 +158,14 @@ fn run(cli: Cli) -> Result<()> {
             let p = patcher::report::write_report(&run, &r)?;
             println!("wrote {} and {}", p.markdown.display(), p.html.display());
         }
-        Cmd::Harden { model, config, out, refusals, benign, harmful, parallel } => {
-            let cfg = read_config(config.as_deref(), PatcherConfig::validate)?;
+        Cmd::Harden { model, method, config, out, refusals, benign, harmful, parallel } => {
+            let defense = pipeline::defense_named(&method, config.as_deref(), parallel)?;
             let (m, tok) = load(&model, &device)?;
             let load = |s: &[String]| load_all(s, Split::Train);
             let data = pipeline::patcher_data(&tok, &load(&benign)?, &load(&refusals)?, &load(&harmful)?)?;
             let t0 = Instant::now();
             let opts = HardenOptions { out_dir: Some(out.join("train")), progress: true, ..Default::default() };
-            let hardened = pipeline::harden(&m, &cfg, &data, HardenMethod::from_workers(parallel), opts)?;
+            let hardened = pipeline::harden_defense(&m, &defense, &data, opts)?;
             patcher::io::hf::save_model(&hardened, &out, Some(&model))?;
             let (secs, o) = (t0.elapsed().as_secs_f64(), out.display());
             println!("hardened in {secs:.1}s -> {o} (training record: {o}/train)");

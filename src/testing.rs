@@ -36,6 +36,80 @@ fn on_missing(ci: bool, what: &str, ci_provides: &str) -> Result<String, String>
     }
 }
 
+/// The micro Llama (vocabulary 24, width 16, 2 layers, grouped-query attention 4/2) that the
+/// defenses' unit tests compare direct computations on.
+pub fn micro_config() -> crate::model::LlamaConfig {
+    micro_config_sized(24, 24, true)
+}
+
+/// A micro Llama of width 16, 2 layers, 4 query and 2 key/value heads, with the given
+/// vocabulary, MLP width and head tying (the engine tests use 32, 32, untied).
+pub fn micro_config_sized(vocab_size: usize, intermediate_size: usize, tied: bool) -> crate::model::LlamaConfig {
+    crate::model::LlamaConfig {
+        model_type: "llama".into(),
+        vocab_size,
+        hidden_size: 16,
+        intermediate_size,
+        num_layers: 2,
+        num_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 4,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 64,
+        tie_word_embeddings: tied,
+        qkv_bias: false,
+        bos_token_id: None,
+        eos_token_ids: vec![],
+        pad_token_id: None,
+    }
+}
+
+/// A seeded random micro model on the CPU with autodiff.
+pub fn micro_model(seed: u64) -> crate::model::Llama {
+    crate::model::Llama::init(micro_config(), 0.2, seed, &crate::device_from_name("cpu").expect("cpu"))
+}
+
+/// Toy conversations for one "role": 24 examples whose answers are the prompt shifted by
+/// `shift` (loss mask on the answer).
+pub fn micro_examples(seed: u64, shift: u32) -> Vec<crate::train::step::Example> {
+    let mut r = crate::rng::Rng::new(seed);
+    (0..24)
+        .map(|_| {
+            let n = 3 + r.below(3);
+            let p: Vec<u32> = (0..n).map(|_| 3 + r.below(18) as u32).collect();
+            let mut ids = vec![1];
+            ids.extend(&p);
+            ids.push(2);
+            ids.extend(p.iter().map(|x| 3 + (x - 3 + shift) % 21));
+            let mask = (0..ids.len()).map(|i| u8::from(i > n + 1)).collect();
+            crate::train::step::Example { ids, mask }
+        })
+        .collect()
+}
+
+/// The three data sets of a defense on the micro model (retain, refusal, harmful roles).
+pub fn micro_data() -> crate::defense::DefenseData {
+    crate::defense::DefenseData {
+        retain: micro_examples(1, 0),
+        refusal: micro_examples(2, 5),
+        harmful: micro_examples(3, 11),
+        pad_id: 0,
+    }
+}
+
+/// Largest absolute element difference between two parameter lists (`None` = zero).
+pub fn max_diff(a: &[Option<burn::prelude::Tensor<2>>], b: &[burn::prelude::Tensor<2>]) -> f64 {
+    assert_eq!(a.len(), b.len(), "parameter counts differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let x = x.clone().unwrap_or_else(|| y.zeros_like());
+            (x - y.clone()).abs().max().into_scalar::<f32>() as f64
+        })
+        .fold(0.0, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

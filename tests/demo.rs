@@ -24,6 +24,16 @@ fn reduced() -> ExperimentConfig {
         kind: patcher::experiment::DefenseKind::PatcherParallel,
         patcher: None,
         parallel: Some(2),
+        settings: None,
+        attacked: true,
+    });
+    // A baseline through the same runner: Booster for 3 steps.
+    cfg.defenses.push(patcher::experiment::config::DefenseSpec {
+        name: "booster".into(),
+        kind: patcher::experiment::DefenseKind::Method(patcher::defense::MethodKind::Booster),
+        patcher: None,
+        parallel: None,
+        settings: Some(toml::from_str("lambda = 2.0\n[train]\nsteps = 3\nlr = 2e-4\n").unwrap()),
         attacked: true,
     });
     cfg.attacks.truncate(2);
@@ -63,7 +73,7 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
             assert_eq!(got, want, "{} under {}", d.name, a.name);
         }
     }
-    assert_eq!(r.rows.len(), 1 + 3 * (1 + 2 * budgets.len()), "rows: {:#?}", rows());
+    assert_eq!(r.rows.len(), 1 + 4 * (1 + 2 * budgets.len()), "rows: {:#?}", rows());
 
     // SFT alignment moves the base model (trained mostly to comply) towards refusing: on the
     // harmful prompts its refusal answers become likelier and harmful answers less likely.
@@ -104,8 +114,13 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
             assert_eq!(xs, steps, "{p}: {}", c.metric);
         }
     }
-    assert_eq!(r.training_curves.len(), 3 * patchers.len());
-    for p in &patchers {
+    // The baseline's curves: each `*_loss` its steps report, one point per step.
+    let booster: Vec<&str> =
+        r.training_curves.iter().filter(|c| c.name == "booster").map(|c| c.metric.as_str()).collect();
+    assert_eq!(booster, ["align loss", "harmful loss", "harmful loss perturbed"]);
+    assert!(r.training_curves.iter().filter(|c| c.name == "booster").all(|c| c.points.len() == 3));
+    assert_eq!(r.training_curves.len(), 3 * patchers.len() + 3);
+    for p in patchers.iter().chain(&["booster"]) {
         assert!(r.stages.iter().any(|s| s.name == format!("defense {p}")), "stage timing of {p}");
     }
 

@@ -14,24 +14,7 @@ use patcher::train::lora::LoraConfig;
 use patcher::train::step::Example;
 
 fn cfg() -> LlamaConfig {
-    LlamaConfig {
-        model_type: "llama".into(),
-        vocab_size: 32,
-        hidden_size: 16,
-        intermediate_size: 32,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 4,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 64,
-        tie_word_embeddings: false,
-        qkv_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        pad_token_id: None,
-    }
+    patcher::testing::micro_config_sized(32, 32, false)
 }
 
 /// Sequences with learnable structure: a prompt then its reversal as the "answer".

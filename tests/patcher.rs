@@ -15,52 +15,17 @@ use patcher::defense::patcher::{
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
-use patcher::rng::Rng;
 use patcher::train::batches::BatchConfig;
 use patcher::train::engine::TrainState;
 use patcher::train::optim::{self, OptimState, OptimizerConfig};
-use patcher::train::step::{Batch, Example, add_scaled, loss_and_grads};
+use patcher::train::step::{Batch, add_scaled, loss_and_grads};
 
 fn cfg() -> LlamaConfig {
-    LlamaConfig {
-        model_type: "llama".into(),
-        vocab_size: 24,
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 2,
-        head_dim: 4,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 64,
-        tie_word_embeddings: true,
-        qkv_bias: false,
-        bos_token_id: None,
-        eos_token_ids: vec![],
-        pad_token_id: None,
-    }
-}
-
-/// Three toy "roles": answers are the prompt shifted by a role-specific amount.
-fn examples(seed: u64, shift: u32) -> Vec<Example> {
-    let mut r = Rng::new(seed);
-    (0..24)
-        .map(|_| {
-            let n = 3 + r.below(3);
-            let p: Vec<u32> = (0..n).map(|_| 3 + r.below(18) as u32).collect();
-            let mut ids = vec![1];
-            ids.extend(&p);
-            ids.push(2);
-            ids.extend(p.iter().map(|x| 3 + (x - 3 + shift) % 21));
-            let mask = (0..ids.len()).map(|i| u8::from(i > n + 1)).collect();
-            Example { ids, mask }
-        })
-        .collect()
+    patcher::testing::micro_config()
 }
 
 fn data() -> PatcherData {
-    PatcherData { retain: examples(1, 0), refusal: examples(2, 5), harmful: examples(3, 11), pad_id: 0 }
+    patcher::testing::micro_data()
 }
 
 fn base_cfg() -> PatcherConfig {

@@ -465,8 +465,6 @@ pub fn drive<C: Serialize, M: driver::Method<Stats = OuterStats>>(
     method: &mut M,
     opts: HardenOptions,
 ) -> Result<Llama> {
-    let state = TrainState { model: model.clone(), lora: None, opt: OptimState::new(model.params.len()), step: 0 };
-    let plan = driver::Plan { total: cfg.outer_steps, checkpoint_every: cfg.checkpoint_every, run_key, label };
     let HardenOptions { out_dir, progress, stop_after, on_step } = opts;
     let mut forward = on_step.map(|cb| move |_: &TrainState, st: &OuterStats| cb(st));
     let options = driver::Options {
@@ -475,7 +473,7 @@ pub fn drive<C: Serialize, M: driver::Method<Stats = OuterStats>>(
         stop_after,
         on_step: forward.as_mut().map(|f| f as &mut driver::OnStep<OuterStats>),
     };
-    Ok(driver::drive(state, &plan, method, options)?.model)
+    crate::defense::drive_from(model, (cfg.outer_steps, cfg.checkpoint_every), run_key, label, method, options)
 }
 
 struct Sequential<'a> {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::align::AlignConfig;
 use crate::data::synth::SynthConfig;
 use crate::defense::patcher::PatcherConfig;
+use crate::defense::{Method, MethodKind};
 use crate::error::{Error, Result};
 use crate::eval::suite::EvalConfig;
 use crate::tiny::TinyConfig;
@@ -69,9 +70,10 @@ impl Default for DataConfig {
     }
 }
 
-/// Which method a defense runs (`defenses[].kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Which method a defense runs (`defenses[].kind`): the base model, SFT, Patcher, or one of
+/// the registered baselines ([`crate::defense::MethodKind`]). Unknown names are errors that
+/// list the known ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DefenseKind {
     /// `none`: the base model as it is.
     None,
@@ -81,12 +83,59 @@ pub enum DefenseKind {
     Patcher,
     /// `patcher-parallel`: parallel Patcher from the SFT model.
     PatcherParallel,
+    /// A baseline defense from the SFT model (`tar`, `booster`, ...).
+    Method(MethodKind),
 }
 
 impl DefenseKind {
+    const BUILT_IN: [(&str, DefenseKind); 4] = [
+        ("none", Self::None),
+        ("sft", Self::Sft),
+        ("patcher", Self::Patcher),
+        ("patcher-parallel", Self::PatcherParallel),
+    ];
+
     /// Either Patcher variant (trains from the SFT model and writes Patcher metrics).
     pub fn is_patcher(self) -> bool {
         matches!(self, Self::Patcher | Self::PatcherParallel)
+    }
+
+    /// The name in experiment files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Method(m) => m.name(),
+            k => Self::BUILT_IN.iter().find(|(_, b)| *b == k).map(|(n, _)| *n).expect("built-in kind"),
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::BUILT_IN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
+            .or_else(|| MethodKind::from_name(name).map(Self::Method))
+    }
+
+    /// Every name, built-in first.
+    pub fn names() -> Vec<&'static str> {
+        Self::BUILT_IN.iter().map(|(n, _)| *n).chain(MethodKind::ALL.iter().map(|m| m.name())).collect()
+    }
+}
+
+impl Serialize for DefenseKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for DefenseKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::from_name(&name).ok_or_else(|| {
+            let known: Vec<String> = Self::names().iter().map(|n| format!("`{n}`")).collect();
+            serde::de::Error::custom(format!("unknown defense kind `{name}`, expected one of {}", known.join(", ")))
+        })
     }
 }
 
@@ -102,6 +151,10 @@ pub struct DefenseSpec {
     /// Workers for `patcher-parallel`.
     #[serde(default)]
     pub parallel: Option<usize>,
+    /// The settings of a baseline defense (its config table, e.g. `{ lambda = 5.0, train =
+    /// { steps = 60 } }`); absent = its defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<toml::Value>,
     /// Run the attack grid on this defense (false: evaluate it unattacked only, e.g. for the
     /// base model that complies already).
     #[serde(default = "yes")]
@@ -113,9 +166,8 @@ fn yes() -> bool {
 }
 
 /// A defense resolved from its [`DefenseSpec`]: one variant per method, carrying the method's
-/// own settings. [`ExperimentConfig::defense`] is the registry: a new method is a file in
-/// `src/defense/`, a [`DefenseKind`] and a variant here, and its arm in the runner's
-/// `defenses` stage.
+/// own settings. A new baseline is a file in `src/defense/` and a line in its registry
+/// (`crate::defense::methods!`); it arrives here as [`Defense::Method`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Defense {
     /// The base model as it is.
@@ -126,6 +178,8 @@ pub enum Defense {
     Patcher(PatcherConfig),
     /// Parallel Patcher from the SFT model with `workers` workers.
     PatcherParallel { config: PatcherConfig, workers: usize },
+    /// A baseline defense from the SFT model, with its settings.
+    Method(Method),
 }
 
 impl Defense {
@@ -133,7 +187,7 @@ impl Defense {
     pub fn patcher(&self) -> Option<&PatcherConfig> {
         match self {
             Self::Patcher(c) | Self::PatcherParallel { config: c, .. } => Some(c),
-            Self::None | Self::Sft => None,
+            Self::None | Self::Sft | Self::Method(_) => None,
         }
     }
 }
@@ -252,15 +306,20 @@ impl ExperimentConfig {
             Err(Error::Invalid(format!(
                 "defense `{}`: `{key}` applies to kind {belongs}, not `{}`",
                 d.name,
-                serde_json::to_value(d.kind).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                d.kind.name()
             )))
         };
+        let method = matches!(d.kind, DefenseKind::Method(_));
         match d.kind {
-            DefenseKind::None | DefenseKind::Sft if d.patcher.is_some() => {
-                stray("patcher", "patcher or patcher-parallel")
+            _ if !d.kind.is_patcher() && d.patcher.is_some() => stray("patcher", "patcher or patcher-parallel"),
+            k if k != DefenseKind::PatcherParallel && d.parallel.is_some() => stray("parallel", "patcher-parallel"),
+            _ if !method && d.settings.is_some() => {
+                let names: Vec<&str> = MethodKind::ALL.iter().map(|m| m.name()).collect();
+                stray("settings", &names.join(" / "))
             }
-            DefenseKind::None | DefenseKind::Sft | DefenseKind::Patcher if d.parallel.is_some() => {
-                stray("parallel", "patcher-parallel")
+            DefenseKind::Method(kind) => {
+                let origin = format!("defense `{}` settings", d.name);
+                Ok(Defense::Method(Method::from_settings(kind, d.settings.as_ref(), &origin)?))
             }
             DefenseKind::None => Ok(Defense::None),
             DefenseKind::Sft => Ok(Defense::Sft),
@@ -334,6 +393,11 @@ name = "parallel"
 kind = "patcher-parallel"
 parallel = 2
 patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "last" } }
+
+[[defenses]]
+name = "booster"
+kind = "booster"
+settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
 "#;
 
     fn parse(text: &str) -> Result<ExperimentConfig> {
@@ -362,7 +426,13 @@ patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "las
         assert_eq!(c.patcher.k.kind, KScheduleKind::Linear);
         assert_eq!((c.patcher.inner.kind, c.patcher.inner.weight), (InnerKind::Every, InnerWeight::Uniform));
         let kinds: Vec<DefenseKind> = c.defenses.iter().map(|d| d.kind).collect();
-        assert_eq!(kinds, [DefenseKind::None, DefenseKind::Sft, DefenseKind::Patcher, DefenseKind::PatcherParallel]);
+        let booster = DefenseKind::Method(MethodKind::Booster);
+        assert_eq!(
+            kinds,
+            [DefenseKind::None, DefenseKind::Sft, DefenseKind::Patcher, DefenseKind::PatcherParallel, booster]
+        );
+        let Defense::Method(Method::Booster(b)) = c.defense(&c.defenses[4]).unwrap() else { panic!("not booster") };
+        assert_eq!((b.lambda, b.train.steps, b.train.lr, b.alpha), (2.0, 5, 1e-4, 0.1));
         let p = c.patcher_for(&c.defenses[2]).unwrap();
         assert_eq!(
             (p.k.kind, p.inner.kind, p.inner.weight),
@@ -403,7 +473,16 @@ patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "las
                     "`sft`",
                     "`patcher`",
                     "`patcher-parallel`",
+                    "`booster`",
                 ],
+            ),
+            // A baseline's settings: a misspelt key names the defense and the key.
+            ("lambda = 2.0", "lamda = 2.0", vec!["defense `booster` settings", "`lamda`", "`lambda`"]),
+            // Settings on a defense that has none.
+            (
+                "name = \"sft\"\nkind = \"sft\"\n",
+                "name = \"sft\"\nkind = \"sft\"\nsettings = { lambda = 1.0 }\n",
+                vec!["`sft`", "`settings`", "booster"],
             ),
             // Inside a defense's overrides (read as a TOML value, without line numbers): the
             // message names the defense and the key.
@@ -483,5 +562,43 @@ patcher = { k = { kind = "constant", start = 3, end = 3 }, inner = { kind = "las
         for s in [r#""kind":"hf""#, r#""kind":"patcher-parallel""#, r#""kind":"linear""#, r#""weight":"uniform""#] {
             assert!(json.contains(s), "{s} is not in {json}");
         }
+    }
+
+    /// Every experiment, attack, alignment and Patcher file shipped in `configs/` parses and
+    /// validates as what it is, and every experiment's defenses resolve.
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("attacks")).unwrap()) {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let what = if path.parent().unwrap().ends_with("attacks") || name.starts_with("attack-") {
+                crate::attack::from_file(&path).map(|_| "attack")
+            } else if name.starts_with("align-") {
+                toml::from_str::<crate::align::AlignConfig>(&text)
+                    .map_err(|e| Error::Format { file: name.clone(), why: e.to_string() })
+                    .and_then(|c| c.train.validate("train."))
+                    .map(|_| "alignment")
+            } else if name.starts_with("patcher-") {
+                toml::from_str::<PatcherConfig>(&text)
+                    .map_err(|e| Error::Format { file: name.clone(), why: e.to_string() })
+                    .and_then(|c| c.validate())
+                    .map(|_| "patcher")
+            } else {
+                ExperimentConfig::from_toml(&text, &name)
+                    .and_then(|c| c.defenses.iter().try_for_each(|d| c.defense(d).map(|_| ())).map(|_| "experiment"))
+            };
+            match what {
+                Ok(kind) => println!("{name}: {kind}"),
+                Err(e) => panic!("{name}: {e}"),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 15, "only {seen} files under configs/");
     }
 }

@@ -39,7 +39,7 @@ use crate::model::Llama;
 use crate::report::{Curve, KPoint, Provenance, Results, Row, Sample, Stage};
 use crate::tokenizer::ChatTokenizer;
 use crate::train::engine::RunOptions;
-use pipeline::{AttackEval, HardenMethod};
+use pipeline::AttackEval;
 
 /// The training and evaluation data of a tier.
 pub struct TierData {
@@ -262,21 +262,17 @@ impl Runner {
             let dir = match self.cfg.defense(&d)? {
                 Defense::None => base.to_path_buf(),
                 Defense::Sft => sft_dir.clone(),
-                method @ (Defense::Patcher(_) | Defense::PatcherParallel { .. }) => {
+                hardened => {
+                    // Every other defense trains from the SFT model.
                     let dir = self.model_dir(&d.name);
                     let (progress, sft) = (self.progress, sft_dir.clone());
-                    let (pc, method) = match method {
-                        Defense::PatcherParallel { config, workers } => (config, HardenMethod::Parallel(workers)),
-                        Defense::Patcher(config) => (config, HardenMethod::Sequential),
-                        Defense::None | Defense::Sft => unreachable!("matched above"),
-                    };
                     let d2 = dir.clone();
                     let load = |r: &Self| r.load(&sft);
                     self.stage_with(&format!("defense {}", d.name), &dir.join("config.json"), load, |_, (m, tok)| {
                         let pdata = pipeline::patcher_data(&tok, &data.benign, &data.refusals, &data.defender_harmful)?;
                         let opts = HardenOptions { out_dir: Some(d2.join("train")), progress, ..Default::default() };
-                        let hardened = pipeline::harden(&m, &pc, &pdata, method, opts)?;
-                        crate::io::hf::save_model(&hardened, &d2, Some(&sft))
+                        let out = pipeline::harden_defense(&m, &hardened, &pdata, opts)?;
+                        crate::io::hf::save_model(&out, &d2, Some(&sft))
                     })?;
                     dir
                 }
@@ -408,26 +404,36 @@ impl Runner {
         Ok(all)
     }
 
-    /// Training curves of the Patcher defenses, from their `metrics.jsonl`.
+    /// Training curves of the trained defenses, from their `metrics.jsonl`: Patcher's three
+    /// losses, and every `*_loss` field a baseline's steps report.
     fn curves(&self) -> Vec<Curve> {
         let mut out = vec![];
         for d in &self.cfg.defenses {
-            if !d.kind.is_patcher() {
+            if matches!(d.kind, DefenseKind::None | DefenseKind::Sft) {
                 continue;
             }
             let path = self.model_dir(&d.name).join("train/metrics.jsonl");
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
             let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-            for (key, metric) in [
-                ("tr_loss", "refusal loss at attacked weights"),
-                ("harmful_loss_end", "attacker loss at the end of the simulated attack"),
-                ("retain_loss", "retain + α·refusal loss"),
-            ] {
+            let keys: Vec<(String, String)> = if d.kind.is_patcher() {
+                [
+                    ("tr_loss", "refusal loss at attacked weights"),
+                    ("harmful_loss_end", "attacker loss at the end of the simulated attack"),
+                    ("retain_loss", "retain + α·refusal loss"),
+                ]
+                .iter()
+                .map(|(k, m)| (k.to_string(), m.to_string()))
+                .collect()
+            } else {
+                let first = rows.first().and_then(|r| r.as_object()).cloned().unwrap_or_default();
+                first.keys().filter(|k| k.ends_with("_loss")).map(|k| (k.clone(), k.replace('_', " "))).collect()
+            };
+            for (key, metric) in keys {
                 let points = rows
                     .iter()
-                    .filter_map(|r| Some((r["step"].as_f64()?, r[key].as_f64().unwrap_or(f64::NAN))))
+                    .filter_map(|r| Some((r["step"].as_f64()?, r[&key].as_f64().unwrap_or(f64::NAN))))
                     .collect();
-                out.push(Curve { name: d.name.clone(), metric: metric.into(), points });
+                out.push(Curve { name: d.name.clone(), metric, points });
             }
         }
         out

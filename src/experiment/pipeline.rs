@@ -22,6 +22,7 @@ use crate::error::{IoContext, Result};
 use crate::eval::JudgedAnswer;
 use crate::eval::judge::Judge;
 use crate::eval::suite::{EvalConfig, EvalReport, SuiteData, evaluate};
+use crate::experiment::config::Defense;
 use crate::io::write_atomic;
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
@@ -91,6 +92,52 @@ pub fn harden(
         HardenMethod::Sequential => crate::defense::patcher::harden(model, cfg, data, opts),
         HardenMethod::Parallel(p) => crate::defense::parallel::harden(model, cfg, data, p, opts),
     }
+}
+
+/// Harden `model` with a hardening `defense` (Patcher, parallel Patcher or a baseline).
+/// `Defense::None` and `Defense::Sft` are not trained from a model: an error.
+pub fn harden_defense(model: &Llama, defense: &Defense, data: &PatcherData, opts: HardenOptions) -> Result<Llama> {
+    match defense {
+        Defense::Patcher(c) => harden(model, c, data, HardenMethod::Sequential, opts),
+        Defense::PatcherParallel { config, workers } => {
+            harden(model, config, data, HardenMethod::Parallel(*workers), opts)
+        }
+        Defense::Method(m) => m.harden(model, data, opts),
+        Defense::None | Defense::Sft => {
+            Err(crate::Error::Invalid("`none` and `sft` are not hardening methods (use `patcher align`)".into()))
+        }
+    }
+}
+
+/// The defense `patcher harden --method NAME [--config FILE] [--parallel P]` runs: Patcher
+/// (parallel when P > 1) with a `PatcherConfig` file, or a baseline with its settings file.
+/// Errors name the file, the key, or the known methods.
+pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Result<Defense> {
+    let text = match config {
+        Some(p) => std::fs::read_to_string(p).at(p)?,
+        None => String::new(),
+    };
+    let file = config.map(|p| p.display().to_string()).unwrap_or_else(|| "the default settings".into());
+    let value: toml::Value =
+        toml::from_str(&text).map_err(|e| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
+    if method == "patcher" {
+        let cfg: PatcherConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
+        cfg.validate().map_err(|e| crate::Error::Format { file, why: e.to_string() })?;
+        return Ok(match HardenMethod::from_workers(workers) {
+            HardenMethod::Sequential => Defense::Patcher(cfg),
+            HardenMethod::Parallel(workers) => Defense::PatcherParallel { config: cfg, workers },
+        });
+    }
+    let Some(kind) = crate::defense::MethodKind::from_name(method) else {
+        let names: Vec<&str> = crate::defense::MethodKind::ALL.iter().map(|m| m.name()).collect();
+        return Err(crate::Error::Invalid(format!("unknown method `{method}` (known: patcher, {})", names.join(", "))));
+    };
+    if workers > 1 {
+        return Err(crate::Error::Invalid(format!("--parallel applies to patcher, not `{method}`")));
+    }
+    Ok(Defense::Method(crate::defense::Method::from_settings(kind, Some(&value), &file)?))
 }
 
 /// Write an evaluation into `out`: `summary.json` (the report) and `generations.jsonl` (one

@@ -121,6 +121,12 @@ pub fn sum<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     sum_all(x.reshape([n]))
 }
 
+/// Row sums of `x` `[N, D]` as `[N]`, in fixed order when enabled.
+pub fn row_sums(x: Tensor<2>) -> Tensor<1> {
+    let n = x.dims()[0];
+    if fixed_order() { row_sum(x).reshape([n]) } else { x.sum_dim(1).reshape([n]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

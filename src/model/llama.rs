@@ -146,6 +146,24 @@ pub struct LayerWeights<'a> {
     pub down: &'a Tensor<2>,
 }
 
+/// Access to the residual stream of a forward pass ([`Llama::hidden_probed`]).
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// Added to layer `l`'s output when `Some` (`[B, T, d]`, e.g. Vaccine's perturbation).
+    pub add: Vec<Option<Tensor<3>>>,
+    /// Keep every layer's output in `layers`.
+    pub keep: bool,
+    /// Layer outputs `[B, T, d]` in layer order (filled when `keep`).
+    pub layers: Vec<Tensor<3>>,
+}
+
+impl Probe {
+    /// A probe that keeps every layer's output and adds nothing.
+    pub fn keeping() -> Self {
+        Self { keep: true, ..Self::default() }
+    }
+}
+
 /// A float tensor of `data` in `shape`, on the device and in the dtype of `like`.
 pub fn float_like<const D: usize>(data: Vec<f32>, shape: [usize; D], like: &Tensor<2>) -> Tensor<D> {
     let device = like.device().without_autodiff();
@@ -277,10 +295,22 @@ impl Llama {
 
     /// Uncached causal pass over whole sequences at positions 0..T, with or without the head.
     fn full_sequence(&self, ids: Tensor<2, Int>, with_head: bool) -> Tensor<3> {
+        self.full_sequence_probed(ids, with_head, None)
+    }
+
+    fn full_sequence_probed(&self, ids: Tensor<2, Int>, with_head: bool, probe: Option<&mut Probe>) -> Tensor<3> {
         let [b, t] = ids.dims();
         let positions = vec![(0..t).collect::<Vec<_>>(); b];
         let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
-        self.run_inner(ids, &positions, &mask, &mut None, with_head)
+        self.run_inner(ids, &positions, &mask, &mut None, with_head, probe)
+    }
+
+    /// As [`Llama::hidden`], through `probe`: each decoder layer's output (the residual stream
+    /// after layer `l`, `[B, T, d]`) gets `probe.add[l]` added when given, and is kept in
+    /// `probe.layers` when `probe.keep` (the defenses that act on representations: RepNoise,
+    /// Vaccine, TAR's retain term).
+    pub fn hidden_probed(&self, ids: Tensor<2, Int>, probe: &mut Probe) -> Tensor<3> {
+        self.full_sequence_probed(ids, false, Some(probe))
     }
 
     /// Cached forward for generation: `ids` `[B, T]` are new tokens at `positions`;
@@ -322,7 +352,7 @@ impl Llama {
             cache.layers = vec![None; self.cfg.num_layers];
         }
         let mut c = Some(std::mem::take(cache));
-        let out = self.run_inner(ids, positions, &mask, &mut c, with_head);
+        let out = self.run_inner(ids, positions, &mask, &mut c, with_head, None);
         *cache = c.expect("cache");
         out
     }
@@ -334,6 +364,7 @@ impl Llama {
         mask: &[f32],
         cache: &mut Option<KvCache>,
         with_head: bool,
+        mut probe: Option<&mut Probe>,
     ) -> Tensor<3> {
         let cfg = &self.cfg;
         let [b, t] = ids.dims();
@@ -352,6 +383,14 @@ impl Llama {
             x = x + a;
             let h = rms_norm(x.clone(), w.post_norm.clone(), cfg.rms_norm_eps);
             x = x + mlp(&w, h);
+            if let Some(p) = probe.as_deref_mut() {
+                if let Some(Some(e)) = p.add.get(layer) {
+                    x = x + e.clone(); // (B, T, d)
+                }
+                if p.keep {
+                    p.layers.push(x.clone());
+                }
+            }
         }
         let x = rms_norm(x, self.final_norm(), cfg.rms_norm_eps);
         if !with_head {

@@ -6,4 +6,4 @@ pub mod generate;
 pub mod llama;
 
 pub use config::{HfConfig, LlamaConfig};
-pub use llama::{KvCache, Llama, ParamSpec, param_specs};
+pub use llama::{KvCache, Llama, ParamSpec, Probe, param_specs};

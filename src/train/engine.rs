@@ -246,7 +246,6 @@ pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::LlamaConfig;
     use crate::model::llama::to_vec_f32;
     use crate::rng::Rng;
     use crate::train::step::Example;
@@ -258,24 +257,7 @@ pub(crate) mod tests {
 
     /// A 2-layer model with untied embeddings whose row [`POISON`] is NaN.
     pub(crate) fn poisoned_model() -> Llama {
-        let cfg = LlamaConfig {
-            model_type: "llama".into(),
-            vocab_size: 32,
-            hidden_size: 16,
-            intermediate_size: 32,
-            num_layers: 2,
-            num_heads: 4,
-            num_kv_heads: 2,
-            head_dim: 4,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10_000.0,
-            max_position_embeddings: 64,
-            tie_word_embeddings: false,
-            qkv_bias: false,
-            bos_token_id: None,
-            eos_token_ids: vec![],
-            pad_token_id: None,
-        };
+        let cfg = crate::testing::micro_config_sized(32, 32, false);
         let device = Device::flex();
         let mut model = Llama::init(cfg, 0.1, 3, &device);
         let [v, d] = model.params[0].dims();

@@ -28,6 +28,18 @@ pub struct Batch {
     pub mean: bool,
 }
 
+/// The loss-carrying positions of a batch, read from hidden states ([`Batch::answer_rows`]).
+pub struct AnswerRows {
+    /// Hidden rows `[N, d]`.
+    pub rows: Tensor<2>,
+    /// Next-token targets `[N]`.
+    pub targets: Tensor<1, Int>,
+    /// Loss weights `[N]`.
+    pub weights: Tensor<1>,
+    /// Sum of the weights.
+    pub weight_sum: f64,
+}
+
 /// The positions of a batch that carry loss: flat indices into `B*T`, their targets and weights.
 struct Selected {
     index: Tensor<1, Int>,
@@ -112,18 +124,33 @@ impl Batch {
     /// The training loss of `model` on this batch: the head and log-softmax are applied only at
     /// the positions that carry loss (the same value as [`Batch::loss_of`] on full logits).
     pub fn loss_for(&self, model: &Llama) -> Tensor<1> {
-        let Some(sel) = self.selected() else {
+        if self.selected().is_none() {
             return self.loss_of(model.forward(self.inputs.clone()));
+        }
+        self.loss_from_hidden(model, model.hidden(self.inputs.clone()))
+    }
+
+    /// The training loss from final hidden states `h` `[B, T, d]` of this batch's inputs (e.g.
+    /// from [`Llama::hidden_probed`]). A batch without loss-carrying positions gives 0.
+    pub fn loss_from_hidden(&self, model: &Llama, h: Tensor<3>) -> Tensor<1> {
+        let Some(a) = self.answer_rows(h) else {
+            return model.params[0].clone().sum().mul_scalar(0.0);
         };
-        let h = model.hidden(self.inputs.clone()); // (B, T, d)
-        let [b, t, d] = h.dims();
-        let n = sel.index.dims()[0];
-        let rows = h.reshape([b * t, d]).select(0, sel.index); // (N, d)
-        let logits = rows.matmul(model.head_weight().transpose()); // (N, V)
+        let n = a.targets.dims()[0];
+        let logits = a.rows.matmul(model.head_weight().transpose()); // (N, V)
         let logp = crate::model::fixed::log_softmax(logits);
-        let picked = logp.gather(1, sel.targets.reshape([n, 1])).reshape([n]); // (N,)
-        let total = crate::model::fixed::sum(picked * sel.weights).neg();
-        if self.mean { total.div_scalar(sel.sum.max(1.0)) } else { total }
+        let picked = logp.gather(1, a.targets.reshape([n, 1])).reshape([n]); // (N,)
+        let total = crate::model::fixed::sum(picked * a.weights).neg();
+        if self.mean { total.div_scalar(a.weight_sum.max(1.0)) } else { total }
+    }
+
+    /// The rows of `h` `[B, T, d]` at the positions that carry loss, with their targets and
+    /// weights; `None` when no position does.
+    pub fn answer_rows(&self, h: Tensor<3>) -> Option<AnswerRows> {
+        let sel = self.selected()?;
+        let [b, t, d] = h.dims();
+        let rows = h.reshape([b * t, d]).select(0, sel.index); // (N, d)
+        Some(AnswerRows { rows, targets: sel.targets, weights: sel.weights, weight_sum: sel.sum })
     }
 
     /// The training loss of `logits` `[B, T, V]` on this batch (a one-element tensor).
@@ -150,11 +177,29 @@ pub fn loss(model: &Llama, batch: &Batch) -> f64 {
 pub fn loss_and_grads(model: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
     let tracked = model.tracked();
     let loss = batch.loss_for(&tracked);
+    grads_of(&tracked, loss)
+}
+
+/// The value of `loss` (a one-element tensor computed from `tracked`, a [`Llama::tracked`]
+/// model) and its gradient for every parameter, as [`loss_and_grads`] returns them: the
+/// building block of losses other than the cross-entropy (entropy, MMD, representation terms).
+pub fn grads_of(tracked: &Llama, loss: Tensor<1>) -> (f64, Vec<Option<Tensor<2>>>) {
     let grads = loss.backward();
     let value = loss.inner().into_scalar::<f32>() as f64;
     let g =
         tracked.params.iter().map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))).collect();
     (value, g)
+}
+
+/// Mean entropy (nats) of the next-token distribution at the loss-carrying positions of
+/// `rows`, weighted by their loss weights: `Σ_i w_i·H(softmax(h_i·Wᵀ)) / Σ_i w_i`. TAR's
+/// tamper-resistance loss is its negative on harmful answers.
+pub fn answer_entropy(model: &Llama, rows: &AnswerRows) -> Tensor<1> {
+    let logits = rows.rows.clone().matmul(model.head_weight().transpose()); // (N, V)
+    let logp = crate::model::fixed::log_softmax(logits); // (N, V)
+    let ent = (logp.clone().exp() * logp).neg(); // (N, V)
+    let per_row = crate::model::fixed::row_sums(ent); // (N,)
+    crate::model::fixed::sum(per_row * rows.weights.clone()).div_scalar(rows.weight_sum.max(1.0))
 }
 
 /// Element-wise sum of two gradient lists scaled: `a + s * b` (None treated as zero).

@@ -39,6 +39,19 @@ impl Writer {
         self.kv(key, GgufValue::F32(v))
     }
 
+    /// One key of every scalar metadata type (`u8` … `bool`), at the edges of their ranges.
+    pub fn every_scalar(&mut self) -> &mut Self {
+        self.kv("u8", GgufValue::U8(200))
+            .kv("i8", GgufValue::I8(-3))
+            .kv("u16", GgufValue::U16(65000))
+            .kv("i16", GgufValue::I16(-30000))
+            .kv("i32", GgufValue::I32(-7))
+            .kv("u64", GgufValue::U64(1 << 40))
+            .kv("i64", GgufValue::I64(-(1 << 40)))
+            .kv("f64", GgufValue::F64(0.1))
+            .kv("bool", GgufValue::Bool(true))
+    }
+
     pub fn str(&mut self, key: &str, v: &str) -> &mut Self {
         self.kv(key, GgufValue::String(v.to_string()))
     }
