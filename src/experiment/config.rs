@@ -183,6 +183,22 @@ pub enum Defense {
 }
 
 impl Defense {
+    /// Forward/backward passes per training step on the critical path (the cost column):
+    /// Patcher `K + |S|·(1 + [γ > 0]) + 1` at its largest K; parallel Patcher's slowest worker
+    /// `1 + (1 + [γ > 0]) + 1`; a baseline's own count; SFT 1; none 0.
+    pub fn passes_per_step(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Sft => 1,
+            Self::Patcher(c) => {
+                let k = c.k.max();
+                k + c.inner.steps(k).len() * (1 + usize::from(c.gamma > 0.0)) + 1
+            }
+            Self::PatcherParallel { config, .. } => 1 + (1 + usize::from(config.gamma > 0.0)) + 1,
+            Self::Method(m) => m.passes_per_step(),
+        }
+    }
+
     /// The Patcher settings of either Patcher variant.
     pub fn patcher(&self) -> Option<&PatcherConfig> {
         match self {
