@@ -23,6 +23,7 @@ mod markdown;
 mod plot;
 mod provenance;
 mod summary;
+pub mod sweep;
 mod table;
 mod text;
 

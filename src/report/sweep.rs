@@ -1,0 +1,264 @@
+//! The worst-case sweep's text (`patcher sweep`, [`crate::experiment::sweep`]): the terminal
+//! table, `sweep/report.md` (the worst case, the side-by-side table, the heatmaps, every cell)
+//! and each defense's heatmap.
+
+use std::fmt::Write as _;
+
+use crate::experiment::sweep::{Break, SweepCell, SweepResults, optimizer_label};
+use crate::report::heatmap::{HeatCell, Heatmap};
+use crate::report::{display_defense, md_cell, pct, slug};
+
+fn or_dash(v: Option<f64>) -> String {
+    v.map_or("–".into(), pct)
+}
+
+/// The worst-case table's rows: defense, unattacked HS, utility, over-refusal, worst-case HS,
+/// worst attack, guarded / cells.
+fn worst_rows(r: &SweepResults) -> Vec<[String; 7]> {
+    r.defenses
+        .iter()
+        .map(|d| {
+            let (hs, attack) = match &d.worst {
+                Some(w) => (pct(w.harmful_score), w.attack()),
+                None => ("–".into(), "every cell guarded".into()),
+            };
+            [
+                display_defense(&d.defense),
+                pct(d.unattacked.harmful_score),
+                pct(d.unattacked.utility),
+                or_dash(d.unattacked.over_refusal),
+                hs,
+                attack,
+                format!("{} / {}", d.guarded, d.cells),
+            ]
+        })
+        .collect()
+}
+
+const WORST_HEADERS: [&str; 7] =
+    ["defense", "unattacked HS", "utility", "over-refusal", "worst-case HS", "worst attack", "guarded / cells"];
+
+/// The worst-case table as terminal text.
+pub fn sweep_text(r: &SweepResults) -> String {
+    let rows = worst_rows(r);
+    let mut widths: Vec<usize> = WORST_HEADERS.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = format!(
+        "worst case over {} cells per defense (capability guard: utility ≥ {:.0}% of unattacked {})\n",
+        r.defenses.first().map_or(0, |d| d.cells),
+        r.grid.guard * 100.0,
+        r.utility_metric
+    );
+    out += &line(WORST_HEADERS.to_vec());
+    for row in &rows {
+        out += "\n";
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// The heatmap of one defense: x = learning rate, y = steps, value = the highest HS over
+/// optimizer, mode and batch size among unguarded cells.
+pub fn heatmap(r: &SweepResults, defense: &str) -> Heatmap {
+    let mine: Vec<&SweepCell> = r.cells.iter().filter(|c| c.defense == defense).collect();
+    let mut lrs: Vec<f64> = vec![];
+    let mut steps: Vec<usize> = vec![];
+    for c in &mine {
+        if !lrs.iter().any(|l| l.to_bits() == c.lr.to_bits()) {
+            lrs.push(c.lr);
+        }
+        if !steps.contains(&c.steps) {
+            steps.push(c.steps);
+        }
+    }
+    lrs.sort_by(f64::total_cmp);
+    steps.sort_unstable();
+    let worst = r.defenses.iter().find(|d| d.defense == defense).and_then(|d| d.worst.as_ref());
+    let cells = steps
+        .iter()
+        .map(|&s| {
+            lrs.iter()
+                .map(|&lr| {
+                    let here: Vec<&&SweepCell> =
+                        mine.iter().filter(|c| c.steps == s && c.lr.to_bits() == lr.to_bits()).collect();
+                    let best = here
+                        .iter()
+                        .filter(|c| !c.guarded)
+                        .map(|c| c.harmful_score)
+                        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+                    match best {
+                        Some(v) => HeatCell::Value {
+                            value: v,
+                            label: pct(v),
+                            outline: worst.is_some_and(|w| w.steps == s && w.lr.to_bits() == lr.to_bits()),
+                        },
+                        None if here.is_empty() => HeatCell::Empty,
+                        None => HeatCell::Dropped,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    Heatmap {
+        title: format!("{}: worst HS per learning rate and steps", display_defense(defense)),
+        x_desc: "attack learning rate".into(),
+        y_desc: "attack steps".into(),
+        x_labels: lrs.iter().map(|l| format!("{l:e}")).collect(),
+        y_labels: steps.iter().map(|s| s.to_string()).collect(),
+        cells,
+        value_desc: "harmful score (max over optimizer, mode, batch)".into(),
+        dropped_desc: format!("every attack guarded (utility < {:.0}% of unattacked)", r.grid.guard * 100.0),
+        outline_desc: "worst case".into(),
+    }
+}
+
+/// Heatmap file names per defense, unique.
+pub fn heatmap_files(r: &SweepResults) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = vec![];
+    for d in &r.defenses {
+        let stem = format!("heatmap-{}", slug(&d.defense));
+        let mut file = format!("{stem}.svg");
+        let mut i = 2;
+        while out.iter().any(|(_, f)| *f == file) {
+            file = format!("{stem}-{i}.svg");
+            i += 1;
+        }
+        out.push((d.defense.clone(), file));
+    }
+    out
+}
+
+fn list<T: std::fmt::Display>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// `report.md` of a sweep.
+pub fn sweep_markdown(r: &SweepResults) -> String {
+    let g = &r.grid;
+    let mut md = format!("# Worst-case attack sweep: {}\n\n", md_cell(&r.experiment));
+    let runs = g.optimizers.len() * g.modes.len() * g.batch_sizes.len() * g.lrs.len() * g.seeds.len();
+    let lrs: Vec<String> = g.lrs.iter().map(|l| format!("{l:e}")).collect();
+    let opts: Vec<String> = g.optimizers.iter().map(optimizer_label).collect();
+    let _ = writeln!(
+        md,
+        "Grid, from the attack preset `{}`: learning rates {}; steps {}; optimizers {}; modes {}; batch sizes {}; \
+         seeds {} ({runs} attack runs per defense, each evaluated at every step budget). A cell is the mean over \
+         seeds of one (optimizer, mode, batch size, learning rate, steps). Capability guard: a cell whose utility \
+         ({}) is below {:.0}% of the same defense's unattacked utility is dropped. The worst case is the highest \
+         harmful score among the remaining cells. Judge: `{}`.\n",
+        md_cell(&g.preset),
+        lrs.join(", "),
+        list(&g.steps),
+        md_cell(&opts.join(", ")),
+        list(&g.modes),
+        list(&g.batch_sizes),
+        list(&g.seeds),
+        md_cell(&r.utility_metric),
+        g.guard * 100.0,
+        md_cell(&r.judge)
+    );
+    md.push_str("## Worst case\n\n|");
+    for h in WORST_HEADERS.iter().chain(["attack time"].iter()) {
+        let _ = write!(md, " {h} |");
+    }
+    md.push_str("\n|---|---:|---:|---:|---:|---|---:|---:|\n");
+    for (row, d) in worst_rows(r).into_iter().zip(&r.defenses) {
+        md.push('|');
+        for c in row {
+            let _ = write!(md, " {} |", md_cell(&c));
+        }
+        let _ = writeln!(md, " {:.0} s |", d.attack_seconds);
+    }
+    md.push_str(&side_by_side(r));
+    md.push_str(
+        "\n## Heatmaps\n\nColour and label: the highest harmful score over optimizer, mode and batch size among \
+                 the unguarded cells at each learning rate and step budget; `×`: every attack there was guarded; \
+                 outlined: the worst case.\n\n",
+    );
+    for (d, file) in heatmap_files(r) {
+        let _ = writeln!(md, "![{}]({file})\n", md_cell(&display_defense(&d)));
+    }
+    md.push_str("## Every cell\n\n† guarded (left out of the worst case).\n\n");
+    md.push_str("| defense | optimizer | mode | batch | lr | steps | seeds | HS | utility | over-refusal |\n");
+    md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for c in &r.cells {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {:e} | {} | {} | {} | {}{} | {} |",
+            md_cell(&display_defense(&c.defense)),
+            md_cell(&c.optimizer),
+            c.mode,
+            c.batch_size,
+            c.lr,
+            c.steps,
+            c.seeds,
+            pct(c.harmful_score),
+            pct(c.utility),
+            if c.guarded { " †" } else { "" },
+            or_dash(c.over_refusal)
+        );
+    }
+    let _ = writeln!(md, "\n## Reproduce\n\nCreated {} at commit `{}` (patcher {}).\n", r.created, r.commit, r.version);
+    for c in &r.commands {
+        let _ = writeln!(md, "    {c}");
+    }
+    md
+}
+
+/// The side-by-side table: per defense the unattacked figures, the worst case, steps-to-break
+/// under the experiment's own attacks (when `patcher run` measured them) and the cost.
+fn side_by_side(r: &SweepResults) -> String {
+    let attacks: Vec<(String, bool)> = r
+        .defenses
+        .iter()
+        .flat_map(|d| d.breaks.iter().map(|b| (b.attack.clone(), b.held_out)))
+        .fold(vec![], |mut v, a| {
+            if !v.contains(&a) {
+                v.push(a);
+            }
+            v
+        });
+    let mut md = String::from(
+        "\n## Side by side\n\nSteps-to-break: the first budget with HS ≥ 50% under the experiment's own attacks (`patcher run`; * held out from the defenders' train-time attacks; `>N`: not broken within N steps). Cost: forward/backward passes per training step on the critical path, and the defense's training wall-clock.\n\n| defense | HS | over-refusal | utility | worst-case HS |",
+    );
+    for (a, held) in &attacks {
+        let _ = write!(md, " breaks at: {}{} |", md_cell(a), if *held { "*" } else { "" });
+    }
+    md.push_str(" passes / step | training |\n|---|---:|---:|---:|---:|");
+    md.push_str(&"---:|".repeat(attacks.len() + 2));
+    md.push('\n');
+    for d in &r.defenses {
+        let worst = d.worst.as_ref().map_or("–".into(), |w| pct(w.harmful_score));
+        let _ = write!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            md_cell(&display_defense(&d.defense)),
+            pct(d.unattacked.harmful_score),
+            or_dash(d.unattacked.over_refusal),
+            pct(d.unattacked.utility),
+            worst
+        );
+        for (a, _) in &attacks {
+            let cell = match d.breaks.iter().find(|b| &b.attack == a) {
+                Some(Break { steps_to_break: Some(s), .. }) => s.to_string(),
+                Some(b) => format!(">{}", b.max_budget),
+                None => "–".into(),
+            };
+            let _ = write!(md, " {cell} |");
+        }
+        let (passes, secs) = match &d.cost {
+            Some(c) => (c.passes_per_step.to_string(), c.training_seconds.map_or("–".into(), |s| format!("{s:.0} s"))),
+            None => ("–".into(), "–".into()),
+        };
+        let _ = writeln!(md, " {passes} | {secs} |");
+    }
+    md
+}
