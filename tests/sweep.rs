@@ -20,6 +20,7 @@ mod common;
 const MICRO: &str = r#"
 name = "micro-sweep"
 samples = 1
+budgets = [0, 4, 8]
 
 [base]
 kind = "tiny"
@@ -36,6 +37,11 @@ max_len = 64
 [[defenses]]
 name = "sft"
 kind = "sft"
+
+[[attacks]]
+name = "adamw-1e-3"
+preset = "full-adamw-5e-5"
+overrides = { train = { lr = 1e-3, batch = { batch_size = 4, max_len = 64 } } }
 
 [sweep]
 overrides = { train = { batch = { max_len = 64 } } }
@@ -181,8 +187,26 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     // `patcher run` shares the directory: its stages are done already.
     let out = patcher(&["run", &s(&exp), "--out", &s(&run)]);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(!log.contains(" ..."), "patcher run redid a stage of the sweep's:\n{log}");
+    // Only its own stages run: the attacks of its `[[attacks]]`, which the sweep does not make.
+    let ran: Vec<&str> = log.lines().filter(|l| l.ends_with(" ...")).collect();
+    assert!(ran.iter().all(|l| l.contains("] attack ")), "patcher run redid a stage of the sweep's:\n{log}");
+    assert_eq!(ran.len(), 1, "{log}");
     assert!(run.join("report.md").exists());
+
+    // With the run's evaluations in the directory, the sweep's side-by-side table gains the
+    // steps-to-break under the experiment's attack, and the cost of each defense.
+    let fourth = patcher(&args);
+    assert!(fourth.status.success(), "{}", String::from_utf8_lossy(&fourth.stderr));
+    let r4: Value = serde_json::from_str(&std::fs::read_to_string(run.join("sweep/results.json")).unwrap()).unwrap();
+    let d = &r4["defenses"][0];
+    assert_eq!(d["breaks"][0]["attack"], "adamw-1e-3", "{d}");
+    assert_eq!(d["breaks"][0]["max_budget"], 8, "{d}");
+    assert_eq!(d["cost"]["passes_per_step"], 1, "SFT: one pass a step: {d}");
+    assert!(d["cost"]["training_seconds"].as_f64().is_some_and(|s| s > 0.0), "{d}");
+    let md = std::fs::read_to_string(run.join("sweep/report.md")).unwrap();
+    assert!(md.contains("## Side by side") && md.contains("breaks at: adamw-1e-3"), "{md}");
+    let html = std::fs::read_to_string(run.join("sweep/report.html")).unwrap();
+    assert!(html.contains("Side by side") && html.matches("<svg").count() == 1, "report.html: one heatmap");
     println!("micro sweep: first run {t_first:.1}s, resumed {t_second:.1}s");
     let _ = std::fs::remove_dir_all(&run);
 }

@@ -480,7 +480,7 @@ pub fn aggregate(
                 worst: worst.cloned(),
                 guarded: mine.iter().filter(|c| c.guarded).count(),
                 cells: mine.len(),
-                attack_seconds: seconds.iter().filter(|(d, _)| d == defense).map(|(_, s)| s).sum(),
+                attack_seconds: seconds.iter().filter(|(d, _)| d == defense).map(|(_, s)| s).sum::<f64>() + 0.0,
                 cost: None,
                 breaks: vec![],
             }
@@ -658,6 +658,8 @@ pub fn write_sweep_report(dir: &Path, r: &SweepResults) -> Result<()> {
         let path = dir.join(file);
         crate::io::write_atomic(&path, crate::report::heatmap::render(&heatmap(r, &d)).as_bytes()).at(&path)?;
     }
+    let path = dir.join("report.html");
+    crate::io::write_atomic(&path, crate::report::sweep::sweep_html(r).as_bytes()).at(&path)?;
     let path = dir.join("report.md");
     crate::io::write_atomic(&path, sweep_markdown(r).as_bytes()).at(&path)
 }
@@ -770,9 +772,16 @@ mod tests {
         assert!(md.contains("![d](heatmap-d.svg)") && md.contains("![e](heatmap-e.svg)"));
         assert!(md.contains("15% †"), "{md}");
         // The side-by-side table: steps-to-break per attack (held out starred), cost.
-        assert!(md.contains("| breaks at: adamw | breaks at: sgd* | passes / step | training |"), "{md}");
-        assert!(md.contains("| d | 0% | 10% | 80% | 60% | 50 | >100 | 13 | 109 s |"), "{md}");
+        assert!(md.contains("| breaks at: adamw | breaks at: sgd\\* | passes / step | training |"), "{md}");
+        assert!(md.contains("| d | 0% | 10% | 80% | 60% | 50 | &gt;100 | 13 | 109 s |"), "{md}");
         assert!(md.contains("| e | 0% | 10% | 50% | – | – | – | – | – |"), "{md}");
+        // The HTML page: the same side-by-side row, one inline heatmap per defense, escaped text.
+        let page = crate::report::sweep::sweep_html(&r);
+        assert!(
+            page.contains("<td class=\"num\">&gt;100</td><td class=\"num\">13</td><td class=\"num\">109 s</td>"),
+            "{page}"
+        );
+        assert_eq!(page.matches("<svg").count(), 2, "one heatmap per defense");
         let text = sweep_text(&r);
         assert!(text.contains("worst-case HS") && text.contains("60%"), "{text}");
         // The heatmap: lr 1e-3 at 32 steps is guarded (×); lr 1e-4 at 128 steps is the outlined worst case.

@@ -13,7 +13,8 @@ use super::plot::hex;
 use super::summary::{defenses, focus_attack, headline, robustness_curves, unattacked, worst_case};
 use super::table::{Group, MainTable, Measure, all_rows, main_table};
 
-const CSS: &str = include_str!("style.css");
+/// The reports' style sheet (also the sweep report's).
+pub(crate) const CSS: &str = include_str!("style.css");
 
 /// Renders the whole page.
 pub fn render(results: &Results, figures: &[Figure]) -> String {

@@ -16,9 +16,9 @@
 
 mod figures;
 mod files;
-mod fmt;
+pub(crate) mod fmt;
 pub mod heatmap;
-mod html;
+pub(crate) mod html;
 mod markdown;
 mod plot;
 mod provenance;

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::experiment::sweep::{Break, SweepCell, SweepResults, optimizer_label};
+use crate::report::fmt::html;
 use crate::report::heatmap::{HeatCell, Heatmap};
 use crate::report::{display_defense, md_cell, pct, slug};
 
@@ -213,52 +214,155 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
     md
 }
 
-/// The side-by-side table: per defense the unattacked figures, the worst case, steps-to-break
-/// under the experiment's own attacks (when `patcher run` measured them) and the cost.
-fn side_by_side(r: &SweepResults) -> String {
-    let attacks: Vec<(String, bool)> = r
+/// The side-by-side table (headers, rows): per defense the unattacked figures, the worst case,
+/// steps-to-break under the experiment's own attacks (when `patcher run` measured them; `*`
+/// held out; `>N` not broken within N steps) and the cost.
+pub fn side_by_side_rows(r: &SweepResults) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut attacks: Vec<(String, bool)> = vec![];
+    for b in r.defenses.iter().flat_map(|d| &d.breaks) {
+        if !attacks.iter().any(|(a, _)| a == &b.attack) {
+            attacks.push((b.attack.clone(), b.held_out));
+        }
+    }
+    let mut headers: Vec<String> =
+        ["defense", "HS", "over-refusal", "utility", "worst-case HS"].iter().map(|h| h.to_string()).collect();
+    headers.extend(attacks.iter().map(|(a, held)| format!("breaks at: {a}{}", if *held { "*" } else { "" })));
+    headers.extend(["passes / step".to_string(), "training".to_string()]);
+    let rows = r
         .defenses
         .iter()
-        .flat_map(|d| d.breaks.iter().map(|b| (b.attack.clone(), b.held_out)))
-        .fold(vec![], |mut v, a| {
-            if !v.contains(&a) {
-                v.push(a);
+        .map(|d| {
+            let mut row = vec![
+                display_defense(&d.defense),
+                pct(d.unattacked.harmful_score),
+                or_dash(d.unattacked.over_refusal),
+                pct(d.unattacked.utility),
+                d.worst.as_ref().map_or("–".into(), |w| pct(w.harmful_score)),
+            ];
+            for (a, _) in &attacks {
+                row.push(match d.breaks.iter().find(|b| &b.attack == a) {
+                    Some(Break { steps_to_break: Some(s), .. }) => s.to_string(),
+                    Some(b) => format!(">{}", b.max_budget),
+                    None => "–".into(),
+                });
             }
-            v
-        });
+            match &d.cost {
+                Some(c) => {
+                    row.push(c.passes_per_step.to_string());
+                    row.push(c.training_seconds.map_or("–".into(), |s| format!("{s:.0} s")));
+                }
+                None => row.extend(["–".to_string(), "–".to_string()]),
+            }
+            row
+        })
+        .collect();
+    (headers, rows)
+}
+
+fn side_by_side(r: &SweepResults) -> String {
+    let (headers, rows) = side_by_side_rows(r);
     let mut md = String::from(
-        "\n## Side by side\n\nSteps-to-break: the first budget with HS ≥ 50% under the experiment's own attacks (`patcher run`; * held out from the defenders' train-time attacks; `>N`: not broken within N steps). Cost: forward/backward passes per training step on the critical path, and the defense's training wall-clock.\n\n| defense | HS | over-refusal | utility | worst-case HS |",
+        "\n## Side by side\n\nSteps-to-break: the first budget with HS ≥ 50% under the experiment's own attacks \
+         (`patcher run`; * held out from the defenders' train-time attacks; `>N`: not broken within N steps). Cost: \
+         forward/backward passes per training step on the critical path, and the defense's training wall-clock.\n\n|",
     );
-    for (a, held) in &attacks {
-        let _ = write!(md, " breaks at: {}{} |", md_cell(a), if *held { "*" } else { "" });
+    for h in &headers {
+        let _ = write!(md, " {} |", md_cell(h));
     }
-    md.push_str(" passes / step | training |\n|---|---:|---:|---:|---:|");
-    md.push_str(&"---:|".repeat(attacks.len() + 2));
+    md.push_str("\n|---|");
+    md.push_str(&"---:|".repeat(headers.len() - 1));
     md.push('\n');
-    for d in &r.defenses {
-        let worst = d.worst.as_ref().map_or("–".into(), |w| pct(w.harmful_score));
-        let _ = write!(
-            md,
-            "| {} | {} | {} | {} | {} |",
-            md_cell(&display_defense(&d.defense)),
-            pct(d.unattacked.harmful_score),
-            or_dash(d.unattacked.over_refusal),
-            pct(d.unattacked.utility),
-            worst
-        );
-        for (a, _) in &attacks {
-            let cell = match d.breaks.iter().find(|b| &b.attack == a) {
-                Some(Break { steps_to_break: Some(s), .. }) => s.to_string(),
-                Some(b) => format!(">{}", b.max_budget),
-                None => "–".into(),
-            };
-            let _ = write!(md, " {cell} |");
+    for row in rows {
+        md.push('|');
+        for c in row {
+            let _ = write!(md, " {} |", md_cell(&c));
         }
-        let (passes, secs) = match &d.cost {
-            Some(c) => (c.passes_per_step.to_string(), c.training_seconds.map_or("–".into(), |s| format!("{s:.0} s"))),
-            None => ("–".into(), "–".into()),
-        };
-        let _ = writeln!(md, " {passes} | {secs} |");
+        md.push('\n');
     }
     md
+}
+
+/// One HTML table section (`title` empty: no heading); every string escaped.
+fn html_table(h: &mut String, title: &str, headers: &[String], rows: &[Vec<String>]) {
+    h.push_str("<section>");
+    if !title.is_empty() {
+        let _ = write!(h, "<h2>{}</h2>", html(title));
+    }
+    h.push_str("\n<div class=\"scroll\"><table><thead><tr>");
+    for c in headers {
+        let _ = write!(h, "<th>{}</th>", html(c));
+    }
+    h.push_str("</tr></thead><tbody>\n");
+    for row in rows {
+        h.push_str("<tr>");
+        for (i, c) in row.iter().enumerate() {
+            let class = if i == 0 { "" } else { " class=\"num\"" };
+            let _ = write!(h, "<td{class}>{}</td>", html(c));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody></table></div></section>\n");
+}
+
+/// `sweep/report.html`: one self-contained page (the run report's style, inline SVG heatmaps,
+/// no scripts): the side-by-side and worst-case tables, the heatmaps, every cell folded.
+pub fn sweep_html(r: &SweepResults) -> String {
+    let mut h = String::new();
+    let title = format!("Worst-case attack sweep: {}", r.experiment);
+    let _ = write!(
+        h,
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n{}</style>\n\
+         </head>\n<body>\n<main>\n<header><h1>{}</h1>\n<p class=\"meta\">{} · commit <code>{}</code> · patcher {} · judge \
+         <code>{}</code> · utility: {} · capability guard: {:.0}% of the unattacked utility</p></header>\n",
+        html(&title),
+        crate::report::html::CSS,
+        html(&title),
+        html(&r.created),
+        html(&r.commit),
+        html(&r.version),
+        html(&r.judge),
+        html(&r.utility_metric),
+        r.grid.guard * 100.0
+    );
+    let (headers, rows) = side_by_side_rows(r);
+    html_table(&mut h, "Side by side", &headers, &rows);
+    let worst: Vec<Vec<String>> = worst_rows(r).into_iter().map(|row| row.to_vec()).collect();
+    let headers: Vec<String> = WORST_HEADERS.iter().map(|x| x.to_string()).collect();
+    html_table(&mut h, "Worst case", &headers, &worst);
+    h.push_str(
+        "<section><h2>Heatmaps</h2>\n<p>Colour and label: the highest harmful score over optimizer, mode and batch \
+         size among the unguarded cells at each learning rate and step budget; × every attack there was guarded; \
+         outlined: the worst case.</p>\n<div class=\"grid\">\n",
+    );
+    for d in r.defenses.iter().map(|d| &d.defense) {
+        let _ = writeln!(h, "<figure>{}</figure>", crate::report::heatmap::render(&heatmap(r, d)));
+    }
+    h.push_str("</div></section>\n");
+    let _ = write!(h, "<details><summary>Every cell ({})</summary>\n", r.cells.len());
+    let headers: Vec<String> =
+        ["defense", "optimizer", "mode", "batch", "lr", "steps", "seeds", "HS", "utility", "guarded"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+    let rows: Vec<Vec<String>> = r
+        .cells
+        .iter()
+        .map(|c| {
+            vec![
+                display_defense(&c.defense),
+                c.optimizer.clone(),
+                c.mode.to_string(),
+                c.batch_size.to_string(),
+                format!("{:e}", c.lr),
+                c.steps.to_string(),
+                c.seeds.to_string(),
+                pct(c.harmful_score),
+                pct(c.utility),
+                if c.guarded { "yes".into() } else { String::new() },
+            ]
+        })
+        .collect();
+    html_table(&mut h, "", &headers, &rows);
+    h.push_str("</details>\n</main>\n</body>\n</html>\n");
+    h
 }
