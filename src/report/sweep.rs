@@ -338,7 +338,7 @@ pub fn sweep_html(r: &SweepResults) -> String {
         let _ = writeln!(h, "<figure>{}</figure>", crate::report::heatmap::render(&heatmap(r, d)));
     }
     h.push_str("</div></section>\n");
-    let _ = write!(h, "<details><summary>Every cell ({})</summary>\n", r.cells.len());
+    let _ = writeln!(h, "<details><summary>Every cell ({})</summary>", r.cells.len());
     let headers: Vec<String> =
         ["defense", "optimizer", "mode", "batch", "lr", "steps", "seeds", "HS", "utility", "guarded"]
             .iter()
