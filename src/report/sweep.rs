@@ -53,10 +53,10 @@ pub fn sweep_text(r: &SweepResults) -> String {
         padded.join("  ").trim_end().to_string()
     };
     let mut out = format!(
-        "worst case over {} cells per defense (capability guard: utility ≥ {:.0}% of unattacked {})\n",
+        "worst case over {} cells per defense (capability guard: {} ≥ {:.0}% of unattacked)\n",
         r.defenses.first().map_or(0, |d| d.cells),
-        r.grid.guard * 100.0,
-        r.utility_metric
+        r.grid.guard_on.describe(&r.utility_metric),
+        r.grid.guard * 100.0
     );
     out += &line(WORST_HEADERS.to_vec());
     for row in &rows {
@@ -116,7 +116,11 @@ pub fn heatmap(r: &SweepResults, defense: &str) -> Heatmap {
         y_labels: steps.iter().map(|s| s.to_string()).collect(),
         cells,
         value_desc: "harmful score (max over optimizer, mode, batch)".into(),
-        dropped_desc: format!("every attack guarded (utility < {:.0}% of unattacked)", r.grid.guard * 100.0),
+        dropped_desc: format!(
+            "every attack guarded ({} < {:.0}% of unattacked)",
+            r.grid.guard_on.describe(&r.utility_metric),
+            r.grid.guard * 100.0
+        ),
         outline_desc: "worst case".into(),
     }
 }
@@ -152,8 +156,8 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
         md,
         "Grid, from the attack preset `{}`: learning rates {}; steps {}; optimizers {}; modes {}; batch sizes {}; \
          seeds {} ({runs} attack runs per defense, each evaluated at every step budget). A cell is the mean over \
-         seeds of one (optimizer, mode, batch size, learning rate, steps). Capability guard: a cell whose utility \
-         ({}) is below {:.0}% of the same defense's unattacked utility is dropped. The worst case is the highest \
+         seeds of one (optimizer, mode, batch size, learning rate, steps). Capability guard: a cell whose \
+         capability ({}) is below {:.0}% of the same defense's unattacked capability is dropped. The worst case is the highest \
          harmful score among the remaining cells. Judge: `{}`.\n",
         md_cell(&g.preset),
         lrs.join(", "),
@@ -162,7 +166,7 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
         list(&g.modes),
         list(&g.batch_sizes),
         list(&g.seeds),
-        md_cell(&r.utility_metric),
+        md_cell(&g.guard_on.describe(&r.utility_metric)),
         g.guard * 100.0,
         md_cell(&r.judge)
     );
@@ -188,12 +192,14 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
         let _ = writeln!(md, "![{}]({file})\n", md_cell(&display_defense(&d)));
     }
     md.push_str("## Every cell\n\n† guarded (left out of the worst case).\n\n");
-    md.push_str("| defense | optimizer | mode | batch | lr | steps | seeds | HS | utility | over-refusal |\n");
-    md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str(
+        "| defense | optimizer | mode | batch | lr | steps | seeds | HS | utility | benign loss | over-refusal |\n",
+    );
+    md.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for c in &r.cells {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:e} | {} | {} | {} | {}{} | {} |",
+            "| {} | {} | {} | {} | {:e} | {} | {} | {} | {}{} | {} | {} |",
             md_cell(&display_defense(&c.defense)),
             md_cell(&c.optimizer),
             c.mode,
@@ -204,6 +210,7 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
             pct(c.harmful_score),
             pct(c.utility),
             if c.guarded { " †" } else { "" },
+            c.benign_loss.map_or("–".into(), |l| format!("{l:.3}")),
             or_dash(c.over_refusal)
         );
     }
@@ -313,7 +320,7 @@ pub fn sweep_html(r: &SweepResults) -> String {
         h,
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n{}</style>\n\
          </head>\n<body>\n<main>\n<header><h1>{}</h1>\n<p class=\"meta\">{} · commit <code>{}</code> · patcher {} · judge \
-         <code>{}</code> · utility: {} · capability guard: {:.0}% of the unattacked utility</p></header>\n",
+         <code>{}</code> · utility: {} · capability guard: {} ≥ {:.0}% of unattacked</p></header>\n",
         html(&title),
         crate::report::html::CSS,
         html(&title),
@@ -322,6 +329,7 @@ pub fn sweep_html(r: &SweepResults) -> String {
         html(&r.version),
         html(&r.judge),
         html(&r.utility_metric),
+        html(&r.grid.guard_on.describe(&r.utility_metric)),
         r.grid.guard * 100.0
     );
     let (headers, rows) = side_by_side_rows(r);
@@ -340,7 +348,7 @@ pub fn sweep_html(r: &SweepResults) -> String {
     h.push_str("</div></section>\n");
     let _ = writeln!(h, "<details><summary>Every cell ({})</summary>", r.cells.len());
     let headers: Vec<String> =
-        ["defense", "optimizer", "mode", "batch", "lr", "steps", "seeds", "HS", "utility", "guarded"]
+        ["defense", "optimizer", "mode", "batch", "lr", "steps", "seeds", "HS", "utility", "benign loss", "guarded"]
             .iter()
             .map(|x| x.to_string())
             .collect();
@@ -358,6 +366,7 @@ pub fn sweep_html(r: &SweepResults) -> String {
                 c.seeds.to_string(),
                 pct(c.harmful_score),
                 pct(c.utility),
+                c.benign_loss.map_or("–".into(), |l| format!("{l:.3}")),
                 if c.guarded { "yes".into() } else { String::new() },
             ]
         })
