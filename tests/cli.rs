@@ -240,6 +240,19 @@ fn malformed_inputs_fail_naming_the_file_and_field_and_write_nothing() {
         harden(&model, &["--harmful", &harmful, "--config", &p]),
         ws(&[&p, "line 2", "unknown variant `lats`", "`last`, `every`, `all`"]),
     );
+    // A baseline's settings file: a misspelt key names the file, the line and the key; an
+    // unknown method lists the known ones.
+    let p = cfg("booster-key.toml", "lambda = 2.0\n[train]\nstepz = 3\n");
+    case(
+        "harden --method booster: bad TOML key",
+        harden(&model, &["--harmful", &harmful, "--method", "booster", "--config", &p]),
+        ws(&[&p, "line 3", "unknown field `stepz`"]),
+    );
+    case(
+        "harden --method: unknown method",
+        harden(&model, &["--harmful", &harmful, "--method", "tarr"]),
+        ws(&["unknown method `tarr`", "tar, booster, repnoise, vaccine"]),
+    );
     case(
         "harden: data row with a missing field",
         harden(&model, &["--harmful", &rows]),

@@ -96,6 +96,17 @@ macro_rules! methods {
                 Ok(m)
             }
 
+            /// The method `kind` with its settings read from TOML `text` (a settings file):
+            /// errors name `origin` and the line, key and allowed values.
+            pub fn from_text(kind: MethodKind, text: &str, origin: &str) -> Result<Self> {
+                let format = |why: String| Error::Format { file: origin.into(), why };
+                let m = match kind {
+                    $(MethodKind::$variant => Self::$variant(toml::from_str(text).map_err(|e: toml::de::Error| format(e.to_string()))?),)*
+                };
+                m.validate().map_err(|e| format(e.to_string()))?;
+                Ok(m)
+            }
+
             pub fn kind(&self) -> MethodKind {
                 match self {
                     $(Self::$variant(_) => MethodKind::$variant,)*

@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for DefenseKind {
         let name = String::deserialize(d)?;
         Self::from_name(&name).ok_or_else(|| {
             let known: Vec<String> = Self::names().iter().map(|n| format!("`{n}`")).collect();
-            serde::de::Error::custom(format!("unknown defense kind `{name}`, expected one of {}", known.join(", ")))
+            serde::de::Error::custom(format!("unknown variant `{name}`, expected one of {}", known.join(", ")))
         })
     }
 }

@@ -118,12 +118,10 @@ pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Res
         None => String::new(),
     };
     let file = config.map(|p| p.display().to_string()).unwrap_or_else(|| "the default settings".into());
-    let value: toml::Value =
-        toml::from_str(&text).map_err(|e| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
     if method == "patcher" {
-        let cfg: PatcherConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
+        // Parsed from the text itself, so errors carry the line.
+        let cfg: PatcherConfig =
+            toml::from_str(&text).map_err(|e| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
         cfg.validate().map_err(|e| crate::Error::Format { file, why: e.to_string() })?;
         return Ok(match HardenMethod::from_workers(workers) {
             HardenMethod::Sequential => Defense::Patcher(cfg),
@@ -137,7 +135,7 @@ pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Res
     if workers > 1 {
         return Err(crate::Error::Invalid(format!("--parallel applies to patcher, not `{method}`")));
     }
-    Ok(Defense::Method(crate::defense::Method::from_settings(kind, Some(&value), &file)?))
+    Ok(Defense::Method(crate::defense::Method::from_text(kind, &text, &file)?))
 }
 
 /// Write an evaluation into `out`: `summary.json` (the report) and `generations.jsonl` (one
