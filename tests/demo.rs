@@ -114,7 +114,7 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
             assert_eq!(xs, steps, "{p}: {}", c.metric);
         }
     }
-    // The baseline's curves: each `*_loss` its steps report, one point per step.
+    // The baseline's curves: each loss its steps report, one point per step.
     let booster: Vec<&str> =
         r.training_curves.iter().filter(|c| c.name == "booster").map(|c| c.metric.as_str()).collect();
     assert_eq!(booster, ["align loss", "harmful loss", "harmful loss perturbed"]);

@@ -405,7 +405,7 @@ impl Runner {
     }
 
     /// Training curves of the trained defenses, from their `metrics.jsonl`: Patcher's three
-    /// losses, and every `*_loss` field a baseline's steps report.
+    /// losses, and every `*loss*` field a baseline's steps report.
     fn curves(&self) -> Vec<Curve> {
         let mut out = vec![];
         for d in &self.cfg.defenses {
@@ -426,7 +426,7 @@ impl Runner {
                 .collect()
             } else {
                 let first = rows.first().and_then(|r| r.as_object()).cloned().unwrap_or_default();
-                first.keys().filter(|k| k.ends_with("_loss")).map(|k| (k.clone(), k.replace('_', " "))).collect()
+                first.keys().filter(|k| k.contains("loss")).map(|k| (k.clone(), k.replace('_', " "))).collect()
             };
             for (key, metric) in keys {
                 let points = rows
