@@ -153,6 +153,10 @@ pub enum Cmd {
         /// Run directory (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the file's `seed` (a new synthetic world, base model, data order and attack
+        /// seeds); the run's config.json records the value used.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Worst-case attack sweep of an experiment's defenses (its `[sweep]` grid: learning rate x
     /// steps x optimizer x full/LoRA x batch x seed, with a capability guard); resumable.
@@ -162,6 +166,10 @@ pub enum Cmd {
         /// Run directory, shared with `patcher run` (default: runs/<name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace the file's `seed`, as `patcher run --seed` does (use the same value for both
+        /// on one run directory).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// The built-in default experiment on the tiny tier (configs/demo.toml).
     Demo {

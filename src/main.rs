@@ -136,17 +136,19 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}/summary.json and generations.jsonl", out.display());
             }
         }
-        Cmd::Run { config, out } => {
+        Cmd::Run { config, out, seed } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
             cfg.check_inputs(&config.display().to_string())?;
             cfg.deterministic |= cli.deterministic;
+            cfg.seed = seed.unwrap_or(cfg.seed);
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
-            let cmd = format!("patcher run {} --out {}", config.display(), out.display());
+            let flag = seed.map(|s| format!(" --seed {s}")).unwrap_or_default();
+            let cmd = format!("patcher run {}{flag} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }
-        Cmd::Sweep { config, out } => {
-            println!("{}", patcher::experiment::sweep::command(&config, out, cli.deterministic, &device)?);
+        Cmd::Sweep { config, out, seed } => {
+            println!("{}", patcher::experiment::sweep::command(&config, out, seed, cli.deterministic, &device)?);
         }
         Cmd::Demo { out } => {
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;

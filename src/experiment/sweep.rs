@@ -692,7 +692,14 @@ impl Runner {
 /// `patcher sweep EXPERIMENT.toml [--out DIR]`: read the experiment (its `[sweep]` table, or
 /// the defaults), sweep it into `out` (default `runs/<name>`, the directory `patcher run` uses)
 /// and return the text to print: the worst-case table and where the report is.
-pub fn command(config: &Path, out: Option<PathBuf>, deterministic: bool, device: &Device) -> Result<String> {
+/// `seed` replaces the file's experiment seed, as `patcher run --seed` does.
+pub fn command(
+    config: &Path,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+    deterministic: bool,
+    device: &Device,
+) -> Result<String> {
     let t0 = Instant::now();
     let source = config.display().to_string();
     let text = std::fs::read_to_string(config).at(config)?;
@@ -701,8 +708,10 @@ pub fn command(config: &Path, out: Option<PathBuf>, deterministic: bool, device:
     let grid = cfg.sweep.clone().unwrap_or_default();
     grid.validate(&cfg).map_err(|e| Error::Format { file: source.clone(), why: e.to_string() })?;
     cfg.deterministic |= deterministic;
+    cfg.seed = seed.unwrap_or(cfg.seed);
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
-    let cmd = format!("patcher sweep {source} --out {}", out.display());
+    let flag = seed.map(|s| format!(" --seed {s}")).unwrap_or_default();
+    let cmd = format!("patcher sweep {source}{flag} --out {}", out.display());
     let mut runner = Runner::new(&out, cfg, device.clone(), true)?;
     let results = runner.sweep(Provenance::now(vec![cmd]))?;
     Ok(format!(
