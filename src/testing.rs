@@ -110,6 +110,39 @@ pub fn max_diff(a: &[Option<burn::prelude::Tensor<2>>], b: &[burn::prelude::Tens
         .fold(0.0, f64::max)
 }
 
+/// The resume check shared by the defenses' unit tests. `harden` runs once uninterrupted, then
+/// into a fresh directory stopped after `stop` steps (as a killed run would be; the settings
+/// must checkpoint every step), then again from that directory. Asserts that the checkpoint
+/// left was at step `stop`, that the resumed run ends at the uninterrupted run's weights (max
+/// |diff| < 1e-6) which moved from θ0 by more than `min_moved`, and that the metrics log holds
+/// one line per step (`steps`): the log is appended to, so a run that restarted from θ0 instead
+/// of resuming would leave `stop` lines too many.
+pub fn assert_resumes(
+    name: &str,
+    model: &crate::model::Llama,
+    steps: usize,
+    stop: usize,
+    min_moved: f64,
+    harden: impl Fn(crate::defense::HardenOptions<'static>) -> crate::model::Llama,
+) {
+    use crate::defense::HardenOptions;
+    let full = harden(HardenOptions::default());
+    let dir = std::env::temp_dir().join(format!("patcher-{name}-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = || Some(dir.clone());
+    harden(HardenOptions { out_dir: out(), stop_after: Some(stop), ..Default::default() });
+    let latest = std::fs::read_to_string(dir.join("latest.json")).expect("latest.json after the stopped run");
+    let resumed = harden(HardenOptions { out_dir: out(), ..Default::default() });
+    let log = std::fs::read_to_string(dir.join("metrics.jsonl")).expect("metrics.jsonl");
+    let _ = std::fs::remove_dir_all(&dir);
+    let full: Vec<_> = full.params.into_iter().map(Some).collect();
+    let (d, moved) = (max_diff(&full, &resumed.params), max_diff(&full, &model.params));
+    println!("{name}: stopped after step {stop} of {steps}, resumed: max |weight diff| to the uninterrupted run {d:.3e} (it moved {moved:.3e} from θ0)");
+    assert!(latest.contains(&format!("\"step\":{stop}")), "{name}: latest checkpoint {latest}");
+    assert_eq!(log.lines().count(), steps, "{name}: one metrics line per step:\n{log}");
+    assert!(moved > min_moved && d < 1e-6, "{name}: resumed differs by {d}, moved {moved}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,4 +238,15 @@ mod tests {
         println!("Booster SGD step vs θ − lr·g: max |diff| = {d:.3e}");
         assert!(d < 1e-6, "max diff {d}");
     }
+
+    /// A run stopped after 2 steps and resumed ends at the uninterrupted run's weights.
+    #[test]
+    fn a_stopped_and_resumed_booster_run_equals_the_uninterrupted_run() {
+        let (model, data) = (crate::testing::micro_model(7), micro_data());
+        let mut c = cfg();
+        c.train.steps = 4;
+        c.train.lr = 1e-2;
+        c.train.checkpoint_every = 1;
+        crate::testing::assert_resumes("booster", &model, 4, 2, 1e-3, |o| c.harden(&model, &data, o).unwrap());
+    }
 }

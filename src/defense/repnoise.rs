@@ -464,8 +464,8 @@ mod tests {
         assert!(d < 1e-5, "max diff {d}");
     }
 
-    /// A run stopped after 2 steps (checkpoint every step) and resumed ends at the same weights
-    /// as the uninterrupted run: the batches and the noise depend only on the step.
+    /// A run stopped after 2 steps and resumed ends at the uninterrupted run's weights: the
+    /// batches and the noise depend only on the step.
     #[test]
     fn a_stopped_and_resumed_run_equals_the_uninterrupted_run() {
         let (model, data) = (micro_model(7), micro_data());
@@ -473,23 +473,6 @@ mod tests {
         c.train.steps = 4;
         c.train.lr = 1e-2;
         c.train.checkpoint_every = 1;
-        let full = c.harden(&model, &data, HardenOptions::default()).unwrap();
-        let dir = std::env::temp_dir().join(format!("patcher-repnoise-resume-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        c.harden(
-            &model,
-            &data,
-            HardenOptions { out_dir: Some(dir.clone()), stop_after: Some(2), ..Default::default() },
-        )
-        .unwrap();
-        let resumed =
-            c.harden(&model, &data, HardenOptions { out_dir: Some(dir.clone()), ..Default::default() }).unwrap();
-        let d = max_diff(&full.params.iter().cloned().map(Some).collect::<Vec<_>>(), &resumed.params);
-        let moved = max_diff(&full.params.iter().cloned().map(Some).collect::<Vec<_>>(), &model.params);
-        println!("RepNoise resumed vs uninterrupted: max |diff| = {d:.3e} (the run moved the weights by {moved:.3e})");
-        let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-        assert_eq!(lines.lines().count(), 4, "one metrics line per step");
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(moved > 1e-3 && d < 1e-6, "max diff {d}");
+        crate::testing::assert_resumes("repnoise", &model, 4, 2, 1e-3, |o| c.harden(&model, &data, o).unwrap());
     }
 }

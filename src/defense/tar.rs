@@ -605,8 +605,7 @@ mod tests {
         assert!(worst < 2e-2, "worst relative error {worst}");
     }
 
-    /// A run stopped after 2 steps (checkpoint every step) and resumed gives the weights of an
-    /// uninterrupted run.
+    /// A run stopped after 2 steps and resumed gives the weights of an uninterrupted run.
     #[test]
     fn killed_and_resumed_tar_equals_an_uninterrupted_run() {
         let (model, data) = (micro_model(7), micro_data());
@@ -616,24 +615,7 @@ mod tests {
         c.train.steps = 3;
         c.train.lr = 1e-2;
         c.train.checkpoint_every = 1;
-        let full = c.harden(&model, &data, HardenOptions::default()).unwrap();
-        let dir = std::env::temp_dir().join(format!("patcher-tar-resume-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        c.harden(
-            &model,
-            &data,
-            HardenOptions { out_dir: Some(dir.clone()), stop_after: Some(2), ..Default::default() },
-        )
-        .unwrap();
-        let latest = std::fs::read_to_string(dir.join("latest.json")).unwrap();
-        assert!(latest.contains("\"step\":2"), "{latest}");
-        let resumed =
-            c.harden(&model, &data, HardenOptions { out_dir: Some(dir.clone()), ..Default::default() }).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        let d = max_diff(&full.params.iter().cloned().map(Some).collect::<Vec<_>>(), &resumed.params);
-        let moved = max_diff(&full.params.iter().cloned().map(Some).collect::<Vec<_>>(), &model.params);
-        println!("resumed vs uninterrupted TAR: max |weight diff| = {d:.3e} (moved {moved:.3e} from θ0)");
-        assert!(moved > 1e-4 && d < 1e-6, "diff {d}");
+        crate::testing::assert_resumes("tar", &model, 3, 2, 1e-4, |o| c.harden(&model, &data, o).unwrap());
     }
 
     /// Settings: defaults are the paper's; misspelt keys and bad values name the field.

@@ -318,4 +318,15 @@ mod tests {
         println!("ρ = 0: Vaccine gradient vs SFT gradient max |diff| = {dg:.3e}; step vs SFT step {dw:.3e}");
         assert!(dg < 1e-6 && dw < 1e-6, "{dg} {dw}");
     }
+
+    /// A run stopped after 2 steps and resumed ends at the uninterrupted run's weights.
+    #[test]
+    fn a_stopped_and_resumed_vaccine_run_equals_the_uninterrupted_run() {
+        let (model, data) = (micro_model(7), micro_data());
+        let mut c = cfg(1.5);
+        c.train.steps = 4;
+        c.train.lr = 1e-2;
+        c.train.checkpoint_every = 1;
+        crate::testing::assert_resumes("vaccine", &model, 4, 2, 1e-3, |o| c.harden(&model, &data, o).unwrap());
+    }
 }
