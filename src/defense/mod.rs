@@ -88,20 +88,26 @@ macro_rules! methods {
             /// name `origin`, the key and the allowed values.
             pub fn from_settings(kind: MethodKind, settings: Option<&toml::Value>, origin: &str) -> Result<Self> {
                 let v = settings.cloned().unwrap_or_else(|| toml::Value::Table(Default::default()));
-                let format = |why: String| Error::Format { file: origin.into(), why };
-                let m = match kind {
-                    $(MethodKind::$variant => Self::$variant(v.try_into().map_err(|e: toml::de::Error| format(e.to_string()))?),)*
-                };
-                m.validate().map_err(|e| format(e.to_string()))?;
-                Ok(m)
+                Self::read(kind, v, origin)
             }
 
             /// The method `kind` with its settings read from TOML `text` (a settings file):
             /// errors name `origin` and the line, key and allowed values.
             pub fn from_text(kind: MethodKind, text: &str, origin: &str) -> Result<Self> {
+                Self::read(kind, toml::Deserializer::new(text), origin)
+            }
+
+            /// The settings of `kind` from a TOML deserializer (a value or a text), validated.
+            fn read<'de, D: serde::Deserializer<'de, Error = toml::de::Error>>(
+                kind: MethodKind,
+                from: D,
+                origin: &str,
+            ) -> Result<Self> {
                 let format = |why: String| Error::Format { file: origin.into(), why };
                 let m = match kind {
-                    $(MethodKind::$variant => Self::$variant(toml::from_str(text).map_err(|e: toml::de::Error| format(e.to_string()))?),)*
+                    $(MethodKind::$variant => Self::$variant(
+                        <$module::$cfg as serde::Deserialize>::deserialize(from).map_err(|e| format(e.to_string()))?,
+                    ),)*
                 };
                 m.validate().map_err(|e| format(e.to_string()))?;
                 Ok(m)

@@ -157,6 +157,13 @@ pub struct EvalReport {
     pub phase_seconds: Vec<(String, f64)>,
 }
 
+impl EvalReport {
+    /// `utility` as the result tables keep it: 0 when the suite had no utility tasks (NaN).
+    pub fn table_utility(&self) -> f64 {
+        if self.utility.is_finite() { self.utility } else { 0.0 }
+    }
+}
+
 fn messages(convs: &[Conversation]) -> Vec<Vec<Message>> {
     convs.iter().map(|c| c.messages.clone()).collect()
 }

@@ -58,6 +58,19 @@ pub struct PairResult {
     pub seconds: f64,
 }
 
+/// The stage (in `stages.json`) that makes every SFT-kind defense's model: one alignment.
+pub const SFT_STAGE: &str = "defense sft (alignment)";
+
+/// The stage that trains the model of defense `name`: `None` for the undefended model,
+/// [`SFT_STAGE`] for SFT, `defense <name>` for the rest (trained from the SFT model).
+pub fn defense_stage(name: &str, defense: &Defense) -> Option<String> {
+    match defense {
+        Defense::None => None,
+        Defense::Sft => Some(SFT_STAGE.into()),
+        _ => Some(format!("defense {name}")),
+    }
+}
+
 /// A run in progress: its directory, config and device.
 pub struct Runner {
     pub dir: PathBuf,
@@ -237,7 +250,7 @@ impl Runner {
         Ok(cache.clone().expect("loaded above"))
     }
 
-    /// Build every defense's model; returns (name, directory).
+    /// Build every defense's model (stages named by [`defense_stage`]); returns (name, directory).
     pub fn defenses(&mut self, base: &Path, data: &TierData) -> Result<Vec<(String, PathBuf)>> {
         let mut out = vec![];
         let sft_dir = self.model_dir("sft");
@@ -247,7 +260,7 @@ impl Runner {
             let progress = self.progress;
             let (dir, base) = (sft_dir.clone(), base.to_path_buf());
             let load = |r: &Self| r.load(&base);
-            self.stage_with("defense sft (alignment)", &sft_dir.join("config.json"), load, |_, (m, tok)| {
+            self.stage_with(SFT_STAGE, &sft_dir.join("config.json"), load, |_, (m, tok)| {
                 let opts = RunOptions {
                     out_dir: Some(dir.join("train")),
                     progress,
@@ -268,7 +281,8 @@ impl Runner {
                     let (progress, sft) = (self.progress, sft_dir.clone());
                     let d2 = dir.clone();
                     let load = |r: &Self| r.load(&sft);
-                    self.stage_with(&format!("defense {}", d.name), &dir.join("config.json"), load, |_, (m, tok)| {
+                    let stage = defense_stage(&d.name, &hardened).expect("a trained defense");
+                    self.stage_with(&stage, &dir.join("config.json"), load, |_, (m, tok)| {
                         let pdata = pipeline::patcher_data(&tok, &data.benign, &data.refusals, &data.defender_harmful)?;
                         let opts = HardenOptions { out_dir: Some(d2.join("train")), progress, ..Default::default() };
                         let out = pipeline::harden_defense(&m, &hardened, &pdata, opts)?;
@@ -291,7 +305,7 @@ impl Runner {
             harmful_score: r.safety.harmful_score,
             refusal_rate: r.safety.refusal_rate,
             degenerate_rate: r.safety.degenerate_rate,
-            utility: if r.utility.is_finite() { r.utility } else { 0.0 },
+            utility: r.table_utility(),
             over_refusal: r.over_refusal,
             benign_loss: r.benign_loss,
             refusal_loss: r.refusal_loss,

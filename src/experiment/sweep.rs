@@ -45,7 +45,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pipeline::{self, AttackEval};
-use super::{Defense, ExperimentConfig, PairResult, Runner, load_json, save_json};
+use super::{ExperimentConfig, PairResult, Runner, load_json, save_json};
 use crate::attack::AttackConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::eval::suite::{EvalConfig, EvalReport};
@@ -309,7 +309,7 @@ impl SweepPoint {
             harmful_score: r.safety.harmful_score,
             refusal_rate: r.safety.refusal_rate,
             degenerate_rate: r.safety.degenerate_rate,
-            utility: if r.utility.is_finite() { r.utility } else { 0.0 },
+            utility: r.table_utility(),
             over_refusal: r.over_refusal,
             benign_loss: r.benign_loss,
         }
@@ -664,13 +664,9 @@ impl Runner {
     fn cost_and_breaks(&self, d: &mut DefenseSweep) -> Result<()> {
         let Some(spec) = self.cfg.defenses.iter().find(|s| s.name == d.defense) else { return Ok(()) };
         let defense = self.cfg.defense(spec)?;
-        let stage = if matches!(defense, Defense::Sft) {
-            "defense sft (alignment)".to_string()
-        } else {
-            format!("defense {}", d.defense)
-        };
+        let stage = super::defense_stage(&d.defense, &defense);
         let stages: Vec<crate::report::Stage> = load_json(&self.dir.join("stages.json")).unwrap_or_default();
-        let training_seconds = stages.iter().find(|s| s.name == stage).map(|s| s.seconds);
+        let training_seconds = stages.iter().find(|s| Some(&s.name) == stage.as_ref()).map(|s| s.seconds);
         d.cost = Some(Cost { passes_per_step: defense.passes_per_step(), training_seconds });
         d.breaks.clear();
         for a in &self.cfg.attacks {
