@@ -168,8 +168,13 @@ pub enum Cmd {
         out: Option<PathBuf>,
         /// Replace the file's `seed`, as `patcher run --seed` does (use the same value for both
         /// on one run directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "seeds")]
         seed: Option<u64>,
+        /// Sweep once per training seed (comma-separated): the file's own seed in the run
+        /// directory, seed S in `<run directory>-sS`; then `sweep/seeds.md` with each
+        /// defense's worst case per seed and its spread.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
     },
     /// The built-in default experiment on the tiny tier (configs/demo.toml).
     Demo {

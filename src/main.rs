@@ -147,7 +147,13 @@ fn run(cli: Cli) -> Result<()> {
             let cmd = format!("patcher run {}{flag} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }
-        Cmd::Sweep { config, out, seed } => {
+        Cmd::Sweep { config, out, seeds, .. } if !seeds.is_empty() => {
+            println!(
+                "{}",
+                patcher::experiment::sweep_seeds::command(&config, out, &seeds, cli.deterministic, &device)?
+            );
+        }
+        Cmd::Sweep { config, out, seed, .. } => {
             println!("{}", patcher::experiment::sweep::command(&config, out, seed, cli.deterministic, &device)?);
         }
         Cmd::Demo { out } => {

@@ -137,7 +137,9 @@ pub fn assert_resumes(
     let _ = std::fs::remove_dir_all(&dir);
     let full: Vec<_> = full.params.into_iter().map(Some).collect();
     let (d, moved) = (max_diff(&full, &resumed.params), max_diff(&full, &model.params));
-    println!("{name}: stopped after step {stop} of {steps}, resumed: max |weight diff| to the uninterrupted run {d:.3e} (it moved {moved:.3e} from θ0)");
+    println!(
+        "{name}: stopped after step {stop} of {steps}, resumed: max |weight diff| to the uninterrupted run {d:.3e} (it moved {moved:.3e} from θ0)"
+    );
     assert!(latest.contains(&format!("\"step\":{stop}")), "{name}: latest checkpoint {latest}");
     assert_eq!(log.lines().count(), steps, "{name}: one metrics line per step:\n{log}");
     assert!(moved > min_moved && d < 1e-6, "{name}: resumed differs by {d}, moved {moved}");

@@ -19,6 +19,7 @@ pub mod config;
 pub mod pipeline;
 pub mod robustness_study;
 pub mod sweep;
+pub mod sweep_seeds;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -697,12 +697,49 @@ pub fn command(
     device: &Device,
 ) -> Result<String> {
     let t0 = Instant::now();
+    let (out, results) = sweep_file(config, out, seed, deterministic, device)?;
+    Ok(format!(
+        "{}\nreport: {}\ntotal wall-clock: {:.1}s",
+        sweep_text(&results),
+        out.join("sweep").join("report.md").display(),
+        t0.elapsed().as_secs_f64()
+    ))
+}
+
+/// Read the experiment file `config` (`seed` replacing its seed), sweep it into `out` (default
+/// `runs/<name>`) and return the directory used and the results.
+pub fn sweep_file(
+    config: &Path,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+    deterministic: bool,
+    device: &Device,
+) -> Result<(PathBuf, SweepResults)> {
+    let (cfg, source) = read_experiment(config)?;
+    sweep_experiment(cfg, &source, out, seed, deterministic, device)
+}
+
+/// The experiment file `config`, parsed and its `[sweep]` table validated, with its name for
+/// messages.
+pub fn read_experiment(config: &Path) -> Result<(ExperimentConfig, String)> {
     let source = config.display().to_string();
     let text = std::fs::read_to_string(config).at(config)?;
-    let mut cfg = ExperimentConfig::from_toml(&text, &source)?;
+    let cfg = ExperimentConfig::from_toml(&text, &source)?;
     cfg.check_inputs(&source)?;
     let grid = cfg.sweep.clone().unwrap_or_default();
     grid.validate(&cfg).map_err(|e| Error::Format { file: source.clone(), why: e.to_string() })?;
+    Ok((cfg, source))
+}
+
+/// Sweep the parsed experiment `cfg` (read from `source`), as [`sweep_file`] does.
+pub fn sweep_experiment(
+    mut cfg: ExperimentConfig,
+    source: &str,
+    out: Option<PathBuf>,
+    seed: Option<u64>,
+    deterministic: bool,
+    device: &Device,
+) -> Result<(PathBuf, SweepResults)> {
     cfg.deterministic |= deterministic;
     cfg.seed = seed.unwrap_or(cfg.seed);
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
@@ -710,12 +747,7 @@ pub fn command(
     let cmd = format!("patcher sweep {source}{flag} --out {}", out.display());
     let mut runner = Runner::new(&out, cfg, device.clone(), true)?;
     let results = runner.sweep(Provenance::now(vec![cmd]))?;
-    Ok(format!(
-        "{}\nreport: {}\ntotal wall-clock: {:.1}s",
-        sweep_text(&results),
-        out.join("sweep").join("report.md").display(),
-        t0.elapsed().as_secs_f64()
-    ))
+    Ok((out, results))
 }
 
 /// Write `results.json`, the heatmaps and `report.md` into `dir`, each atomically.

@@ -24,6 +24,7 @@ mod plot;
 mod provenance;
 mod summary;
 pub mod sweep;
+pub mod sweep_seeds;
 mod table;
 mod text;
 

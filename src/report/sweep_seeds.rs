@@ -1,0 +1,99 @@
+//! The text of the sweep over training seeds (`patcher sweep --seeds`,
+//! [`crate::experiment::sweep_seeds`]): `sweep/seeds.md`, one row per defense with each seed's
+//! unattacked figures, worst case and steps-to-break, and the spread of the worst case.
+
+use std::fmt::Write as _;
+
+use crate::experiment::sweep_seeds::{DefenseSeeds, SeedsSummary};
+use crate::report::{display_defense, md_cell, pct};
+
+/// Per-seed percentages as `60 / 90 / 40%` (`–` for a missing value).
+fn per_seed(v: impl Iterator<Item = Option<f64>>) -> String {
+    let parts: Vec<String> = v.map(|x| x.map_or("–".into(), |x| format!("{:.0}", x * 100.0))).collect();
+    format!("{}%", parts.join(" / "))
+}
+
+/// Steps-to-break under `attack` per seed: `25, 50, >100` (`–` where not measured).
+fn breaks(d: &DefenseSeeds, attack: &str) -> String {
+    let parts: Vec<String> = d
+        .per_seed
+        .iter()
+        .map(|o| match o.breaks.iter().find(|b| b.attack == attack) {
+            None => "–".into(),
+            Some(b) => b.steps_to_break.map_or(format!(">{}", b.max_budget), |n| n.to_string()),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+/// `seeds.md`: the worst case per defense over the training seeds.
+pub fn seeds_markdown(s: &SeedsSummary) -> String {
+    let seeds: Vec<String> = s.seeds.iter().map(|x| x.to_string()).collect();
+    let mut md = format!("# Worst-case sweep over training seeds: {}\n\n", md_cell(&s.experiment));
+    let _ = writeln!(
+        md,
+        "Training seeds {} (a new world, base model, data order and attack seeds each), one sweep each, \
+         {} cells per defense, capability guard {:.0}% on {:?}. Per-seed values are in seed order; the worst case \
+         is the highest harmful score among the cells that pass the guard; mean ± sample sd and max are over the \
+         seeds where some cell passed.\n",
+        seeds.join(", "),
+        s.cells_per_defense,
+        s.guard * 100.0,
+        s.guard_on
+    );
+    let mut attacks: Vec<(String, bool)> = vec![];
+    for b in s.defenses.iter().flat_map(|d| &d.per_seed).flat_map(|o| &o.breaks) {
+        if !attacks.iter().any(|(a, _)| a == &b.attack) {
+            attacks.push((b.attack.clone(), b.held_out));
+        }
+    }
+    md.push_str("| defense | unattacked HS | utility | over-refusal | worst-case HS (mean ± sd) | per seed | max |");
+    for (a, held_out) in &attacks {
+        let _ = write!(md, " breaks at: {}{} |", md_cell(a), if *held_out { "*" } else { "" });
+    }
+    md.push_str("\n|---|---:|---:|---:|---:|---:|---:|");
+    md.push_str(&"---:|".repeat(attacks.len()));
+    md.push('\n');
+    for d in &s.defenses {
+        let mean = match (d.worst_mean, d.worst_sd) {
+            (Some(m), Some(sd)) => format!("{} ± {}", pct(m), pct(sd)),
+            _ => "every cell guarded".into(),
+        };
+        let _ = write!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            md_cell(&display_defense(&d.defense)),
+            per_seed(d.per_seed.iter().map(|o| Some(o.unattacked.harmful_score))),
+            per_seed(d.per_seed.iter().map(|o| Some(o.unattacked.utility))),
+            per_seed(d.per_seed.iter().map(|o| o.unattacked.over_refusal)),
+            mean,
+            per_seed(d.per_seed.iter().map(|o| o.worst_hs)),
+            d.worst_max.map_or("–".into(), pct)
+        );
+        for (a, _) in &attacks {
+            let _ = write!(md, " {} |", breaks(d, a));
+        }
+        md.push('\n');
+    }
+    md.push_str(
+        "\n`*` held-out attack; steps-to-break is the first budget with HS ≥ 50% (`>N`: not broken within N).\n\n",
+    );
+    md.push_str("## The worst attack per seed\n\n| defense | seed | worst-case HS | attack |\n|---|---:|---:|---|\n");
+    for d in &s.defenses {
+        for o in &d.per_seed {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                md_cell(&display_defense(&d.defense)),
+                o.seed,
+                o.worst_hs.map_or("–".into(), pct),
+                md_cell(&o.worst_attack)
+            );
+        }
+    }
+    md.push_str("\n## Run directories\n\n");
+    for ((seed, dir), commit) in s.seeds.iter().zip(&s.dirs).zip(&s.commits) {
+        let _ = writeln!(md, "- seed {seed}: `{}` (commit `{}`)", md_cell(dir), md_cell(commit));
+    }
+    md
+}
