@@ -607,7 +607,11 @@ settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
                     .map(|_| "patcher")
             } else {
                 ExperimentConfig::from_toml(&text, &name)
-                    .and_then(|c| c.defenses.iter().try_for_each(|d| c.defense(d).map(|_| ())).map(|_| "experiment"))
+                    .and_then(|c| {
+                        c.defenses.iter().try_for_each(|d| c.defense(d).map(|_| ()))?;
+                        c.sweep.as_ref().map_or(Ok(()), |g| g.validate(&c))
+                    })
+                    .map(|_| "experiment")
             };
             match what {
                 Ok(kind) => println!("{name}: {kind}"),
