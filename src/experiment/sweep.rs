@@ -697,26 +697,14 @@ pub fn command(
     device: &Device,
 ) -> Result<String> {
     let t0 = Instant::now();
-    let (out, results) = sweep_file(config, out, seed, deterministic, device)?;
+    let (cfg, source) = read_experiment(config)?;
+    let (out, results) = sweep_experiment(cfg, &source, out, seed, deterministic, device)?;
     Ok(format!(
         "{}\nreport: {}\ntotal wall-clock: {:.1}s",
         sweep_text(&results),
         out.join("sweep").join("report.md").display(),
         t0.elapsed().as_secs_f64()
     ))
-}
-
-/// Read the experiment file `config` (`seed` replacing its seed), sweep it into `out` (default
-/// `runs/<name>`) and return the directory used and the results.
-pub fn sweep_file(
-    config: &Path,
-    out: Option<PathBuf>,
-    seed: Option<u64>,
-    deterministic: bool,
-    device: &Device,
-) -> Result<(PathBuf, SweepResults)> {
-    let (cfg, source) = read_experiment(config)?;
-    sweep_experiment(cfg, &source, out, seed, deterministic, device)
 }
 
 /// The experiment file `config`, parsed and its `[sweep]` table validated, with its name for
@@ -731,7 +719,8 @@ pub fn read_experiment(config: &Path) -> Result<(ExperimentConfig, String)> {
     Ok((cfg, source))
 }
 
-/// Sweep the parsed experiment `cfg` (read from `source`), as [`sweep_file`] does.
+/// Sweep the parsed experiment `cfg` (read from `source`; `seed` replaces its seed) into `out`
+/// (default `runs/<name>`); returns the directory used and the results.
 pub fn sweep_experiment(
     mut cfg: ExperimentConfig,
     source: &str,
