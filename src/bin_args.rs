@@ -133,6 +133,11 @@ pub enum Cmd {
         batch_size: usize,
         #[arg(long, default_value_t = 0)]
         limit: usize,
+        /// Multiple-choice formats, the first being the headline utility: `options` (lettered
+        /// options in the chat prompt, answer text scored) and `cloze` (plain `Question: ...
+        /// Answer:`, options scored per byte).
+        #[arg(long, value_delimiter = ',', default_value = "options,cloze")]
+        mc: Vec<String>,
         /// Robustness curve: attack the model with this preset (or TOML file) and evaluate at
         /// every budget of --budgets.
         #[arg(long)]

@@ -121,10 +121,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}", out.display());
             }
         }
-        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit, attack, budgets, harmful, benign } => {
+        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit, mc, attack, budgets, harmful, benign } => {
+            let mc_formats = mc.iter().map(|f| f.parse()).collect::<Result<Vec<_>, _>>()?;
             let (m, tok) = load(&model, &device)?;
             let data = SuiteData::from_spec(&suite)?;
-            let cfg = EvalConfig { max_new_tokens, batch_size, limit, ..Default::default() };
+            let cfg = EvalConfig { max_new_tokens, batch_size, limit, mc_formats, ..Default::default() };
             if let Some(preset) = attack {
                 return robustness_curve(&m, &tok, &data, &cfg, &preset, &budgets, &harmful, &benign, out.as_deref());
             }

@@ -10,13 +10,16 @@
 //!   follows the answer, not a position;
 //! - `choice_scores` (one prompt pass, KV-cache copies per choice, head only on the scored
 //!   positions) equals the summed / mean answer-token log-probabilities computed directly from
-//!   full-sequence `Llama::forward` logits with a log-softmax in f64 (max difference printed).
+//!   full-sequence `Llama::forward` logits with a log-softmax in f64 (max difference printed);
+//! - the cloze format (`item_scores` with `McFormat::Cloze`: plain `Question: ...\nAnswer:`
+//!   context, each option ` <text>` scored per byte) equals the same direct computation on
+//!   those token sequences divided by the continuation's byte length.
 
 use burn::prelude::*;
 use patcher::data::Message;
 use patcher::data::presets::McItem;
 use patcher::data::tiny_tokenizer::{TINY_CHAT_TEMPLATE, train_tiny_tokenizer};
-use patcher::eval::mc::{choice_scores, mc_accuracy, mc_prompt};
+use patcher::eval::mc::{McFormat, choice_scores, cloze_context, item_scores, mc_accuracy, mc_accuracy_in, mc_prompt};
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, int_tensor, to_vec_f32};
 use patcher::rng::Rng;
@@ -242,5 +245,29 @@ fn mc_scoring_picks_forced_answers_follows_them_when_options_move_and_matches_di
     }
     println!("choice_scores vs direct forward + log-softmax: max |difference| {worst:.2e} over {n} choices");
     assert!(worst < 1e-4, "{worst}");
+
+    // Cloze: the context without options or chat template, each option after a space, the sum
+    // divided by the option's bytes (a space and the colour); directly from full forwards.
+    let mut worst_cloze = 0.0f64;
+    for m in [&model, &init] {
+        for it in items.iter().take(8) {
+            let context = tok.encode(&cloze_context(it)).unwrap();
+            assert!(tok.decode(&context, false).unwrap().starts_with("Question: Which colour"));
+            let texts: Vec<String> = it.choices.iter().map(|c| format!(" {c}")).collect();
+            let conts: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+            let want: Vec<f64> =
+                direct_scores(m, &context, &conts).iter().zip(&texts).map(|(s, t)| s.0 / t.len() as f64).collect();
+            let got = item_scores(m, &tok, it, McFormat::Cloze).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                worst_cloze = worst_cloze.max((g - w).abs());
+            }
+        }
+    }
+    let cloze_acc = mc_accuracy_in(&model, &tok, &items, McFormat::Cloze).unwrap();
+    println!(
+        "cloze item_scores vs direct per-byte log-probs: max |difference| {worst_cloze:.2e}; \
+         the options-forced model's cloze accuracy {cloze_acc:.3}"
+    );
+    assert!(worst_cloze < 1e-4, "{worst_cloze}");
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
 }

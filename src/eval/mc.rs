@@ -1,15 +1,54 @@
-//! Multiple-choice accuracy by answer log-likelihood (as in the EleutherAI evaluation harness):
-//! the question and its lettered options are the user turn; each option's text is scored as
-//! the assistant's continuation, and the option with the highest summed log-probability wins.
+//! Multiple-choice accuracy by answer log-likelihood (as in the EleutherAI evaluation harness),
+//! in two formats ([`McFormat`]):
+//! - `options`: the question and its lettered options are the user turn of the chat template;
+//!   each option's text is scored as the assistant's continuation, and the option with the
+//!   highest summed log-probability wins.
+//! - `cloze`: no options shown and no chat template: the plain text `Question: <q>\nAnswer:` is
+//!   the context and each option ` <text>` its continuation, scored by the summed
+//!   log-probability divided by the continuation's length in bytes (the harness's `acc_norm`,
+//!   which removes the bias toward short options). This is how the harness scores ARC and
+//!   MMLU for small models, where the options format sits at chance (Brown et al. 2020, GPT-3,
+//!   section 2.4; the harness's `arc_easy` task).
 
 use crate::data::Message;
 use crate::data::presets::McItem;
 use crate::error::Result;
 use crate::model::Llama;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use crate::model::llama::{KvCache, int_tensor, to_vec_f32};
 use crate::tokenizer::ChatTokenizer;
+
+/// How a multiple-choice item is put to the model (module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum McFormat {
+    Options,
+    Cloze,
+}
+
+impl McFormat {
+    /// `options` or `cloze`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Options => "options",
+            Self::Cloze => "cloze",
+        }
+    }
+}
+
+impl std::str::FromStr for McFormat {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "options" => Ok(Self::Options),
+            "cloze" => Ok(Self::Cloze),
+            _ => Err(crate::error::Error::Invalid(format!("unknown MC format `{s}` (options, cloze)"))),
+        }
+    }
+}
 
 /// The user message for an item: the question and options lettered A, B, C, ...
 pub fn mc_prompt(item: &McItem) -> String {
@@ -56,16 +95,53 @@ pub fn choice_scores(model: &Llama, prompt_ids: &[u32], choices: &[Vec<u32>]) ->
         .collect()
 }
 
-/// Accuracy over `items` (argmax of the summed log-probability).
-pub fn mc_accuracy(model: &Llama, tok: &ChatTokenizer, items: &[McItem]) -> Result<f64> {
+/// The cloze context of an item: `Question: <question>\nAnswer:` (plain text).
+pub fn cloze_context(item: &McItem) -> String {
+    format!("Question: {}\nAnswer:", item.question.trim())
+}
+
+/// The cloze continuation of an option: a space, then its text.
+pub fn cloze_continuation(choice: &str) -> String {
+    format!(" {}", choice.trim())
+}
+
+/// Each option's score in `format`: the summed log-probability (`options`), or the summed
+/// log-probability per byte of the continuation (`cloze`).
+pub fn item_scores(model: &Llama, tok: &ChatTokenizer, item: &McItem, format: McFormat) -> Result<Vec<f64>> {
+    Ok(match format {
+        McFormat::Options => {
+            let prompt = tok.encode_prompt(&[Message::new("user", mc_prompt(item))])?;
+            let choices: Vec<Vec<u32>> = item.choices.iter().map(|c| tok.encode(c.trim())).collect::<Result<_>>()?;
+            choice_scores(model, &prompt, &choices).into_iter().map(|s| s.0).collect()
+        }
+        McFormat::Cloze => {
+            let context = tok.encode(&cloze_context(item))?;
+            let texts: Vec<String> = item.choices.iter().map(|c| cloze_continuation(c)).collect();
+            let choices: Vec<Vec<u32>> = texts.iter().map(|c| tok.encode(c)).collect::<Result<_>>()?;
+            let scores = choice_scores(model, &context, &choices);
+            scores.iter().zip(&texts).map(|(s, t)| s.0 / t.len().max(1) as f64).collect()
+        }
+    })
+}
+
+/// Accuracy over `items` in `format` (argmax of [`item_scores`]; ties: the first option).
+pub fn mc_accuracy_in(model: &Llama, tok: &ChatTokenizer, items: &[McItem], format: McFormat) -> Result<f64> {
     let mut correct = 0;
     for item in items {
-        let prompt = tok.encode_prompt(&[Message::new("user", mc_prompt(item))])?;
-        let choices: Vec<Vec<u32>> = item.choices.iter().map(|c| tok.encode(c.trim())).collect::<Result<_>>()?;
-        let scores = choice_scores(model, &prompt, &choices);
-        let best = scores.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).map(|(i, _)| i).unwrap_or(0);
+        let scores = item_scores(model, tok, item, format)?;
+        let best = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map_or(0, |b| b.0);
         correct += usize::from(best == item.answer);
         crate::train::progress::advance(1, "multiple choice");
     }
     Ok(correct as f64 / items.len().max(1) as f64)
+}
+
+/// Accuracy over `items` in the `options` format.
+pub fn mc_accuracy(model: &Llama, tok: &ChatTokenizer, items: &[McItem]) -> Result<f64> {
+    mc_accuracy_in(model, tok, items, McFormat::Options)
+}
+
+/// The standard error of an accuracy `p` over `n` items, `sqrt(p (1 - p) / n)`.
+pub fn accuracy_se(p: f64, n: usize) -> f64 {
+    if n == 0 { f64::NAN } else { (p * (1.0 - p) / n as f64).sqrt() }
 }

@@ -18,6 +18,7 @@ use crate::data::synth::SynthWorld;
 use crate::data::{Conversation, Message};
 use crate::error::{Error, Result};
 use crate::eval::judge::{Judge, JudgeSpec, Verdict};
+use crate::eval::mc::McFormat;
 use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
 use crate::model::Llama;
 use crate::model::generate::SamplingConfig;
@@ -56,11 +57,42 @@ pub struct EvalConfig {
     /// judge, so run directories made before this setting still resume).
     #[serde(skip_serializing_if = "JudgeSpec::is_keyword")]
     pub judge: JudgeSpec,
+    /// The multiple-choice formats to score, each on every MC set ([`McFormat`]); the first
+    /// is the headline utility. Written to `config.json` only when not `["options"]`, so run
+    /// directories made before this setting still resume.
+    #[serde(skip_serializing_if = "is_options_only")]
+    pub mc_formats: Vec<McFormat>,
+}
+
+fn is_options_only(f: &[McFormat]) -> bool {
+    f == [McFormat::Options]
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 128, batch_size: 16, limit: 0, max_len: 256, judge: JudgeSpec::Keyword }
+        Self {
+            max_new_tokens: 128,
+            batch_size: 16,
+            limit: 0,
+            max_len: 256,
+            judge: JudgeSpec::Keyword,
+            mc_formats: vec![McFormat::Options],
+        }
+    }
+}
+
+impl EvalConfig {
+    /// The format of the headline MC utility (the first of `mc_formats`).
+    pub fn headline_mc(&self) -> McFormat {
+        self.mc_formats.first().copied().unwrap_or(McFormat::Options)
+    }
+}
+
+/// The name of MC set `set` scored in `format` in a report: `arc-easy` (options), `arc-easy cloze`.
+pub fn mc_entry(set: &str, format: McFormat) -> String {
+    match format {
+        McFormat::Options => set.to_string(),
+        McFormat::Cloze => format!("{set} cloze"),
     }
 }
 
@@ -110,12 +142,16 @@ impl SuiteData {
     }
 
     /// What the headline utility of this suite measures: exact match where it has exact-match
-    /// items, else the mean accuracy over its multiple-choice sets.
-    pub fn utility_metric(&self) -> String {
+    /// items, else the mean accuracy over its multiple-choice sets in `format`.
+    pub fn utility_metric(&self, format: McFormat) -> String {
         if !self.exact.is_empty() {
             "exact-match accuracy".into()
         } else if !self.mc.is_empty() {
-            format!("mean MC accuracy ({})", self.mc.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", "))
+            let sets: Vec<&str> = self.mc.iter().map(|m| m.0.as_str()).collect();
+            match format {
+                McFormat::Options => format!("mean MC accuracy ({})", sets.join(", ")),
+                McFormat::Cloze => format!("mean cloze MC accuracy ({})", sets.join(", ")),
+            }
         } else {
             "none".into()
         }
@@ -143,8 +179,11 @@ pub struct EvalReport {
     pub over_refusal: Option<f64>,
     /// Exact-match accuracy on benign tasks (tiny tier).
     pub exact_match: Option<f64>,
-    /// Multiple-choice accuracies by set.
+    /// Multiple-choice accuracies by set and format ([`mc_entry`] names).
     pub mc: Vec<(String, f64)>,
+    /// The number of items behind each entry of `mc` (for its standard error).
+    #[serde(default)]
+    pub mc_items: Vec<usize>,
     /// The headline utility number: exact match, else the mean MC accuracy.
     pub utility: f64,
     pub utility_metric: String,
@@ -192,14 +231,18 @@ pub fn evaluate(
     let units = n(&data.harmful_prompts)
         + n(&data.overrefusal_prompts)
         + n(&data.exact)
-        + data
-            .mc
-            .iter()
-            .map(|(_, items)| if cfg.limit == 0 { items.len() } else { items.len().min(cfg.limit) })
-            .sum::<usize>()
+        + cfg.mc_formats.len()
+            * data
+                .mc
+                .iter()
+                .map(|(_, items)| if cfg.limit == 0 { items.len() } else { items.len().min(cfg.limit) })
+                .sum::<usize>()
         + n(&data.benign_pairs)
         + n(&data.refusal_pairs)
         + n(&data.harmful_pairs);
+    if cfg.mc_formats.is_empty() && !data.mc.is_empty() {
+        return Err(Error::Invalid("eval `mc_formats` is empty: name at least one (options, cloze)".into()));
+    }
     crate::train::progress::begin(units);
     let (safety, items) =
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
@@ -227,9 +270,17 @@ pub fn evaluate(
         Some(exact_match(model, tok, &items, cfg.batch_size, 24)?)
     };
     tick("exact match", &mut phases);
-    let mut mc = vec![];
-    for (name, items) in &data.mc {
-        mc.push((name.clone(), crate::eval::mc::mc_accuracy(model, tok, &take(items, cfg.limit))?));
+    let (mut mc, mut mc_items, mut headline) = (vec![], vec![], vec![]);
+    for &format in &cfg.mc_formats {
+        for (name, items) in &data.mc {
+            let items = take(items, cfg.limit);
+            let acc = crate::eval::mc::mc_accuracy_in(model, tok, &items, format)?;
+            if format == cfg.headline_mc() {
+                headline.push(acc);
+            }
+            mc.push((mc_entry(name, format), acc));
+            mc_items.push(items.len());
+        }
     }
     tick("multiple choice", &mut phases);
     let loss_of = |v: &[Conversation]| -> Result<Option<f64>> {
@@ -241,10 +292,10 @@ pub fn evaluate(
     };
     let utility = match exact {
         Some(e) => e,
-        None if !mc.is_empty() => mc.iter().map(|m| m.1).sum::<f64>() / mc.len() as f64,
+        None if !headline.is_empty() => headline.iter().sum::<f64>() / headline.len() as f64,
         None => f64::NAN,
     };
-    let utility_metric = data.utility_metric();
+    let utility_metric = data.utility_metric(cfg.headline_mc());
     let benign_loss = loss_of(&data.benign_pairs)?;
     let refusal_loss = loss_of(&data.refusal_pairs)?;
     let harmful_loss = loss_of(&data.harmful_pairs)?;
@@ -256,6 +307,7 @@ pub fn evaluate(
         over_refusal,
         exact_match: exact,
         mc,
+        mc_items,
         utility,
         utility_metric,
         benign_loss,
@@ -275,8 +327,9 @@ mod tests {
     #[test]
     fn the_utility_metric_names_the_sets_the_suite_has() {
         let mut s = SuiteData::default();
-        assert_eq!(s.utility_metric(), "none");
+        assert_eq!(s.utility_metric(McFormat::Options), "none");
         s.mc = vec![("arc-easy".into(), vec![]), ("mmlu".into(), vec![])];
-        assert_eq!(s.utility_metric(), "mean MC accuracy (arc-easy, mmlu)");
+        assert_eq!(s.utility_metric(McFormat::Options), "mean MC accuracy (arc-easy, mmlu)");
+        assert_eq!(s.utility_metric(McFormat::Cloze), "mean cloze MC accuracy (arc-easy, mmlu)");
     }
 }

@@ -502,7 +502,7 @@ impl Runner {
             version: env!("CARGO_PKG_VERSION").into(),
             commands: provenance.commands,
             judge: self.cfg.eval.judge.build()?.name(),
-            utility_metric: data.suite.utility_metric(),
+            utility_metric: data.suite.utility_metric(self.cfg.eval.headline_mc()),
             stages: self.stages.clone(),
             k_scaling: self.k_points(&rows),
             training_curves: self.curves(),

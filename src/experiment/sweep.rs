@@ -646,7 +646,7 @@ impl Runner {
             version: env!("CARGO_PKG_VERSION").into(),
             commands: provenance.commands,
             judge: judge.name(),
-            utility_metric: data.suite.utility_metric(),
+            utility_metric: data.suite.utility_metric(self.cfg.eval.headline_mc()),
             grid,
             defenses: summaries,
             cells,

@@ -24,8 +24,12 @@ pub fn eval_text(r: &EvalReport) -> String {
         lines.push(format!("  over-refusal {}", pct(o)));
     }
     lines.push(format!("  utility ({}) {}", r.utility_metric, pct(r.utility)));
-    for (n, a) in &r.mc {
-        lines.push(format!("  {n} accuracy {}", pct(*a)));
+    for (i, (n, a)) in r.mc.iter().enumerate() {
+        let se = match r.mc_items.get(i) {
+            Some(&k) => format!(" ± {:.1} (SE, {k} items)", 100.0 * crate::eval::mc::accuracy_se(*a, k)),
+            None => String::new(),
+        };
+        lines.push(format!("  {n} accuracy {}{se}", pct(*a)));
     }
     let phases: Vec<String> = r.phase_seconds.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect();
     lines.push(format!("  time: {}", phases.join(", ")));
@@ -167,5 +171,12 @@ mod tests {
         assert_eq!(lines[2], "  utility (exact-match accuracy) 50.0%");
         assert_eq!(lines[4], "  losses: benign - | refusal - | harmful -  (0.0s)");
         assert!(!text.ends_with('\n'), "the caller adds the last newline");
+        // MC entries carry their standard error, sqrt(p (1 - p) / n): 0.3 over 100 items is 4.58 points.
+        let mut r = report(0.25, 0.5);
+        r.mc = vec![("arc-easy".into(), 0.3), ("arc-easy cloze".into(), 0.5)];
+        r.mc_items = vec![100, 2376];
+        let text = eval_text(&r);
+        assert!(text.contains("  arc-easy accuracy 30.0% ± 4.6 (SE, 100 items)"), "{text}");
+        assert!(text.contains("  arc-easy cloze accuracy 50.0% ± 1.0 (SE, 2376 items)"), "{text}");
     }
 }
