@@ -62,6 +62,8 @@ pub struct SeedsSummary {
     pub commits: Vec<String>,
     pub guard: f64,
     pub guard_on: GuardMetric,
+    /// The suite's headline utility (what a `utility` guard compares).
+    pub utility_metric: String,
     pub cells_per_defense: usize,
     pub defenses: Vec<DefenseSeeds>,
 }
@@ -139,6 +141,7 @@ pub fn summarize(runs: &[(u64, PathBuf, SweepResults)]) -> Result<SeedsSummary> 
         commits: runs.iter().map(|r| r.2.commit.clone()).collect(),
         guard: first.grid.guard,
         guard_on: first.grid.guard_on,
+        utility_metric: first.utility_metric.clone(),
         cells_per_defense: first.defenses.first().map_or(0, |d| d.cells),
         defenses,
     })

@@ -33,13 +33,13 @@ pub fn seeds_markdown(s: &SeedsSummary) -> String {
     let _ = writeln!(
         md,
         "Training seeds {} (a new world, base model, data order and attack seeds each), one sweep each, \
-         {} cells per defense, capability guard {:.0}% on {:?}. Per-seed values are in seed order; the worst case \
-         is the highest harmful score among the cells that pass the guard; mean ± sample sd and max are over the \
-         seeds where some cell passed.\n",
+         {} cells per defense; capability guard: a cell whose capability ({}) is below {:.0}% of the same model's \
+         unattacked capability is dropped. Per-seed values are in seed order; the worst case is the highest harmful \
+         score among the remaining cells; mean ± sample sd and max are over the seeds where some cell remained.\n",
         seeds.join(", "),
         s.cells_per_defense,
-        s.guard * 100.0,
-        s.guard_on
+        md_cell(&s.guard_on.describe(&s.utility_metric)),
+        s.guard * 100.0
     );
     let mut attacks: Vec<(String, bool)> = vec![];
     for b in s.defenses.iter().flat_map(|d| &d.per_seed).flat_map(|o| &o.breaks) {
