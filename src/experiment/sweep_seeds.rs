@@ -83,9 +83,8 @@ fn mean_sd_max(v: &[f64]) -> (Option<f64>, Option<f64>, Option<f64>) {
     if v.is_empty() {
         return (None, None, None);
     }
-    let n = v.len() as f64;
-    let mean = v.iter().sum::<f64>() / n;
-    let sd = if v.len() < 2 { 0.0 } else { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt() };
+    let (mean, sd) = super::robustness_study::mean_sd(v);
+    let sd = if v.len() < 2 { 0.0 } else { sd };
     (Some(mean), Some(sd), Some(v.iter().cloned().fold(f64::MIN, f64::max)))
 }
 

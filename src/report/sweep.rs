@@ -221,16 +221,31 @@ pub fn sweep_markdown(r: &SweepResults) -> String {
     md
 }
 
-/// The side-by-side table (headers, rows): per defense the unattacked figures, the worst case,
-/// steps-to-break under the experiment's own attacks (when `patcher run` measured them; `*`
-/// held out; `>N` not broken within N steps) and the cost.
-pub fn side_by_side_rows(r: &SweepResults) -> (Vec<String>, Vec<Vec<String>>) {
+/// The attacks that `breaks` name, in first-seen order, with whether each is held out.
+pub fn break_attacks<'a>(breaks: impl Iterator<Item = &'a Break>) -> Vec<(String, bool)> {
     let mut attacks: Vec<(String, bool)> = vec![];
-    for b in r.defenses.iter().flat_map(|d| &d.breaks) {
+    for b in breaks {
         if !attacks.iter().any(|(a, _)| a == &b.attack) {
             attacks.push((b.attack.clone(), b.held_out));
         }
     }
+    attacks
+}
+
+/// A steps-to-break cell: the steps, `>N` when not broken within N, `–` when not measured.
+pub fn break_label(b: Option<&Break>) -> String {
+    match b {
+        Some(Break { steps_to_break: Some(s), .. }) => s.to_string(),
+        Some(b) => format!(">{}", b.max_budget),
+        None => "–".into(),
+    }
+}
+
+/// The side-by-side table (headers, rows): per defense the unattacked figures, the worst case,
+/// steps-to-break under the experiment's own attacks (when `patcher run` measured them; `*`
+/// held out; `>N` not broken within N steps) and the cost.
+pub fn side_by_side_rows(r: &SweepResults) -> (Vec<String>, Vec<Vec<String>>) {
+    let attacks = break_attacks(r.defenses.iter().flat_map(|d| &d.breaks));
     let mut headers: Vec<String> =
         ["defense", "HS", "over-refusal", "utility", "worst-case HS"].iter().map(|h| h.to_string()).collect();
     headers.extend(attacks.iter().map(|(a, held)| format!("breaks at: {a}{}", if *held { "*" } else { "" })));
@@ -247,11 +262,7 @@ pub fn side_by_side_rows(r: &SweepResults) -> (Vec<String>, Vec<Vec<String>>) {
                 d.worst.as_ref().map_or("–".into(), |w| pct(w.harmful_score)),
             ];
             for (a, _) in &attacks {
-                row.push(match d.breaks.iter().find(|b| &b.attack == a) {
-                    Some(Break { steps_to_break: Some(s), .. }) => s.to_string(),
-                    Some(b) => format!(">{}", b.max_budget),
-                    None => "–".into(),
-                });
+                row.push(break_label(d.breaks.iter().find(|b| &b.attack == a)));
             }
             match &d.cost {
                 Some(c) => {

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::experiment::sweep_seeds::{DefenseSeeds, SeedsSummary};
+use crate::report::sweep::{break_attacks, break_label};
 use crate::report::{display_defense, md_cell, pct};
 
 /// Per-seed percentages as `60 / 90 / 40%` (`–` for a missing value).
@@ -15,14 +16,8 @@ fn per_seed(v: impl Iterator<Item = Option<f64>>) -> String {
 
 /// Steps-to-break under `attack` per seed: `25, 50, >100` (`–` where not measured).
 fn breaks(d: &DefenseSeeds, attack: &str) -> String {
-    let parts: Vec<String> = d
-        .per_seed
-        .iter()
-        .map(|o| match o.breaks.iter().find(|b| b.attack == attack) {
-            None => "–".into(),
-            Some(b) => b.steps_to_break.map_or(format!(">{}", b.max_budget), |n| n.to_string()),
-        })
-        .collect();
+    let parts: Vec<String> =
+        d.per_seed.iter().map(|o| break_label(o.breaks.iter().find(|b| b.attack == attack))).collect();
     parts.join(", ")
 }
 
@@ -41,12 +36,7 @@ pub fn seeds_markdown(s: &SeedsSummary) -> String {
         md_cell(&s.guard_on.describe(&s.utility_metric)),
         s.guard * 100.0
     );
-    let mut attacks: Vec<(String, bool)> = vec![];
-    for b in s.defenses.iter().flat_map(|d| &d.per_seed).flat_map(|o| &o.breaks) {
-        if !attacks.iter().any(|(a, _)| a == &b.attack) {
-            attacks.push((b.attack.clone(), b.held_out));
-        }
-    }
+    let attacks = break_attacks(s.defenses.iter().flat_map(|d| &d.per_seed).flat_map(|o| &o.breaks));
     md.push_str("| defense | unattacked HS | utility | over-refusal | worst-case HS (mean ± sd) | per seed | max |");
     for (a, held_out) in &attacks {
         let _ = write!(md, " breaks at: {}{} |", md_cell(a), if *held_out { "*" } else { "" });
