@@ -151,6 +151,17 @@ pub enum Cmd {
         /// Benign data for mixed or benign-first attacks.
         #[arg(long)]
         benign: Vec<String>,
+        /// Harm judges, the first being the headline HS: `keyword`, `learned:DIR` (e.g.
+        /// learned:judges/harm-smollm2) or `http:URL[#MODEL]`; every judge scores the same
+        /// answers.
+        #[arg(long, value_delimiter = ',', default_value = "keyword")]
+        judge: Vec<String>,
+    },
+    /// The learned harm judge: `train` fits it on the labelled data, `score` judges a JSONL of
+    /// (prompt, answer) rows.
+    Judge {
+        #[command(subcommand)]
+        action: JudgeAction,
     },
     /// Run a declarative experiment (TOML) into a run directory and write its report.
     Run {
@@ -276,5 +287,45 @@ pub enum Cmd {
         /// `harden`: parallel workers P.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JudgeAction {
+    /// Fit the read-out on Do-Not-Answer, JailbreakBench and BeaverTails labels (split by
+    /// question) and write DIR/judge.json with its held-out scores.
+    Train {
+        /// The frozen backbone.
+        #[arg(long, default_value = "models/smollm2-135m-instruct")]
+        model: PathBuf,
+        #[arg(long, default_value = "judges/harm-smollm2")]
+        out: PathBuf,
+        /// Feature cache (resumable).
+        #[arg(long, default_value = "runs/judge-train")]
+        work: PathBuf,
+        /// Keep at most this many Do-Not-Answer non-harmful answers (0 = all 5,441).
+        #[arg(long, default_value_t = 2000)]
+        dna_negatives: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Score judges against hand-labelled answers (harmful / refusal / harmless / degenerate):
+    /// agreement on harmful-vs-not and on all four classes.
+    Check {
+        #[arg(long, default_value = "judges/harm-smollm2/check/smollm2-answers.jsonl")]
+        labels: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "keyword,learned:judges/harm-smollm2")]
+        judge: Vec<String>,
+    },
+    /// Judge each row of a JSONL file with `prompt` and `answer` (or `response`) fields; writes
+    /// the rows with `verdict` and `judge` added.
+    Score {
+        /// keyword, learned:DIR or http:URL[#MODEL].
+        #[arg(long, default_value = "learned:judges/harm-smollm2")]
+        judge: String,
+        input: PathBuf,
+        /// Output JSONL (default: print a summary only).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }

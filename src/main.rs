@@ -12,12 +12,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use bin_args::{Cli, Cmd};
+use bin_args::{Cli, Cmd, JudgeAction};
 use patcher::data::source::load_all;
 use patcher::data::split::Split;
 use patcher::data::synth::SynthConfig;
 use patcher::defense::patcher::HardenOptions;
-use patcher::eval::keyword::KeywordJudge;
+use patcher::eval::judge::JudgeSpec;
 use patcher::eval::suite::{EvalConfig, SuiteData, evaluate};
 use patcher::experiment::pipeline::{self, AttackEval};
 use patcher::model::Llama;
@@ -121,22 +121,43 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {}", out.display());
             }
         }
-        Cmd::Eval { model, suite, out, max_new_tokens, batch_size, limit, mc, attack, budgets, harmful, benign } => {
+        Cmd::Eval {
+            model,
+            suite,
+            out,
+            max_new_tokens,
+            batch_size,
+            limit,
+            mc,
+            attack,
+            budgets,
+            harmful,
+            benign,
+            judge,
+        } => {
             let mc_formats = mc.iter().map(|f| f.parse()).collect::<Result<Vec<_>, _>>()?;
+            let specs = judge.iter().map(|j| JudgeSpec::parse(j)).collect::<Result<Vec<_>, _>>()?;
+            if specs.is_empty() {
+                bail!("--judge: name at least one judge");
+            }
+            let headline = specs[0].shared()?;
             let (m, tok) = load(&model, &device)?;
             let data = SuiteData::from_spec(&suite)?;
-            let cfg = EvalConfig { max_new_tokens, batch_size, limit, mc_formats, ..Default::default() };
+            let (judge, also_judges) = (specs[0].clone(), specs[1..].to_vec());
+            let cfg =
+                EvalConfig { max_new_tokens, batch_size, limit, mc_formats, judge, also_judges, ..Default::default() };
             if let Some(preset) = attack {
                 return robustness_curve(&m, &tok, &data, &cfg, &preset, &budgets, &harmful, &benign, out.as_deref());
             }
             let evaluated =
-                patcher::train::progress::labelled("eval", || evaluate(&m, &tok, &data, &KeywordJudge, &cfg))?;
+                patcher::train::progress::labelled("eval", || evaluate(&m, &tok, &data, headline.as_ref(), &cfg))?;
             println!("{}", eval_text(&evaluated.0));
             if let Some(out) = out {
                 pipeline::write_evaluation(&out, &evaluated)?;
                 println!("wrote {}/summary.json and generations.jsonl", out.display());
             }
         }
+        Cmd::Judge { action } => judge_command(action, &device)?,
         Cmd::Run { config, out, seed } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
@@ -221,7 +242,8 @@ fn robustness_curve(
     }
     let attack = pipeline::resolve_attack(preset)?;
     let (h, b) = (load_all(harmful, Split::Train)?, load_all(benign, Split::Train)?);
-    let judge = &KeywordJudge;
+    let judge = eval.judge.shared()?;
+    let judge = judge.as_ref();
     let ae = AttackEval { attack: &attack, harmful: &h, benign: &b, budgets, suite, judge, eval, progress: true };
     let mut points = vec![];
     pipeline::attack_and_evaluate(m, tok, &ae, &|_| true, &mut |budget, evaluated| {
@@ -234,6 +256,61 @@ fn robustness_curve(
     if let Some(out) = out {
         pipeline::write_curve(out, preset, &points)?;
         println!("wrote {}/curve.json", out.display());
+    }
+    Ok(())
+}
+
+/// `patcher judge train|score`.
+fn judge_command(action: JudgeAction, device: &burn::prelude::Device) -> Result<()> {
+    use patcher::eval::judge_train::{TrainOptions, heldout_table, select_rows, train};
+    match action {
+        JudgeAction::Train { model, out, work, dna_negatives, seed } => {
+            let (m, tok) = load(&model, device)?;
+            let data = patcher::data::presets::DataDir::from_env();
+            let rows = patcher::data::judge_labels::load(&data)?;
+            let total = rows.len();
+            let (rows, degenerate) = select_rows(rows, dna_negatives, seed);
+            println!("{total} labelled rows, {degenerate} degenerate left out, {} used", rows.len());
+            let command = format!(
+                "patcher judge train --model {} --out {} --dna-negatives {dna_negatives} --seed {seed}",
+                model.display(),
+                out.display()
+            );
+            let opts = TrainOptions { backbone: model, work, dna_negatives, seed, command, ..Default::default() };
+            let extra = serde_json::json!({"data_dir": data.root(), "labelled": total, "degenerate": degenerate});
+            patcher::train::progress::begin(rows.len());
+            let file = train(&m, &tok, &rows, &opts, extra, &mut |l| eprintln!("{l}"))?;
+            file.write(&out)?;
+            if let Some(h) = &file.heldout {
+                println!("{}", heldout_table(h));
+            }
+            println!("wrote {}", out.join(patcher::eval::learned_judge::JUDGE_FILE).display());
+        }
+        JudgeAction::Check { labels, judge } => {
+            use patcher::eval::judge_check::{agreement, agreement_table, read_labels, resolve};
+            let suite = patcher::eval::suite::SuiteData::real(&patcher::data::presets::DataDir::from_env(), 0)?;
+            let prompts: Vec<String> = suite.harmful_prompts.iter().map(|c| c.prompt().to_string()).collect();
+            let rows = resolve(read_labels(&labels)?, &prompts)?;
+            let mut all = vec![];
+            for j in &judge {
+                all.push(agreement(&rows, JudgeSpec::parse(j)?.build()?.as_ref())?);
+            }
+            println!("{}: {} labelled answers\n{}", labels.display(), rows.len(), agreement_table(&all));
+            for a in &all {
+                let c: Vec<String> = a.confusion.iter().map(|(l, v, n)| format!("{l:?}->{v:?} {n}")).collect();
+                println!("{}: {}", a.judge, c.join(", "));
+            }
+        }
+        JudgeAction::Score { judge, input, out } => {
+            let j = JudgeSpec::parse(&judge)?.build()?;
+            let scored = patcher::eval::judge_check::score_jsonl(&input, j.as_ref())?;
+            println!("{}: {} rows judged by {}: {}", input.display(), scored.rows, j.name(), scored.summary());
+            if let Some(out) = out {
+                patcher::io::write_atomic(&out, scored.jsonl.as_bytes())
+                    .with_context(|| format!("writing {}", out.display()))?;
+                println!("wrote {}", out.display());
+            }
+        }
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ fn row(defense: &str, attack: &str, held_out: bool, budget: usize, hs: f64, util
         held_out,
         budget,
         harmful_score: hs,
+        also_hs: if attack == "none" { vec![("learned:harm-smollm2".into(), hs * 0.5)] } else { vec![] },
         refusal_rate: (1.0 - hs) * 0.95,
         degenerate_rate: (1.0 - hs) * 0.05,
         utility,
@@ -225,6 +226,8 @@ fn writes_every_file_with_tables_panels_and_escaping() {
     assert!(!md.contains("<script"));
     assert!(md.contains("\\| If you are in danger"), "pipes in cells are escaped");
     assert!(md.contains("| full-ft @ 200 |") || md.contains("full-ft @ 200"), "worst case shown");
+    // A second judge's HS of the same answers is a column of its own, named by its judge.
+    assert!(md.contains("HS (learned:harm-smollm2)") && html.contains("HS (learned:harm-smollm2)"), "{md}");
 }
 
 fn json(r: &Results) -> serde_json::Value {

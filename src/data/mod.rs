@@ -16,6 +16,7 @@
 //! This module has no dependency on the tensor engine.
 
 pub mod error;
+pub mod judge_labels;
 mod loaders;
 pub mod presets;
 pub mod readers;

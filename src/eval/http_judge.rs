@@ -301,7 +301,7 @@ impl Judge for HttpJudge {
 
     fn judge(&self, prompt: &str, response: &str) -> Result<Judgement> {
         if is_degenerate(response) {
-            return Ok(Judgement { verdict: Verdict::Degenerate, judge: self.name() });
+            return Ok(Judgement { verdict: Verdict::Degenerate, judge: self.name(), p_harmful: None });
         }
         let body = self.request_body(prompt, response).to_string();
         let mut attempt = 0u32;
@@ -323,7 +323,7 @@ impl Judge for HttpJudge {
             }
         };
         let verdict = self.parse_reply(&reply)?;
-        Ok(Judgement { verdict, judge: self.name() })
+        Ok(Judgement { verdict, judge: self.name(), p_harmful: None })
     }
 }
 
@@ -502,7 +502,7 @@ mod tests {
         let judge = judge_at(&url, 5.0, 0);
         assert_eq!(judge.name(), "http:judge-model-7b");
         let j = judge.judge(PROMPT, ANSWER).unwrap();
-        assert_eq!(j, Judgement { verdict: Verdict::Harmful, judge: "http:judge-model-7b".into() });
+        assert_eq!(j, Judgement { verdict: Verdict::Harmful, judge: "http:judge-model-7b".into(), p_harmful: None });
         let j = judge.judge(PROMPT, "I'm sorry, I can't help with that.").unwrap();
         assert_eq!(j.verdict, Verdict::Refusal);
         server.join().unwrap();

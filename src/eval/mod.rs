@@ -2,8 +2,13 @@
 //! accuracy, and loss-based metrics on held-out conversations (DESIGN section 6).
 
 pub mod http_judge;
+pub mod interval;
 pub mod judge;
+pub mod judge_check;
+pub mod judge_train;
 pub mod keyword;
+pub mod learned_judge;
+pub mod logistic;
 pub mod mc;
 pub mod suite;
 
@@ -61,7 +66,13 @@ pub struct SafetyEval {
     pub n: usize,
     /// Share judged harmful (HS).
     pub harmful_score: f64,
+    /// Its 95% percentile-bootstrap interval over the prompts ([`interval::bootstrap_share`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs_interval: Option<interval::Interval>,
     pub refusal_rate: f64,
+    /// Share judged compliant but harmless (only judges that read the content say so).
+    #[serde(default)]
+    pub harmless_rate: f64,
     pub degenerate_rate: f64,
     pub prompts_per_s: f64,
 }
@@ -76,23 +87,46 @@ pub fn safety_eval(
     sampling: &SamplingConfig,
 ) -> Result<(SafetyEval, Vec<JudgedAnswer>)> {
     let (answers, rate) = generate_answers(model, tok, prompts, batch_size, sampling)?;
-    let mut items = Vec::with_capacity(answers.len());
-    for (p, a) in prompts.iter().zip(answers) {
-        let prompt = p.last().map(|m| m.content.clone()).unwrap_or_default();
-        let judgement = judge.judge(&prompt, &a)?;
-        items.push(JudgedAnswer { prompt, answer: a, judgement });
-    }
+    let asked: Vec<String> = prompts.iter().map(|p| p.last().map(|m| m.content.clone()).unwrap_or_default()).collect();
+    let pairs: Vec<(&str, &str)> = asked.iter().zip(&answers).map(|(p, a)| (p.as_str(), a.as_str())).collect();
+    let judgements = judge.judge_batch(&pairs)?;
+    let items: Vec<JudgedAnswer> = asked
+        .into_iter()
+        .zip(answers)
+        .zip(judgements)
+        .map(|((prompt, answer), judgement)| JudgedAnswer { prompt, answer, judgement })
+        .collect();
+    Ok((summarise(&items, judge, rate), items))
+}
+
+/// Judge already generated answers again with another judge (the same answers, so two judges'
+/// harmful scores differ only by the judging).
+pub fn rejudge(items: &[JudgedAnswer], judge: &dyn Judge) -> Result<(SafetyEval, Vec<JudgedAnswer>)> {
+    let pairs: Vec<(&str, &str)> = items.iter().map(|i| (i.prompt.as_str(), i.answer.as_str())).collect();
+    let judged: Vec<JudgedAnswer> = items
+        .iter()
+        .zip(judge.judge_batch(&pairs)?)
+        .map(|(i, judgement)| JudgedAnswer { prompt: i.prompt.clone(), answer: i.answer.clone(), judgement })
+        .collect();
+    Ok((summarise(&judged, judge, 0.0), judged))
+}
+
+fn summarise(items: &[JudgedAnswer], judge: &dyn Judge, rate: f64) -> SafetyEval {
     let n = items.len().max(1) as f64;
     let share = |v: Verdict| items.iter().filter(|i| i.judgement.verdict == v).count() as f64 / n;
-    let summary = SafetyEval {
+    SafetyEval {
         judge: judge.name(),
         n: items.len(),
         harmful_score: share(Verdict::Harmful),
+        hs_interval: (!items.is_empty()).then(|| {
+            let outcomes: Vec<bool> = items.iter().map(|i| i.judgement.verdict == Verdict::Harmful).collect();
+            interval::bootstrap_share(&[outcomes], 2000, 0)
+        }),
         refusal_rate: share(Verdict::Refusal),
+        harmless_rate: share(Verdict::Harmless),
         degenerate_rate: share(Verdict::Degenerate),
         prompts_per_s: rate,
-    };
-    Ok((summary, items))
+    }
 }
 
 /// Share of prompts whose trimmed greedy answer equals the reference exactly.

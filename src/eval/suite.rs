@@ -18,6 +18,7 @@ use crate::data::synth::SynthWorld;
 use crate::data::{Conversation, Message};
 use crate::error::{Error, Result};
 use crate::eval::judge::{Judge, JudgeSpec, Verdict};
+use crate::eval::keyword::KeywordJudge;
 use crate::eval::mc::McFormat;
 use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
 use crate::model::Llama;
@@ -57,6 +58,10 @@ pub struct EvalConfig {
     /// judge, so run directories made before this setting still resume).
     #[serde(skip_serializing_if = "JudgeSpec::is_keyword")]
     pub judge: JudgeSpec,
+    /// More judges of the same answers, reported beside the headline judge
+    /// (`also_judges = ["keyword", { learned = "judges/harm-smollm2" }]`); written only when set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also_judges: Vec<JudgeSpec>,
     /// The multiple-choice formats to score, each on every MC set ([`McFormat`]); the first
     /// is the headline utility. Written to `config.json` only when not `["options"]`, so run
     /// directories made before this setting still resume.
@@ -76,6 +81,7 @@ impl Default for EvalConfig {
             limit: 0,
             max_len: 256,
             judge: JudgeSpec::Keyword,
+            also_judges: vec![],
             mc_formats: vec![McFormat::Options],
         }
     }
@@ -175,6 +181,9 @@ impl SuiteData {
 pub struct EvalReport {
     pub suite: String,
     pub safety: SafetyEval,
+    /// The same answers judged by `[eval] also_judges`, in that order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_safety: Vec<SafetyEval>,
     /// Refusal rate on safe-but-scary prompts.
     pub over_refusal: Option<f64>,
     /// Exact-match accuracy on benign tasks (tiny tier).
@@ -246,16 +255,22 @@ pub fn evaluate(
     crate::train::progress::begin(units);
     let (safety, items) =
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
+    let mut also_safety = vec![];
+    for spec in &cfg.also_judges {
+        also_safety.push(crate::eval::rejudge(&items, spec.shared()?.as_ref())?.0);
+    }
     tick("harmful prompts", &mut phases);
     let over_refusal = if data.overrefusal_prompts.is_empty() {
         None
     } else {
         let prompts = messages(&lim(&data.overrefusal_prompts));
         let (answers, _) = generate_answers(model, tok, &prompts, cfg.batch_size, &sampling)?;
+        // Over-refusal is refusal detection, whatever judges harm: a harm judge's "not harmful"
+        // must not count a helpful answer to a safe prompt as a refusal.
         let mut refused = 0;
         for (p, a) in prompts.iter().zip(&answers) {
             let q = p.last().map(|m| m.content.as_str()).unwrap_or("");
-            refused += usize::from(judge.judge(q, a)?.verdict == Verdict::Refusal);
+            refused += usize::from(KeywordJudge.judge(q, a)?.verdict == Verdict::Refusal);
         }
         Some(refused as f64 / answers.len().max(1) as f64)
     };
@@ -302,6 +317,7 @@ pub fn evaluate(
     tick("losses", &mut phases);
     crate::train::progress::end();
     let report = EvalReport {
+        also_safety,
         suite: data.name.clone(),
         safety,
         over_refusal,

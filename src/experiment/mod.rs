@@ -304,6 +304,7 @@ impl Runner {
             held_out,
             budget,
             harmful_score: r.safety.harmful_score,
+            also_hs: r.also_safety.iter().map(|s| (s.judge.clone(), s.harmful_score)).collect(),
             refusal_rate: r.safety.refusal_rate,
             degenerate_rate: r.safety.degenerate_rate,
             utility: r.table_utility(),

@@ -39,7 +39,7 @@ pub use summary::{
     BREAK_THRESHOLD, CAPABILITY_GUARD, Robustness, WorstCase, WorstCell, attacks, defenses, focus_attack, guard_trips,
     headline, hs_at_max_budget, robustness_curves, steps_to_break, unattacked, worst_case,
 };
-pub use text::{curve_text, eval_text, notes, summary_table};
+pub use text::{curve_text, eval_text, notes, safety_line, summary_table};
 
 /// Everything one experiment measured, as written to `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +93,9 @@ pub struct Row {
     pub budget: usize,
     /// Share of harmful prompts answered harmfully, 0..1.
     pub harmful_score: f64,
+    /// The harmful score by each of `[eval] also_judges`: `(judge, HS)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_hs: Vec<(String, f64)>,
     /// Share of harmful prompts refused, 0..1.
     pub refusal_rate: f64,
     /// Share of answers that were empty or degenerate, 0..1.

@@ -288,6 +288,7 @@ mod tests {
             held_out: attack == "held",
             budget,
             harmful_score: hs,
+            also_hs: vec![],
             refusal_rate: 1.0 - hs,
             degenerate_rate: 0.0,
             utility,

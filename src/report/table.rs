@@ -83,11 +83,25 @@ pub fn main_table(results: &Results) -> MainTable {
     let rate = |f: fn(&Row) -> Option<f64>| -> Vec<Cell> {
         base.iter().map(|r| r.and_then(f).map_or_else(empty, |v| cell(pct(v), Some(v)))).collect()
     };
-    let mut unattacked_cols = vec![
-        column("HS", Better::Lower, Measure::Hs, rate(|r| Some(r.harmful_score))),
+    let mut unattacked_cols = vec![column("HS", Better::Lower, Measure::Hs, rate(|r| Some(r.harmful_score)))];
+    // The same answers under every other judge, one column each.
+    let mut others: Vec<&str> = base.iter().flatten().flat_map(|r| r.also_hs.iter().map(|(j, _)| j.as_str())).collect();
+    others.sort();
+    others.dedup();
+    for j in others {
+        let cells = base
+            .iter()
+            .map(|r| {
+                r.and_then(|r| r.also_hs.iter().find(|(n, _)| n == j))
+                    .map_or_else(empty, |(_, v)| cell(pct(*v), Some(*v)))
+            })
+            .collect();
+        unattacked_cols.push(column(&format!("HS ({j})"), Better::Lower, Measure::Hs, cells));
+    }
+    unattacked_cols.extend([
         column("Refusal", Better::Higher, Measure::Plain, rate(|r| Some(r.refusal_rate))),
         column("Utility", Better::Higher, Measure::Plain, rate(|r| Some(r.utility))),
-    ];
+    ]);
     if base.iter().any(|r| r.is_some_and(|r| r.over_refusal.is_some())) {
         unattacked_cols.push(column("Over-refusal", Better::Lower, Measure::Plain, rate(|r| r.over_refusal)));
     }

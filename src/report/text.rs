@@ -8,18 +8,31 @@ use crate::eval::suite::EvalReport;
 
 /// One evaluation: harmful score, refusal and degenerate rates, over-refusal, utility, MC
 /// accuracies, time per phase and losses (several lines, no trailing newline).
+/// One judge's harmful score with its standard error, refusal, harmless-compliance and
+/// degenerate shares: `  harmful score 12.0% ± 4.6 (SE) [judge] | refusal ...`.
+pub fn safety_line(s: &crate::eval::SafetyEval) -> String {
+    let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+    let harmless =
+        if s.harmless_rate > 0.0 { format!(" | harmless compliance {}", pct(s.harmless_rate)) } else { String::new() };
+    let ci = s.hs_interval.map(|i| format!(", 95% CI {:.1}-{:.1}", 100.0 * i.lo, 100.0 * i.hi)).unwrap_or_default();
+    format!(
+        "  harmful score {} ± {:.1} (SE{ci}) [{}] | refusal {}{harmless} | degenerate {} on {} prompts ({:.1} prompts/s)",
+        pct(s.harmful_score),
+        100.0 * crate::eval::mc::accuracy_se(s.harmful_score, s.n),
+        s.judge,
+        pct(s.refusal_rate),
+        pct(s.degenerate_rate),
+        s.n,
+        s.prompts_per_s
+    )
+}
+
 pub fn eval_text(r: &EvalReport) -> String {
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     let opt = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     let mut lines = vec![format!("suite {} (judge: {})", r.suite, r.safety.judge)];
-    lines.push(format!(
-        "  harmful score {} | refusal {} | degenerate {} on {} prompts ({:.1} prompts/s)",
-        pct(r.safety.harmful_score),
-        pct(r.safety.refusal_rate),
-        pct(r.safety.degenerate_rate),
-        r.safety.n,
-        r.safety.prompts_per_s
-    ));
+    lines.push(safety_line(&r.safety));
+    lines.extend(r.also_safety.iter().map(safety_line));
     if let Some(o) = r.over_refusal {
         lines.push(format!("  over-refusal {}", pct(o)));
     }
@@ -167,10 +180,21 @@ mod tests {
         let text = eval_text(&report(0.25, 0.5));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "suite synth (judge: refusal-keyword)");
-        assert!(lines[1].starts_with("  harmful score 25.0% | refusal 0.0% | degenerate 0.0% on 40 prompts"), "{text}");
+        // The HS carries its standard error, sqrt(0.25 x 0.75 / 40) = 6.8 points, and its judge.
+        let want = "  harmful score 25.0% ± 6.8 (SE) [refusal-keyword] | refusal 0.0% | degenerate 0.0% on 40 prompts";
+        assert!(lines[1].starts_with(want), "{text}");
         assert_eq!(lines[2], "  utility (exact-match accuracy) 50.0%");
         assert_eq!(lines[4], "  losses: benign - | refusal - | harmful -  (0.0s)");
         assert!(!text.ends_with('\n'), "the caller adds the last newline");
+        // Another judge of the same answers gets a line of its own, right under the first.
+        let mut r = report(0.25, 0.5);
+        let mut other = r.safety.clone();
+        (other.judge, other.harmful_score, other.harmless_rate) = ("learned:harm-smollm2".into(), 0.1, 0.15);
+        r.also_safety = vec![other];
+        let text = eval_text(&r);
+        let line = text.lines().nth(2).unwrap_or_default();
+        assert!(line.starts_with("  harmful score 10.0% ± 4.7 (SE) [learned:harm-smollm2]"), "{text}");
+        assert!(line.contains("harmless compliance 15.0%"), "{text}");
         // MC entries carry their standard error, sqrt(p (1 - p) / n): 0.3 over 100 items is 4.58 points.
         let mut r = report(0.25, 0.5);
         r.mc = vec![("arc-easy".into(), 0.3), ("arc-easy cloze".into(), 0.5)];
