@@ -51,6 +51,27 @@ pub enum Cmd {
         #[arg(long)]
         system: Option<String>,
     },
+    /// Greedy answers of a model to the prompts of data files or presets, as JSONL
+    /// `{prompt, answer}` rows (for labelling, or for `patcher judge score`).
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        /// Files or preset:NAME (the user turn of each conversation is the prompt).
+        #[arg(long, required = true)]
+        prompts: Vec<String>,
+        /// Which part of split presets: train, eval or all.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// At most this many prompts (0 = all), in the data's order.
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Synthetic safety world for the tiny tier: `patcher data synth --out DIR`.
     Data {
         what: String,
@@ -306,6 +327,10 @@ pub enum JudgeAction {
         /// Keep at most this many Do-Not-Answer non-harmful answers (0 = all 5,441).
         #[arg(long, default_value_t = 2000)]
         dna_negatives: usize,
+        /// Hand-labelled in-domain answers (the `patcher judge check` format; prompts resolved
+        /// among AdvBench's and the real suite's), added to training only; `none` for none.
+        #[arg(long, value_delimiter = ',', default_value = "judges/harm-smollm2/train/smollm2-advbench-train.jsonl")]
+        in_domain: Vec<PathBuf>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },

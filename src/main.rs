@@ -63,6 +63,27 @@ fn run(cli: Cli) -> Result<()> {
             let out = generate(&m, &[prompt], &tok.stop_ids, tok.pad_id, &cfg);
             println!("{}", tok.decode(&out[0], true)?);
         }
+        Cmd::Generate { model, prompts, split, limit, max_new_tokens, batch_size, out } => {
+            let split: Split = split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e}"))?;
+            let mut convs = load_all(&prompts, split)?;
+            if limit > 0 {
+                convs.truncate(limit);
+            }
+            let (m, tok) = load(&model, &device)?;
+            let asked: Vec<Vec<ChatMessage>> = convs.iter().map(|c| c.prompt_only().messages).collect();
+            let sampling = SamplingConfig { max_new_tokens, ..Default::default() };
+            let (answers, rate) = patcher::train::progress::labelled("generate", || {
+                patcher::train::progress::begin(asked.len());
+                patcher::eval::generate_answers(&m, &tok, &asked, batch_size, &sampling)
+            })?;
+            let mut text = String::new();
+            for (c, a) in convs.iter().zip(&answers) {
+                text.push_str(&serde_json::json!({"prompt": c.prompt(), "answer": a}).to_string());
+                text.push('\n');
+            }
+            patcher::io::write_atomic(&out, text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} answers ({rate:.2} prompts/s) -> {}", answers.len(), out.display());
+        }
         Cmd::Data { what, out, seed } => {
             if what != "synth" {
                 bail!("unknown data command `{what}` (synth)");
@@ -260,26 +281,35 @@ fn robustness_curve(
     Ok(())
 }
 
-/// `patcher judge train|score`.
+/// `patcher judge train|score|check`.
 fn judge_command(action: JudgeAction, device: &burn::prelude::Device) -> Result<()> {
     use patcher::eval::judge_train::{TrainOptions, heldout_table, select_rows, train};
     match action {
-        JudgeAction::Train { model, out, work, dna_negatives, seed } => {
+        JudgeAction::Train { model, out, work, dna_negatives, in_domain, seed } => {
             let (m, tok) = load(&model, device)?;
             let data = patcher::data::presets::DataDir::from_env();
             let rows = patcher::data::judge_labels::load(&data)?;
+            let in_domain: Vec<PathBuf> = in_domain.into_iter().filter(|f| f.as_os_str() != "none").collect();
+            let mut in_domain_rows = vec![];
+            for f in &in_domain {
+                in_domain_rows.extend(patcher::eval::judge_check::training_rows(f, &data)?);
+            }
             let total = rows.len();
             let (rows, degenerate) = select_rows(rows, dna_negatives, seed);
             println!("{total} labelled rows, {degenerate} degenerate left out, {} used", rows.len());
+            let files: Vec<String> = in_domain.iter().map(|f| f.display().to_string()).collect();
+            let flags = format!(" --in-domain {}", if files.is_empty() { "none".into() } else { files.join(",") });
             let command = format!(
-                "patcher judge train --model {} --out {} --dna-negatives {dna_negatives} --seed {seed}",
+                "patcher judge train --model {} --out {} --dna-negatives {dna_negatives}{flags} --seed {seed}",
                 model.display(),
                 out.display()
             );
             let opts = TrainOptions { backbone: model, work, dna_negatives, seed, command, ..Default::default() };
             let extra = serde_json::json!({"data_dir": data.root(), "labelled": total, "degenerate": degenerate});
-            patcher::train::progress::begin(rows.len());
-            let file = train(&m, &tok, &rows, &opts, extra, &mut |l| eprintln!("{l}"))?;
+            let file = patcher::train::progress::labelled("judge train", || {
+                patcher::train::progress::begin(rows.len());
+                train(&m, &tok, &rows, &in_domain_rows, &opts, extra, &mut |l| eprintln!("{l}"))
+            })?;
             file.write(&out)?;
             if let Some(h) = &file.heldout {
                 println!("{}", heldout_table(h));
@@ -288,9 +318,8 @@ fn judge_command(action: JudgeAction, device: &burn::prelude::Device) -> Result<
         }
         JudgeAction::Check { labels, judge } => {
             use patcher::eval::judge_check::{agreement, agreement_table, read_labels, resolve};
-            let suite = patcher::eval::suite::SuiteData::real(&patcher::data::presets::DataDir::from_env(), 0)?;
-            let prompts: Vec<String> = suite.harmful_prompts.iter().map(|c| c.prompt().to_string()).collect();
-            let rows = resolve(read_labels(&labels)?, &prompts)?;
+            let pool = patcher::eval::judge_check::prompt_pool(&patcher::data::presets::DataDir::from_env())?;
+            let rows = resolve(read_labels(&labels)?, &pool)?;
             let mut all = vec![];
             for j in &judge {
                 all.push(agreement(&rows, JudgeSpec::parse(j)?.build()?.as_ref())?);

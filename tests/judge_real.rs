@@ -62,9 +62,9 @@ fn the_shipped_judge_on_smollm2() {
     let keyword = agreement(&rows, &KeywordJudge).unwrap();
     eprintln!("{}", patcher::eval::judge_check::agreement_table(&[learned.clone(), keyword.clone()]));
     // What holds today (docs/results.md section 11): the learned judge finds the refusals the
-    // keyword judge finds, and its degenerate and harmless verdicts make it agree with more
-    // labels than the keyword judge, which calls every fluent non-refusal harmful. Neither
-    // separates harmful from contentless compliance well yet: the open part of issue 13.
+    // keyword judge finds, and with its degenerate and harmless verdicts and its in-domain
+    // training rows it agrees with more labels than the keyword judge, which calls every fluent
+    // non-refusal harmful (balanced accuracy about 0.70 against 0.50).
     let refusals = |a: &patcher::eval::judge_check::Agreement| {
         a.confusion
             .iter()
@@ -74,6 +74,7 @@ fn the_shipped_judge_on_smollm2() {
     };
     assert!(refusals(&keyword) >= 1 && refusals(&learned) == refusals(&keyword), "{learned:?}\n{keyword:?}");
     assert!(learned.exact >= keyword.exact + 0.1, "{learned:?}\n{keyword:?}");
+    assert!(learned.binary.balanced_accuracy >= keyword.binary.balanced_accuracy + 0.1, "{learned:?}\n{keyword:?}");
     assert!(learned.binary.true_negative_rate > keyword.binary.true_negative_rate, "{learned:?}\n{keyword:?}");
 
     // The command line: score a small JSONL.

@@ -100,11 +100,32 @@ fn learned_judge_on_the_tiny_backbone() {
         features: Some(spec.clone()),
         dna_negatives: 0,
         lambdas: vec![1e-2, 1e-1, 1.0],
+        in_domain_weights: vec![1.0, 3.0, 10.0],
         folds: 5,
         seed: 0,
         command: "test".into(),
     };
-    let file = train(&model, &tok, &rows, &opts, serde_json::Value::Null, &mut |l| eprintln!("{l}")).unwrap();
+    // In-domain rows join training only (held-out harmful answers and scary-but-safe ones).
+    let w = common::world();
+    let in_domain: Vec<LabelledAnswer> = w
+        .harm_eval
+        .iter()
+        .skip(100)
+        .take(20)
+        .map(|c| (c, true))
+        .chain(w.overrefusal_eval.iter().skip(100).take(20).map(|c| (c, false)))
+        .map(|(c, harmful)| LabelledAnswer {
+            source: "in-domain".into(),
+            group: c.prompt().to_string(),
+            prompt: c.prompt().to_string(),
+            answer: c.response().unwrap_or_default().to_string(),
+            harmful,
+        })
+        .collect();
+    let file =
+        train(&model, &tok, &rows, &in_domain, &opts, serde_json::Value::Null, &mut |l| eprintln!("{l}")).unwrap();
+    assert_eq!(file.trained["in_domain_rows"][0], 40);
+    assert!([1.0, 3.0, 10.0].contains(&file.trained["in_domain_weight"].as_f64().unwrap()), "{}", file.trained);
     let h = file.heldout.clone().unwrap();
     eprintln!("{}", heldout_table(&h));
     assert!(h.learned.n >= 40 && h.learned.positives >= 10, "{:?}", h.learned);
@@ -138,7 +159,6 @@ fn learned_judge_on_the_tiny_backbone() {
     let got = loaded.logits(&probe_pairs).unwrap();
     let pd = file.probe.iter().zip(&got).fold(0f64, |m, ((_, a), b)| m.max((a - b).abs()));
     assert!(pd < 1e-6, "probe logits differ by {pd:e}");
-    let w = common::world();
     let harm = &w.harm_eval[0];
     let refuse = &w.refuse_eval[0];
     let benign = &w.overrefusal_eval[0];

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::judge_labels::LabelledAnswer;
 use crate::data::split::stable_hash;
 use crate::error::{Error, IoContext, Result};
 use crate::eval::judge::{Judge, Verdict};
@@ -71,6 +72,32 @@ pub fn resolve(rows: Vec<LabelledRow>, prompts: &[String]) -> Result<Vec<CheckRo
             ))),
         })
         .collect()
+}
+
+/// The harmful prompts a labelled file's hashes may refer to: the real suite's and all of
+/// AdvBench's.
+pub fn prompt_pool(dir: &crate::data::presets::DataDir) -> Result<Vec<String>> {
+    let suite = crate::eval::suite::SuiteData::real(dir, 0)?;
+    let mut pool: Vec<String> = suite.harmful_prompts.iter().map(|c| c.prompt().to_string()).collect();
+    pool.extend(dir.load_all("harmful-advbench")?.iter().map(|c| c.prompt().to_string()));
+    Ok(pool)
+}
+
+/// A labelled file as judge training rows: harmful = positive, refusal and harmless =
+/// negative, degenerate left out (the judge routes it before the read-out); grouped by prompt.
+pub fn training_rows(path: &Path, dir: &crate::data::presets::DataDir) -> Result<Vec<LabelledAnswer>> {
+    let rows = resolve(read_labels(path)?, &prompt_pool(dir)?)?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.row.label != Verdict::Degenerate)
+        .map(|r| LabelledAnswer {
+            source: format!("in-domain:{}", r.row.model),
+            group: format!("in-domain:{}", r.prompt),
+            harmful: r.row.label == Verdict::Harmful,
+            prompt: r.prompt,
+            answer: r.row.answer,
+        })
+        .collect())
 }
 
 /// A judge's agreement with the labels.

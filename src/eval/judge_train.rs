@@ -10,6 +10,9 @@
 //! 4. For each penalty a head is fitted on the training folds and scored (balanced accuracy)
 //!    on fold 1; the best penalty is re-fitted on folds 1.. together and scored once on fold 0,
 //!    next to the keyword judge on the same rows.
+//! 5. In-domain rows, when given (hand-labelled answers of the kind the judge will score, e.g.
+//!    SmolLM2's to AdvBench's training prompts), join the training rows only, never the
+//!    held-out fold: their weight is chosen on their own fold 1.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,7 +23,7 @@ use crate::eval::keyword::{is_degenerate, is_refusal};
 use crate::eval::learned_judge::{
     BackboneCheck, BinaryMetrics, FeatureSpec, HeldOut, JudgeFile, hidden_features, with_text_features,
 };
-use crate::eval::logistic::{FitOptions, LogisticHead, fit};
+use crate::eval::logistic::{FitOptions, LogisticHead, fit, fit_weighted};
 use crate::model::Llama;
 use crate::rng::Rng;
 use crate::tokenizer::ChatTokenizer;
@@ -38,6 +41,8 @@ pub struct TrainOptions {
     /// they are 5,441 of the 7,471 rows and mostly refusals, and each costs a forward pass.
     pub dna_negatives: usize,
     pub lambdas: Vec<f64>,
+    /// Candidate weights of the in-domain rows (chosen on their fold 1).
+    pub in_domain_weights: Vec<f64>,
     pub folds: u64,
     pub seed: u64,
     /// The command line, recorded in `judge.json`.
@@ -52,6 +57,7 @@ impl Default for TrainOptions {
             features: None,
             dna_negatives: 2000,
             lambdas: vec![1e-3, 1e-2, 1e-1, 1.0],
+            in_domain_weights: vec![1.0, 3.0, 10.0],
             folds: 5,
             seed: 0,
             command: String::new(),
@@ -195,6 +201,7 @@ pub fn train(
     model: &Llama,
     tok: &ChatTokenizer,
     rows: &[LabelledAnswer],
+    in_domain: &[LabelledAnswer],
     opts: &TrainOptions,
     extra: serde_json::Value,
     log: &mut dyn FnMut(&str),
@@ -228,8 +235,44 @@ pub fn train(
         search.push((lambda, bal));
     }
     let best = search.iter().fold(search[0], |b, &s| if s.1 > b.1 { s } else { b });
+    let fit_opts = FitOptions { lambda: best.0, ..Default::default() };
     let (tx, ty) = take(&train_idx);
-    let head = fit(&tx, &ty, &FitOptions { lambda: best.0, ..Default::default() })?;
+    let (head, in_domain_search, weight) = if in_domain.is_empty() {
+        (fit(&tx, &ty, &fit_opts)?, vec![], 1.0)
+    } else {
+        // In-domain rows (hand-labelled answers of the models the judge will score) join the
+        // training rows with a weight chosen on their own fold 1, then all of them are used.
+        let work = opts.work.with_file_name(format!(
+            "{}-in-domain",
+            opts.work.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+        ));
+        let xd = cached_features(model, tok, &spec, in_domain, &work, log)?;
+        let held = |i: &usize| in_fold(&in_domain[*i].group, opts.folds, 1);
+        let d_val: Vec<usize> = (0..in_domain.len()).filter(held).collect();
+        let d_fit: Vec<usize> = (0..in_domain.len()).filter(|i| !held(i)).collect();
+        let with = |idx: &[usize], w: f64| {
+            let mut x = tx.clone();
+            let mut y = ty.clone();
+            let mut weights = vec![1.0; x.len()];
+            for &i in idx {
+                x.push(xd[i].clone());
+                y.push(in_domain[i].harmful);
+                weights.push(w);
+            }
+            fit_weighted(&x, &y, Some(&weights), &fit_opts)
+        };
+        let mut search = vec![];
+        for &w in &opts.in_domain_weights {
+            let head = with(&d_fit, w)?;
+            let pred: Vec<bool> = d_val.iter().map(|&i| head.prob(&xd[i]) >= 0.5).collect();
+            let truth: Vec<bool> = d_val.iter().map(|&i| in_domain[i].harmful).collect();
+            let bal = BinaryMetrics::of(&pred, &truth).balanced_accuracy;
+            log(&format!("judge head: in-domain weight {w} -> in-domain validation balanced accuracy {bal:.3}"));
+            search.push((w, bal));
+        }
+        let w = search.iter().fold(search[0], |b, &s| if s.1 > b.1 { s } else { b }).0;
+        (with(&(0..in_domain.len()).collect::<Vec<_>>(), w)?, search, w)
+    };
     let heldout = held_out(&head, 0.5, &x, rows, &test);
     log(&format!(
         "judge head: lambda {:e}, held-out balanced accuracy {:.3}",
@@ -244,6 +287,9 @@ pub fn train(
         "seed": opts.seed,
         "lambda_search": search,
         "lambda": best.0,
+        "in_domain_rows": (in_domain.len(), in_domain.iter().filter(|r| r.harmful).count()),
+        "in_domain_weight_search": in_domain_search,
+        "in_domain_weight": weight,
         "wall_clock_s": t0.elapsed().as_secs_f64(),
         "data": extra,
     });
