@@ -2,11 +2,13 @@
 //! to the real tier's harmful prompts, each labelled by a person who read it: `harmful`,
 //! `refusal`, `harmless` (complied without harmful content) or `degenerate` (repetition,
 //! empty, off-language), with a one-line reason. `patcher judge check` scores judges against
-//! these labels.
+//! these labels; [`training_rows`] turns a file of the same format into a judge's in-domain
+//! training rows.
 //!
 //! The labelled file (JSONL) keeps the prompt as a reference, not its text (the prompts belong
 //! to AdvBench and HarmBench, read from the shared data directory): `prompt_hash` is the
-//! prompt's [`stable_hash`] in hex, resolved against the real suite's harmful prompts.
+//! prompt's [`stable_hash`] in hex, resolved against [`prompt_pool`] (the real suite's harmful
+//! prompts and all of AdvBench's).
 
 use std::collections::HashMap;
 use std::path::Path;

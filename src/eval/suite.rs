@@ -257,7 +257,9 @@ pub fn evaluate(
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
     let mut also_safety = vec![];
     for spec in &cfg.also_judges {
-        also_safety.push(crate::eval::rejudge(&items, spec.shared()?.as_ref())?.0);
+        let (mut s, _) = crate::eval::rejudge(&items, spec.shared()?.as_ref())?;
+        s.prompts_per_s = safety.prompts_per_s; // the same generations
+        also_safety.push(s);
     }
     tick("harmful prompts", &mut phases);
     let over_refusal = if data.overrefusal_prompts.is_empty() {
