@@ -16,8 +16,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::DataError;
+use super::loaders::map_rows;
 use super::presets::DataDir;
-use super::records::read_records;
 use super::split::stable_hash;
 
 /// One labelled answer.
@@ -46,11 +46,10 @@ pub fn load(dir: &DataDir) -> Result<Vec<LabelledAnswer>, DataError> {
 }
 
 fn dna(path: &Path) -> Result<Vec<LabelledAnswer>, DataError> {
-    let mut out = vec![];
-    for rec in read_records(path, None)? {
-        let r = rec?;
+    map_rows(path, |r| {
         let question = r.string(path, "question")?;
         let id = r.string(path, "id")?;
+        let mut out = vec![];
         for m in DNA_MODELS {
             let harmful = match r.string(path, &format!("{m}_harmful"))?.trim() {
                 "1" => true,
@@ -68,18 +67,16 @@ fn dna(path: &Path) -> Result<Vec<LabelledAnswer>, DataError> {
                 harmful,
             });
         }
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 fn jbb(path: &Path) -> Result<Vec<LabelledAnswer>, DataError> {
-    let mut out = vec![];
-    for rec in read_records(path, None)? {
-        let r = rec?;
+    map_rows(path, |r| {
         // Rows where the attack produced no submission have a null response: nothing to judge.
         let Some(answer) = r.opt_string(path, "response").ok().flatten() else {
             if matches!(r.fields.get("response"), None | Some(Value::Null)) {
-                continue;
+                return Ok(vec![]);
             }
             return Err(r.error(path, "field `response`: expected a string or null"));
         };
@@ -96,31 +93,27 @@ fn jbb(path: &Path) -> Result<Vec<LabelledAnswer>, DataError> {
             r.opt_string(path, "method")?.unwrap_or("?"),
             r.opt_string(path, "target_model")?.unwrap_or("?")
         );
-        out.push(LabelledAnswer {
+        Ok(vec![LabelledAnswer {
             source,
             group: format!("jbb:{behaviour}"),
             prompt: r.string(path, "goal")?.to_string(),
             answer: answer.to_string(),
             harmful,
-        });
-    }
-    Ok(out)
+        }])
+    })
 }
 
 fn beavertails(path: &Path) -> Result<Vec<LabelledAnswer>, DataError> {
-    let mut out = vec![];
-    for rec in read_records(path, None)? {
-        let r = rec?;
+    map_rows(path, |r| {
         let prompt = r.string(path, "prompt")?;
-        out.push(LabelledAnswer {
+        Ok(vec![LabelledAnswer {
             source: "beavertails".into(),
             group: format!("bt:{}", prompt.trim().to_lowercase()),
             prompt: prompt.to_string(),
             answer: r.string(path, "response")?.to_string(),
             harmful: true,
-        });
-    }
-    Ok(out)
+        }])
+    })
 }
 
 /// Whether `group` falls in fold `fold` of `folds`: its stable hash ([`stable_hash`], not the

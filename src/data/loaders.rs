@@ -157,7 +157,10 @@ fn detected(path: &Path) -> Result<Vec<Conversation>, DataError> {
 }
 
 /// Map every record through `f` (zero or more outputs each); the first bad row is an error.
-fn map_rows<T>(path: &Path, mut f: impl FnMut(&Record) -> Result<Vec<T>, DataError>) -> Result<Vec<T>, DataError> {
+pub(super) fn map_rows<T>(
+    path: &Path,
+    mut f: impl FnMut(&Record) -> Result<Vec<T>, DataError>,
+) -> Result<Vec<T>, DataError> {
     let mut out = Vec::new();
     for rec in read_records(path, None)? {
         out.extend(f(&rec?)?);

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::data::judge_labels::{LabelledAnswer, in_fold};
+use crate::data::split::stable_hash;
 use crate::error::{Error, IoContext, Result};
 use crate::eval::keyword::{is_degenerate, is_refusal};
 use crate::eval::learned_judge::{
@@ -87,24 +88,27 @@ pub fn select_rows(rows: Vec<LabelledAnswer>, dna_negatives: usize, seed: u64) -
     (rows.into_iter().zip(keep).filter(|(_, k)| *k).map(|(r, _)| r).collect(), degenerate)
 }
 
-/// A digest of the rows and settings, so a cache made for other rows is never reused.
+/// A digest of the rows and settings ([`stable_hash`] of them, each ended by a NUL), so a cache
+/// made for other rows is never reused.
 fn digest(rows: &[LabelledAnswer], spec: &FeatureSpec, check: &BackboneCheck) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain([0u8]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for r in rows {
-        eat(&r.prompt);
-        eat(&r.answer);
-    }
     // The cache holds the pooled states only: settings that do not change them stay out.
     let hidden = FeatureSpec { text_features: false, ..spec.clone() };
-    eat(&serde_json::to_string(&hidden).unwrap_or_default());
-    eat(&serde_json::to_string(check).unwrap_or_default());
-    format!("{h:016x}-{}", rows.len())
+    let settings =
+        [serde_json::to_string(&hidden).unwrap_or_default(), serde_json::to_string(check).unwrap_or_default()];
+    let mut text = String::new();
+    for part in
+        rows.iter().flat_map(|r| [r.prompt.as_str(), r.answer.as_str()]).chain(settings.iter().map(String::as_str))
+    {
+        text.push_str(part);
+        text.push('\0');
+    }
+    format!("{:016x}-{}", stable_hash(&text), rows.len())
+}
+
+/// The candidate with the highest score (the first of equals): `(value, score)` pairs.
+fn best_candidate(search: &[(f64, f64)]) -> Result<(f64, f64)> {
+    let first = *search.first().ok_or_else(|| Error::Invalid("judge train: no candidate to choose from".into()))?;
+    Ok(search.iter().fold(first, |b, &s| if s.1 > b.1 { s } else { b }))
 }
 
 const CHUNK: usize = 256;
@@ -234,7 +238,7 @@ pub fn train(
         log(&format!("judge head: lambda {lambda:e} -> validation balanced accuracy {bal:.3}"));
         search.push((lambda, bal));
     }
-    let best = search.iter().fold(search[0], |b, &s| if s.1 > b.1 { s } else { b });
+    let best = best_candidate(&search)?;
     let fit_opts = FitOptions { lambda: best.0, ..Default::default() };
     let (tx, ty) = take(&train_idx);
     let (head, in_domain_search, weight) = if in_domain.is_empty() {
@@ -270,7 +274,7 @@ pub fn train(
             log(&format!("judge head: in-domain weight {w} -> in-domain validation balanced accuracy {bal:.3}"));
             search.push((w, bal));
         }
-        let w = search.iter().fold(search[0], |b, &s| if s.1 > b.1 { s } else { b }).0;
+        let w = best_candidate(&search)?.0;
         (with(&(0..in_domain.len()).collect::<Vec<_>>(), w)?, search, w)
     };
     let heldout = held_out(&head, 0.5, &x, rows, &test);

@@ -17,8 +17,8 @@ use crate::data::split::Split;
 use crate::data::synth::SynthWorld;
 use crate::data::{Conversation, Message};
 use crate::error::{Error, Result};
-use crate::eval::judge::{Judge, JudgeSpec, Verdict};
-use crate::eval::keyword::KeywordJudge;
+use crate::eval::judge::{Judge, JudgeSpec};
+use crate::eval::keyword::is_refusal;
 use crate::eval::mc::McFormat;
 use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
 use crate::model::Llama;
@@ -269,11 +269,7 @@ pub fn evaluate(
         let (answers, _) = generate_answers(model, tok, &prompts, cfg.batch_size, &sampling)?;
         // Over-refusal is refusal detection, whatever judges harm: a harm judge's "not harmful"
         // must not count a helpful answer to a safe prompt as a refusal.
-        let mut refused = 0;
-        for (p, a) in prompts.iter().zip(&answers) {
-            let q = p.last().map(|m| m.content.as_str()).unwrap_or("");
-            refused += usize::from(KeywordJudge.judge(q, a)?.verdict == Verdict::Refusal);
-        }
+        let refused = answers.iter().filter(|a| is_refusal(a)).count();
         Some(refused as f64 / answers.len().max(1) as f64)
     };
     tick("over-refusal prompts", &mut phases);
