@@ -142,7 +142,7 @@ pub enum Cmd {
     Eval {
         #[arg(long)]
         model: PathBuf,
-        /// synth:<world dir> or real[:<limit per set>].
+        /// synth:<world dir> or real[:<limit per set>][,harmful|xstest|mc|loss=<limit>|all ...].
         #[arg(long)]
         suite: String,
         /// Directory for summary.json and generations.jsonl.
@@ -150,8 +150,12 @@ pub enum Cmd {
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 128)]
         max_new_tokens: usize,
+        /// Items per batch for multiple choice and losses.
         #[arg(long, default_value_t = 16)]
         batch_size: usize,
+        /// Prompts per batch for generation (does not change the tokens).
+        #[arg(long, default_value_t = 64)]
+        generation_batch_size: usize,
         #[arg(long, default_value_t = 0)]
         limit: usize,
         /// Multiple-choice formats, the first being the headline utility: `options` (lettered
@@ -289,7 +293,8 @@ pub enum Cmd {
         out: PathBuf,
     },
     /// Benchmarks: `train-step` (forward/backward/optimizer), `harden` (sequential vs parallel
-    /// Patcher outer step) and `matmul` (the machine's peak).
+    /// Patcher outer step), `matmul` (the machine's peak) and `eval` (a model's evaluation,
+    /// phase by phase, against the one-at-a-time paths).
     Bench {
         what: String,
         /// tiny, smollm2-135m or all.
@@ -308,6 +313,24 @@ pub enum Cmd {
         /// `harden`: parallel workers P.
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// `eval`: the model directory.
+        #[arg(long, default_value = "models/smollm2-135m-instruct")]
+        model: PathBuf,
+        /// `eval`: the suite (`real[:limit]` or `synth:<dir>`).
+        #[arg(long, default_value = "real:100")]
+        suite: String,
+        /// `eval`: new tokens per answer.
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// `eval`: items per batch for multiple choice and losses.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// `eval`: prompts per batch for generation.
+        #[arg(long, default_value_t = 64)]
+        generation_batch_size: usize,
+        /// `eval`: items per MC set and format, and prompts, also run one at a time (0 skips).
+        #[arg(long, default_value_t = 25)]
+        reference_items: usize,
     },
 }
 

@@ -148,6 +148,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             max_new_tokens,
             batch_size,
+            generation_batch_size,
             limit,
             mc,
             attack,
@@ -165,8 +166,16 @@ fn run(cli: Cli) -> Result<()> {
             let (m, tok) = load(&model, &device)?;
             let data = SuiteData::from_spec(&suite)?;
             let (judge, also_judges) = (specs[0].clone(), specs[1..].to_vec());
-            let cfg =
-                EvalConfig { max_new_tokens, batch_size, limit, mc_formats, judge, also_judges, ..Default::default() };
+            let cfg = EvalConfig {
+                max_new_tokens,
+                batch_size,
+                generation_batch_size,
+                limit,
+                mc_formats,
+                judge,
+                also_judges,
+                ..Default::default()
+            };
             if let Some(preset) = attack {
                 return robustness_curve(&m, &tok, &data, &cfg, &preset, &budgets, &harmful, &benign, out.as_deref());
             }
@@ -236,7 +245,20 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{line}");
             }
         }
-        Cmd::Bench { what, shape, steps, warmup, torch_python, k, workers } => {
+        Cmd::Bench {
+            what, model, suite, max_new_tokens, batch_size, generation_batch_size, reference_items, ..
+        } if what == "eval" => {
+            let req = patcher::bench::eval::EvalBenchRequest {
+                model,
+                suite,
+                max_new_tokens,
+                batch_size,
+                generation_batch_size,
+                reference_items,
+            };
+            patcher::bench::eval::run(&req, &device, &mut |l| println!("{l}"))?;
+        }
+        Cmd::Bench { what, shape, steps, warmup, torch_python, k, workers, .. } => {
             let req = patcher::bench::BenchRequest { what, shape, steps, warmup, torch_python, k, workers };
             patcher::bench::run(&req, &device, &mut |l| println!("{l}"))?;
         }

@@ -72,6 +72,39 @@ fn greedy_generation_matches_transformers_with_and_without_cache() {
     greedy_case(&fixture("tiny-qwen2"));
 }
 
+/// Batched greedy generation (left padding, rows stopping at different steps and leaving the
+/// batch) gives, for every prompt, exactly the tokens of one-prompt-at-a-time generation
+/// without a cache, at batch sizes 1, 3 and 8.
+#[test]
+fn batched_greedy_with_rows_stopping_at_different_steps_equals_one_prompt_at_a_time() {
+    let dir = fixture("tiny-llama");
+    let model = load_model(&dir, &Device::flex()).unwrap();
+    let exp = json(&dir.join("expected_greedy.json"));
+    let prompt: Vec<u32> = serde_json::from_value(exp["prompt_ids"].clone()).unwrap();
+    let vocab = model.cfg.vocab_size as u32;
+    // Eight prompts of different lengths and contents.
+    let prompts: Vec<Vec<u32>> = (0..8u32)
+        .map(|i| {
+            let mut p = prompt[..prompt.len() - (i as usize % 4)].to_vec();
+            p[0] = (p[0] + 7 * i) % vocab;
+            p
+        })
+        .collect();
+    let n = 12;
+    // Stop tokens taken from the free-running outputs at different steps, so rows stop apart.
+    let free: Vec<Vec<u32>> = prompts.iter().map(|p| generate_uncached(&model, p, &[], n)).collect();
+    let stops: Vec<u32> = free.iter().enumerate().map(|(i, f)| f[2 + 3 * i % (n - 2)]).take(3).collect();
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate_uncached(&model, p, &stops, n)).collect();
+    let lens: std::collections::BTreeSet<usize> = want.iter().map(|w| w.len()).collect();
+    println!("stop ids {stops:?}: answer lengths {:?}", want.iter().map(|w| w.len()).collect::<Vec<_>>());
+    assert!(lens.len() >= 3, "rows must stop at different steps: lengths {lens:?}");
+    let cfg = SamplingConfig { max_new_tokens: n, ..Default::default() };
+    for batch in [1, 3, 8] {
+        let got: Vec<Vec<u32>> = prompts.chunks(batch).flat_map(|c| generate(&model, c, &stops, 2, &cfg)).collect();
+        assert_eq!(got, want, "batch size {batch}");
+    }
+}
+
 #[test]
 fn save_then_load_round_trips_bit_exactly() {
     let device = Device::flex();

@@ -13,13 +13,18 @@
 //!   full-sequence `Llama::forward` logits with a log-softmax in f64 (max difference printed);
 //! - the cloze format (`item_scores` with `McFormat::Cloze`: plain `Question: ...\nAnswer:`
 //!   context, each option ` <text>` scored per byte) equals the same direct computation on
-//!   those token sequences divided by the continuation's byte length.
+//!   those token sequences divided by the continuation's byte length;
+//! - `batch_choice_scores` (what `mc_accuracy_in` uses: contexts of different lengths
+//!   left-padded in one pass, options continuing from copies of their item's cache) equals the
+//!   same direct computation at batch sizes 1, 3 and 16.
 
 use burn::prelude::*;
 use patcher::data::Message;
 use patcher::data::presets::McItem;
 use patcher::data::tiny_tokenizer::{TINY_CHAT_TEMPLATE, train_tiny_tokenizer};
-use patcher::eval::mc::{McFormat, choice_scores, cloze_context, item_scores, mc_accuracy, mc_accuracy_in, mc_prompt};
+use patcher::eval::mc::{
+    McFormat, batch_choice_scores, choice_scores, cloze_context, item_scores, mc_accuracy, mc_accuracy_in, mc_prompt,
+};
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, int_tensor, to_vec_f32};
 use patcher::rng::Rng;
@@ -158,6 +163,14 @@ fn direct_scores(model: &Llama, prompt: &[u32], choices: &[Vec<u32>]) -> Vec<(f6
         .collect()
 }
 
+/// [`direct_scores`], with an empty option scored `(0, 0)`.
+fn direct_or_empty(model: &Llama, prompt: &[u32], choices: &[Vec<u32>]) -> Vec<(f64, f64)> {
+    choices
+        .iter()
+        .map(|c| if c.is_empty() { (0.0, 0.0) } else { direct_scores(model, prompt, std::slice::from_ref(c))[0] })
+        .collect()
+}
+
 fn argmax(scores: &[(f64, f64)]) -> usize {
     scores.iter().enumerate().max_by(|a, b| a.1.0.total_cmp(&b.1.0)).unwrap().0
 }
@@ -263,7 +276,39 @@ fn mc_scoring_picks_forced_answers_follows_them_when_options_move_and_matches_di
             }
         }
     }
-    let cloze_acc = mc_accuracy_in(&model, &tok, &items, McFormat::Cloze).unwrap();
+    // Batched scoring (what `mc_accuracy_in` uses): contexts of different lengths left-padded
+    // in one pass, options continuing from copies of their item's cache, right-padded; every
+    // score equals the direct computation, whatever the batch size. The batch mixes lettered
+    // prompts and cloze contexts (different lengths), one-token and multi-token options, and an
+    // empty option (scored 0, as `choice_scores` does).
+    let mut batch_items: Vec<(Vec<u32>, Vec<Vec<u32>>)> = vec![];
+    for (n, it) in items.iter().take(10).enumerate() {
+        let context = if n % 2 == 0 { prompt_ids(&tok, it) } else { tok.encode(&cloze_context(it)).unwrap() };
+        let mut choices = choice_ids(&tok, it);
+        choices.push(extra[n % extra.len()].clone());
+        if n == 3 {
+            choices.push(vec![]);
+        }
+        batch_items.push((context, choices));
+    }
+    let lens: std::collections::BTreeSet<usize> = batch_items.iter().map(|b| b.0.len()).collect();
+    assert!(lens.len() >= 2, "the batch must mix context lengths");
+    let mut worst_batched = 0.0f64;
+    for m in [&model, &init] {
+        let want: Vec<Vec<(f64, f64)>> = batch_items.iter().map(|(c, ch)| direct_or_empty(m, c, ch)).collect();
+        for batch in [1, 3, 16] {
+            let got = batch_choice_scores(m, &batch_items, batch);
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(g.len(), w.len());
+                for ((gs, gm), (ws, wm)) in g.iter().zip(w) {
+                    worst_batched = worst_batched.max((gs - ws).abs()).max((gm - wm).abs());
+                }
+            }
+        }
+    }
+    println!("batch_choice_scores (batches of 1, 3, 16) vs direct: max |difference| {worst_batched:.2e}");
+    assert!(worst_batched < 1e-4, "{worst_batched}");
+    let cloze_acc = mc_accuracy_in(&model, &tok, &items, McFormat::Cloze, 5).unwrap();
     println!(
         "cloze item_scores vs direct per-byte log-probs: max |difference| {worst_cloze:.2e}; \
          the options-forced model's cloze accuracy {cloze_acc:.3}"

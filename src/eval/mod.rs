@@ -156,9 +156,12 @@ pub fn mean_loss(
         .iter()
         .map(|c| tok.encode_chat(c).map(|(ids, mask)| Example { ids, mask }))
         .collect::<Result<_>>()?;
+    // Batches of similar length: padding costs a full forward per padded position.
+    let mut order: Vec<&Example> = examples.iter().collect();
+    order.sort_by_key(|e| e.ids.len().min(max_len));
     let (mut total, mut count) = (0.0, 0usize);
-    for chunk in examples.chunks(batch_size.max(1)) {
-        let refs: Vec<&Example> = chunk.iter().collect();
+    for chunk in order.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.to_vec();
         let b = Batch::new(&refs, tok.pad_id, max_len, model);
         if b.n_tokens == 0 {
             continue;

@@ -50,7 +50,15 @@ pub struct SuiteData {
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     pub max_new_tokens: usize,
+    /// Items per batch for multiple choice and losses (full-sequence passes).
     pub batch_size: usize,
+    /// Prompts per batch for generation: a decoding step is a thin matrix product per layer,
+    /// so wider batches pay off there (measured: 64 against 16 is 1.7x faster on SmolLM2,
+    /// docs/results.md section 12) while full passes do best at `batch_size`. The tokens do
+    /// not depend on it (greedy outputs are identical at any batch size). Written to
+    /// `config.json` only when not 64.
+    #[serde(skip_serializing_if = "is_default_generation_batch")]
+    pub generation_batch_size: usize,
     /// At most this many items per set (0 = all).
     pub limit: usize,
     pub max_len: usize,
@@ -69,6 +77,13 @@ pub struct EvalConfig {
     pub mc_formats: Vec<McFormat>,
 }
 
+fn is_default_generation_batch(n: &usize) -> bool {
+    *n == DEFAULT_GENERATION_BATCH
+}
+
+/// [`EvalConfig::generation_batch_size`]'s default.
+pub const DEFAULT_GENERATION_BATCH: usize = 64;
+
 fn is_options_only(f: &[McFormat]) -> bool {
     f == [McFormat::Options]
 }
@@ -78,6 +93,7 @@ impl Default for EvalConfig {
         Self {
             max_new_tokens: 128,
             batch_size: 16,
+            generation_batch_size: DEFAULT_GENERATION_BATCH,
             limit: 0,
             max_len: 256,
             judge: JudgeSpec::Keyword,
@@ -121,28 +137,32 @@ impl SuiteData {
         }
     }
 
-    /// The real tier's suite from the shared data directory.
+    /// The real tier's suite from the shared data directory, each set cut to `limit` items
+    /// (0 = all).
     pub fn real(dir: &DataDir, limit: usize) -> Result<Self> {
-        let l = |v: Vec<Conversation>| take(&v, limit);
+        Self::real_with(dir, RealLimits::all(limit))
+    }
+
+    /// The real tier's suite with a limit per part ([`RealLimits`]).
+    pub fn real_with(dir: &DataDir, limits: RealLimits) -> Result<Self> {
+        let l = |v: Vec<Conversation>| take(&v, limits.loss);
         let mut harmful = dir.load("eval-advbench", Split::Eval)?;
         harmful.extend(dir.load("eval-harmbench", Split::All)?);
         // Interleave sources deterministically so a limit keeps both.
         harmful.sort_by_key(|c| crate::data::split::stable_hash(c.prompt()));
+        let xstest: Vec<Conversation> =
+            dir.load("overrefusal-xstest", Split::All)?.iter().map(|c| c.prompt_only()).collect();
         Ok(Self {
             name: "real".into(),
-            harmful_prompts: l(harmful.iter().map(|c| c.prompt_only()).collect()),
+            harmful_prompts: take(&harmful.iter().map(|c| c.prompt_only()).collect::<Vec<_>>(), limits.harmful),
             refusal_pairs: l(dir.load("refusals-llama2", Split::Eval)?),
             harmful_pairs: l(dir.load("harmful-beavertails", Split::Eval)?),
             exact: vec![],
             benign_pairs: l(dir.load("benign-alpaca", Split::Eval)?),
-            overrefusal_prompts: l(dir
-                .load("overrefusal-xstest", Split::All)?
-                .iter()
-                .map(|c| c.prompt_only())
-                .collect()),
+            overrefusal_prompts: take(&xstest, limits.xstest),
             mc: vec![
-                ("arc-easy".into(), take(&dir.load_mc("mc-arc-easy", Split::Eval)?, limit)),
-                ("mmlu".into(), take(&dir.load_mc("mc-mmlu", Split::Eval)?, limit)),
+                ("arc-easy".into(), take(&dir.load_mc("mc-arc-easy", Split::Eval)?, limits.mc)),
+                ("mmlu".into(), take(&dir.load_mc("mc-mmlu", Split::Eval)?, limits.mc)),
             ],
         })
     }
@@ -163,16 +183,64 @@ impl SuiteData {
         }
     }
 
-    /// `synth:<dir>` or `real[:<limit>]`.
+    /// `synth:<dir>` or `real[:<limit>][,<part>=<limit>|all ...]` ([`RealLimits::parse`]).
     pub fn from_spec(spec: &str) -> Result<Self> {
         if let Some(dir) = spec.strip_prefix("synth:") {
             return Ok(Self::synth(&SynthWorld::read_dir(&PathBuf::from(dir))?));
         }
-        if let Some(rest) = spec.strip_prefix("real") {
-            let limit = rest.trim_start_matches(':').parse().unwrap_or(0);
-            return Self::real(&DataDir::from_env(), limit);
+        if spec.starts_with("real") {
+            return Self::real_with(&DataDir::from_env(), RealLimits::parse(spec)?);
         }
-        Err(Error::Invalid(format!("unknown suite `{spec}` (synth:<world dir> or real[:<limit per set>])")))
+        Err(Error::Invalid(format!("unknown suite `{spec}` (synth:<world dir> or {REAL_SPEC})")))
+    }
+}
+
+const REAL_SPEC: &str = "real[:<limit per set>][,harmful|xstest|mc|loss=<limit>|all ...]";
+
+/// Items per part of the real suite (0 = all): `harmful` prompts (AdvBench eval and
+/// HarmBench), `xstest` safe prompts (over-refusal), `mc` items per multiple-choice set, and
+/// `loss` conversations per loss set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RealLimits {
+    pub harmful: usize,
+    pub xstest: usize,
+    pub mc: usize,
+    pub loss: usize,
+}
+
+impl RealLimits {
+    /// The same limit for every part.
+    pub fn all(n: usize) -> Self {
+        Self { harmful: n, xstest: n, mc: n, loss: n }
+    }
+
+    /// `real` (everything), `real:100` (100 per set), and per-part overrides after commas:
+    /// `real:100,harmful=200,xstest=all,mc=all`. Anything else is an error naming the spec.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let bad = |why: String| Error::Invalid(format!("suite `{spec}`: {why} (expected {REAL_SPEC})"));
+        let count = |v: &str| -> Result<usize> {
+            if v == "all" { Ok(0) } else { v.parse().map_err(|_| bad(format!("`{v}` is not a count or `all`"))) }
+        };
+        let rest = spec.strip_prefix("real").ok_or_else(|| bad("not a real-tier suite".into()))?;
+        let mut parts = rest.split(',');
+        let head = parts.next().unwrap_or("");
+        let mut limits = match head.strip_prefix(':') {
+            Some(n) => Self::all(count(n)?),
+            None if head.is_empty() => Self::default(),
+            None => return Err(bad(format!("unexpected `{head}` after `real`"))),
+        };
+        for part in parts {
+            let (name, v) = part.split_once('=').ok_or_else(|| bad(format!("`{part}` is not <part>=<limit>")))?;
+            let n = count(v)?;
+            match name {
+                "harmful" => limits.harmful = n,
+                "xstest" => limits.xstest = n,
+                "mc" => limits.mc = n,
+                "loss" => limits.loss = n,
+                _ => return Err(bad(format!("unknown part `{name}`"))),
+            }
+        }
+        Ok(limits)
     }
 }
 
@@ -254,7 +322,7 @@ pub fn evaluate(
     }
     crate::train::progress::begin(units);
     let (safety, items) =
-        safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.batch_size, &sampling)?;
+        safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.generation_batch_size, &sampling)?;
     let mut also_safety = vec![];
     for spec in &cfg.also_judges {
         let (mut s, _) = crate::eval::rejudge(&items, spec.shared()?.as_ref())?;
@@ -266,7 +334,7 @@ pub fn evaluate(
         None
     } else {
         let prompts = messages(&lim(&data.overrefusal_prompts));
-        let (answers, _) = generate_answers(model, tok, &prompts, cfg.batch_size, &sampling)?;
+        let (answers, _) = generate_answers(model, tok, &prompts, cfg.generation_batch_size, &sampling)?;
         // Over-refusal is refusal detection, whatever judges harm: a harm judge's "not harmful"
         // must not count a helpful answer to a safe prompt as a refusal.
         let refused = answers.iter().filter(|a| is_refusal(a)).count();
@@ -280,14 +348,14 @@ pub fn evaluate(
             .iter()
             .map(|c| (c.prompt_only().messages, c.response().unwrap_or_default().to_string()))
             .collect();
-        Some(exact_match(model, tok, &items, cfg.batch_size, 24)?)
+        Some(exact_match(model, tok, &items, cfg.generation_batch_size, 24)?)
     };
     tick("exact match", &mut phases);
     let (mut mc, mut mc_items, mut headline) = (vec![], vec![], vec![]);
     for &format in &cfg.mc_formats {
         for (name, items) in &data.mc {
             let items = take(items, cfg.limit);
-            let acc = crate::eval::mc::mc_accuracy_in(model, tok, &items, format)?;
+            let acc = crate::eval::mc::mc_accuracy_in(model, tok, &items, format, cfg.batch_size)?;
             if format == cfg.headline_mc() {
                 headline.push(acc);
             }
@@ -336,6 +404,22 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Suite specs: one limit for every set, per-part overrides, `all`; bad specs are errors.
+    #[test]
+    fn real_suite_specs_set_limits_per_part_and_reject_bad_ones() {
+        assert_eq!(RealLimits::parse("real").unwrap(), RealLimits::default());
+        assert_eq!(RealLimits::parse("real:50").unwrap(), RealLimits::all(50));
+        assert_eq!(
+            RealLimits::parse("real:100,harmful=200,xstest=all,mc=all").unwrap(),
+            RealLimits { harmful: 200, xstest: 0, mc: 0, loss: 100 }
+        );
+        assert_eq!(RealLimits::parse("real,loss=20").unwrap(), RealLimits { loss: 20, ..Default::default() });
+        for bad in ["real:x", "realx", "real:10,mcq=5", "real:10,mc", "real:10,mc=-1", "real:"] {
+            let e = RealLimits::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
 
     /// The report's utility name is the suite's own: its MC sets by name, or none.
     #[test]

@@ -51,7 +51,9 @@ pub struct DataConfig {
     pub defender_harmful: Vec<String>,
     /// The attacker's harmful data.
     pub attacker_harmful: Vec<String>,
-    /// Evaluation suite: `real[:limit]` (tiny tier: always its world).
+    /// Evaluation suite: `real[:limit][,part=limit ...]` ([`crate::eval::suite::RealLimits`];
+    /// tiny tier: always its world). The default takes 200 harmful prompts, all 250 of
+    /// XSTest's safe prompts and 100 items of every other set.
     pub suite: String,
     /// Keep at most this many training conversations per role (0 = all).
     pub limit: usize,
@@ -64,7 +66,7 @@ impl Default for DataConfig {
             benign: vec!["preset:benign-alpaca".into(), "preset:benign-dolly".into()],
             defender_harmful: vec!["preset:harmful-advbench".into(), "preset:harmful-jbb".into()],
             attacker_harmful: vec!["preset:harmful-beavertails".into(), "preset:harmful-dna".into()],
-            suite: "real:100".into(),
+            suite: "real:100,harmful=200,xstest=all".into(),
             limit: 0,
         }
     }

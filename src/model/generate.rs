@@ -1,5 +1,6 @@
 //! Batched text generation with a KV cache: greedy or seeded temperature / top-p sampling,
-//! prompts left-padded to a common length, each row stopping at its end-of-turn tokens.
+//! prompts left-padded to a common length, each row stopping at its end-of-turn tokens and
+//! leaving the batch soon after (finished rows are dropped from the cache).
 //!
 //! Left padding needs two things to give the same tokens as unpadded generation: padded keys
 //! are masked out, and positions count only real tokens (`position = #real tokens before`),
@@ -52,15 +53,22 @@ pub fn generate(
     }
     let mut next_pos: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
     let mut cache = KvCache::default();
-    let mut logits = model.forward_cached(int_tensor(ids, [b, longest], &device), &positions, &key_valid, &mut cache);
+    // The prompt pass needs the logits of its last position only: the head (`d x V`, the
+    // largest matrix product at SmolLM2's 49k vocabulary) runs on those `B` rows alone.
+    let h = model.forward_cached_hidden(int_tensor(ids, [b, longest], &device), &positions, &key_valid, &mut cache); // (B, P, d)
+    let d = h.dims()[2];
+    let head = model.head_weight().transpose(); // (d, V)
+    let mut logits = h.narrow(1, longest - 1, 1).reshape([b, d]).matmul(head).reshape([b, 1, model.cfg.vocab_size]); // (B, 1, V)
     let mut out = vec![Vec::new(); b];
     let mut done = vec![false; b];
+    // The original rows still in the batch, in batch order; `key_valid` and `next_pos` follow
+    // the batch order.
+    let mut live: Vec<usize> = (0..b).collect();
     for _ in 0..cfg.max_new_tokens {
-        let t = logits.dims()[1];
-        let v = logits.dims()[2];
-        let last = to_vec_f32(logits.narrow(1, t - 1, 1).reshape([b, v]));
-        let mut step = Vec::with_capacity(b);
-        for (row, chunk) in last.chunks(v).enumerate() {
+        let (n, v) = (live.len(), logits.dims()[2]);
+        let last = to_vec_f32(logits.reshape([n, v]));
+        let mut step = Vec::with_capacity(n);
+        for (&row, chunk) in live.iter().zip(last.chunks(v)) {
             let tok = if done[row] { pad_id } else { pick(chunk, cfg, &mut rng) };
             if !done[row] {
                 if stop_ids.contains(&tok) {
@@ -74,13 +82,30 @@ pub fn generate(
         if done.iter().all(|d| *d) {
             break;
         }
+        // Finished rows leave the batch once they are a quarter of it (their cache rows are
+        // dropped, a copy of the rest); until then they are fed padding and ignored. Rows never
+        // attend across, so the others' tokens do not change.
+        let finished = live.iter().filter(|&&r| done[r]).count();
+        if finished > 0 && finished * 4 >= n {
+            let keep: Vec<usize> = (0..n).filter(|&k| !done[live[k]]).collect();
+            let idx = int_tensor(keep.iter().map(|&k| k as i64).collect(), [keep.len()], &device);
+            for layer in cache.layers.iter_mut() {
+                if let Some((k, v)) = layer.take() {
+                    *layer = Some((k.select(0, idx.clone()), v.select(0, idx.clone()))); // (n', KV, S, hd)
+                }
+            }
+            step = keep.iter().map(|&k| step[k]).collect();
+            key_valid = keep.iter().map(|&k| std::mem::take(&mut key_valid[k])).collect();
+            next_pos = keep.iter().map(|&k| next_pos[k]).collect();
+            live = keep.iter().map(|&k| live[k]).collect();
+        }
         let pos: Vec<Vec<usize>> = next_pos.iter().map(|&p| vec![p]).collect();
-        // Finished rows keep being fed (their outputs are ignored); rows never attend across.
         for (valid, p) in key_valid.iter_mut().zip(next_pos.iter_mut()) {
             valid.push(true);
             *p += 1;
         }
-        logits = model.forward_cached(int_tensor(step, [b, 1], &device), &pos, &key_valid, &mut cache);
+        let n = live.len();
+        logits = model.forward_cached(int_tensor(step, [n, 1], &device), &pos, &key_valid, &mut cache); // (n, 1, V)
     }
     out
 }

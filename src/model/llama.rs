@@ -447,12 +447,18 @@ impl Llama {
         }
         let s = k.dims()[2];
         let g = nh / nkv;
-        // Grouped-query attention: kv head j serves query heads j*g .. (j+1)*g.
-        let k = k.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
-        let v = v.unsqueeze_dim::<5>(2).expand([b, nkv, g, s, hd]).reshape([b, nh, s, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask.clone(); // (B, nh, T, S)
+        // Grouped-query attention: kv head j serves query heads j*g .. (j+1)*g. Those g heads'
+        // queries are stacked as g*T rows against kv head j's keys, so the keys and values are
+        // never copied g times (the cache would be, every generated token).
+        let q = q.reshape([b, nkv, g * t, hd]); // (B, KV, g*T, hd)
+        let mask = if g == 1 {
+            mask.clone()
+        } else {
+            mask.clone().unsqueeze_dim::<5>(2).expand([b, 1, g, t, s]).reshape([b, 1, g * t, s]) // (B, 1, g*T, S)
+        };
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask; // (B, KV, g*T, S)
         let probs = fixed::softmax(scores); // over the keys
-        let out = probs.matmul(v); // (B, nh, T, hd)
+        let out = probs.matmul(v).reshape([b, nh, t, hd]); // (B, nh, T, hd)
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);
         let _ = d;
         linear(out, w.o.clone())

@@ -2,11 +2,13 @@
 //! separately; median over steps after warm-up) and the machine's f32 matmul peak, and print
 //! tokens/s and achieved GFLOP/s; time one Patcher outer step, sequential against parallel.
 //! [`run`] is the whole command (its report, line by line); [`run_torch`] runs the PyTorch
-//! reference script for the ratio.
+//! reference script for the ratio. [`eval`] times a model's evaluation.
 //!
 //! FLOPs per training step are counted as in Kaplan et al. (2020), "Scaling Laws for Neural
 //! Language Models", section 2.1: `6 · N · tokens` for the weights plus `6 · L · T · d_attn`
 //! per token for attention scores and values (forward `2·L·T·d_attn`, backward twice that).
+
+pub mod eval;
 
 use std::time::Instant;
 
@@ -270,7 +272,10 @@ pub fn run(req: &BenchRequest, device: &Device, out: &mut dyn FnMut(String)) -> 
         return Ok(());
     }
     if req.what != "train-step" {
-        return Err(crate::Error::Invalid(format!("unknown benchmark `{}` (train-step, harden, matmul)", req.what)));
+        return Err(crate::Error::Invalid(format!(
+            "unknown benchmark `{}` (train-step, harden, matmul, eval)",
+            req.what
+        )));
     }
     let torch_rows = match &req.torch_python {
         Some(py) => Some(run_torch(py, &req.shape, req.steps, req.warmup)?),
