@@ -314,6 +314,10 @@ impl ExperimentConfig {
         for a in &self.attacks {
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;
         }
+        if self.base.kind != BaseKind::Tiny {
+            crate::eval::suite::RealLimits::parse(&self.data.suite)
+                .map_err(|e| Error::Invalid(format!("data.suite: {e}")))?;
+        }
         Ok(())
     }
 
@@ -467,6 +471,16 @@ settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
         let d = ExperimentConfig::default();
         assert_eq!((d.base.kind, d.patcher.k.kind), (BaseKind::Tiny, KScheduleKind::Constant));
         assert_eq!((d.patcher.inner.kind, d.patcher.inner.weight), (InnerKind::Last, InnerWeight::Linear));
+    }
+
+    /// A real-tier suite spec is checked when the file is read, naming the file and field.
+    #[test]
+    fn a_bad_real_suite_spec_is_an_error_naming_the_field() {
+        let text = "[base]\nkind = \"hf\"\npath = \"m\"\n[data]\nsuite = \"real:100,mcq=all\"\n";
+        let e = ExperimentConfig::from_toml(text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("data.suite") && e.contains("mcq"), "{e}");
+        let ok = text.replace("mcq=all", "mc=all");
+        assert_eq!(ExperimentConfig::from_toml(&ok, "x.toml").unwrap().data.suite, "real:100,mc=all");
     }
 
     #[test]
