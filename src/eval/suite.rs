@@ -185,12 +185,21 @@ impl SuiteData {
 
     /// `synth:<dir>` or `real[:<limit>][,<part>=<limit>|all ...]` ([`RealLimits::parse`]).
     pub fn from_spec(spec: &str) -> Result<Self> {
-        if let Some(dir) = spec.strip_prefix("synth:") {
-            return Ok(Self::synth(&SynthWorld::read_dir(&PathBuf::from(dir))?));
+        match real_limits_of(spec)? {
+            Some(limits) => Self::real_with(&DataDir::from_env(), limits),
+            None => Ok(Self::synth(&SynthWorld::read_dir(&PathBuf::from(&spec["synth:".len()..]))?)),
         }
-        if spec.starts_with("real") {
-            return Self::real_with(&DataDir::from_env(), RealLimits::parse(spec)?);
-        }
+    }
+}
+
+/// Check a suite spec without reading any data: `None` for `synth:<dir>`, the limits of a
+/// real-tier spec, or the error [`SuiteData::from_spec`] would give.
+pub fn real_limits_of(spec: &str) -> Result<Option<RealLimits>> {
+    if spec.starts_with("synth:") {
+        Ok(None)
+    } else if spec.starts_with("real") {
+        RealLimits::parse(spec).map(Some)
+    } else {
         Err(Error::Invalid(format!("unknown suite `{spec}` (synth:<world dir> or {REAL_SPEC})")))
     }
 }

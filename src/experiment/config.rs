@@ -315,7 +315,7 @@ impl ExperimentConfig {
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;
         }
         if self.base.kind != BaseKind::Tiny {
-            crate::eval::suite::RealLimits::parse(&self.data.suite)
+            crate::eval::suite::real_limits_of(&self.data.suite)
                 .map_err(|e| Error::Invalid(format!("data.suite: {e}")))?;
         }
         Ok(())
@@ -481,6 +481,11 @@ settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
         assert!(e.contains("x.toml") && e.contains("data.suite") && e.contains("mcq"), "{e}");
         let ok = text.replace("mcq=all", "mc=all");
         assert_eq!(ExperimentConfig::from_toml(&ok, "x.toml").unwrap().data.suite, "real:100,mc=all");
+        // A synthetic world's suite stays allowed beside an HF base (tests/cli.rs uses it).
+        let synth = text.replace("real:100,mcq=all", "synth:some/world");
+        assert_eq!(ExperimentConfig::from_toml(&synth, "x.toml").unwrap().data.suite, "synth:some/world");
+        let other = text.replace("real:100,mcq=all", "reel:5");
+        assert!(ExperimentConfig::from_toml(&other, "x.toml").unwrap_err().to_string().contains("unknown suite"));
     }
 
     #[test]
