@@ -17,6 +17,7 @@ use crate::model::Llama;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::model::generate::{LeftPadded, left_pad};
 use crate::model::llama::{KvCache, int_tensor, to_vec_f32};
 use crate::tokenizer::ChatTokenizer;
 
@@ -164,15 +165,9 @@ pub fn batch_choice_scores(model: &Llama, items: &[(Vec<u32>, Vec<Vec<u32>>)], b
 fn chunk_scores(m: &Llama, items: &[&(Vec<u32>, Vec<Vec<u32>>)]) -> Vec<Vec<(f64, f64)>> {
     let device = m.device();
     let b = items.len();
-    let p = items.iter().map(|it| it.0.len()).max().unwrap_or(0);
     assert!(items.iter().all(|it| !it.0.is_empty()), "multiple choice needs a non-empty context");
-    let (mut ids, mut positions, mut key_valid) = (Vec::with_capacity(b * p), vec![], vec![]);
-    for (ctx, _) in items {
-        let pad = p - ctx.len();
-        ids.extend(std::iter::repeat_n(0i64, pad).chain(ctx.iter().map(|&x| x as i64)));
-        positions.push((0..p).map(|i| i.saturating_sub(pad)).collect::<Vec<_>>());
-        key_valid.push((0..p).map(|i| i >= pad).collect::<Vec<_>>());
-    }
+    let contexts: Vec<&[u32]> = items.iter().map(|it| it.0.as_slice()).collect();
+    let LeftPadded { ids, positions, key_valid, len: p } = left_pad(&contexts, 0);
     let mut cache = KvCache::default();
     let h = m.forward_cached_hidden(int_tensor(ids, [b, p], &device), &positions, &key_valid, &mut cache); // (B, P, d)
     let d = h.dims()[2];
@@ -186,14 +181,7 @@ fn chunk_scores(m: &Llama, items: &[&(Vec<u32>, Vec<Vec<u32>>)]) -> Vec<Vec<(f64
     let r = rows.len();
     let l = rows.iter().map(|&(i, c)| items[i].1[c].len() - 1).max().unwrap_or(0);
     let states = if l > 0 {
-        let idx = int_tensor(rows.iter().map(|&(i, _)| i as i64).collect(), [r], &device);
-        let mut rc = KvCache {
-            layers: cache
-                .layers
-                .iter()
-                .map(|s| s.as_ref().map(|(k, v)| (k.clone().select(0, idx.clone()), v.clone().select(0, idx.clone()))))
-                .collect(),
-        }; // each layer's k, v: (R, KV, P, hd)
+        let mut rc = cache.select_rows(&int_tensor(rows.iter().map(|&(i, _)| i as i64).collect(), [r], &device)); // (R, KV, P, hd)
         let (mut ids, mut pos, mut valid) = (Vec::with_capacity(r * l), vec![], vec![]);
         for &(i, c) in &rows {
             let toks = &items[i].1[c];

@@ -39,18 +39,9 @@ pub fn generate(
     if b == 0 {
         return vec![];
     }
-    let longest = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-    assert!(longest > 0, "generation needs a non-empty prompt");
     let mut rng = Rng::derive(cfg.seed, "sampling");
-    let mut ids = Vec::with_capacity(b * longest);
-    let mut positions = Vec::with_capacity(b);
-    let mut key_valid: Vec<Vec<bool>> = Vec::with_capacity(b);
-    for p in prompts {
-        let pad = longest - p.len();
-        ids.extend(std::iter::repeat_n(pad_id as i64, pad).chain(p.iter().map(|&x| x as i64)));
-        positions.push((0..longest).map(|i| i.saturating_sub(pad)).collect::<Vec<_>>());
-        key_valid.push((0..longest).map(|i| i >= pad).collect());
-    }
+    let LeftPadded { ids, positions, mut key_valid, len: longest } = left_pad(prompts, pad_id);
+    assert!(longest > 0, "generation needs a non-empty prompt");
     let mut next_pos: Vec<usize> = prompts.iter().map(|p| p.len()).collect();
     let mut cache = KvCache::default();
     // The prompt pass needs the logits of its last position only: the head (`d x V`, the
@@ -88,12 +79,7 @@ pub fn generate(
         let finished = live.iter().filter(|&&r| done[r]).count();
         if finished > 0 && finished * 4 >= n {
             let keep: Vec<usize> = (0..n).filter(|&k| !done[live[k]]).collect();
-            let idx = int_tensor(keep.iter().map(|&k| k as i64).collect(), [keep.len()], &device);
-            for layer in cache.layers.iter_mut() {
-                if let Some((k, v)) = layer.take() {
-                    *layer = Some((k.select(0, idx.clone()), v.select(0, idx.clone()))); // (n', KV, S, hd)
-                }
-            }
+            cache = cache.select_rows(&int_tensor(keep.iter().map(|&k| k as i64).collect(), [keep.len()], &device));
             step = keep.iter().map(|&k| step[k]).collect();
             key_valid = keep.iter().map(|&k| std::mem::take(&mut key_valid[k])).collect();
             next_pos = keep.iter().map(|&k| next_pos[k]).collect();
@@ -106,6 +92,30 @@ pub fn generate(
         }
         let n = live.len();
         logits = model.forward_cached(int_tensor(step, [n, 1], &device), &pos, &key_valid, &mut cache); // (n, 1, V)
+    }
+    out
+}
+
+/// Prompts left-padded to a common length `len`: `ids` `[B, len]` (row-major), each row's
+/// positions counting its real tokens only, and which keys are real.
+pub struct LeftPadded {
+    pub ids: Vec<i64>,
+    pub positions: Vec<Vec<usize>>,
+    pub key_valid: Vec<Vec<bool>>,
+    pub len: usize,
+}
+
+/// Left-pad `prompts` with `pad_id` (module doc).
+pub fn left_pad<P: AsRef<[u32]>>(prompts: &[P], pad_id: u32) -> LeftPadded {
+    let len = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0);
+    let mut out =
+        LeftPadded { ids: Vec::with_capacity(prompts.len() * len), positions: vec![], key_valid: vec![], len };
+    for p in prompts {
+        let p = p.as_ref();
+        let pad = len - p.len();
+        out.ids.extend(std::iter::repeat_n(pad_id as i64, pad).chain(p.iter().map(|&x| x as i64)));
+        out.positions.push((0..len).map(|i| i.saturating_sub(pad)).collect());
+        out.key_valid.push((0..len).map(|i| i >= pad).collect());
     }
     out
 }

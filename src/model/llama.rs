@@ -127,6 +127,13 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The cache of batch rows `rows` (`[R]` indices, repeats allowed), in that order: every
+    /// layer's `k`, `v` become `[R, KV, S, hd]`.
+    pub fn select_rows(&self, rows: &Tensor<1, Int>) -> Self {
+        let pick = |t: &Tensor<4>| t.clone().select(0, rows.clone());
+        Self { layers: self.layers.iter().map(|l| l.as_ref().map(|(k, v)| (pick(k), pick(v)))).collect() }
+    }
 }
 
 /// One decoder layer's weights, a typed view over [`Llama::params`] (the order of
