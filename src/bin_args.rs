@@ -198,6 +198,11 @@ pub enum Cmd {
         /// seeds); the run's config.json records the value used.
         #[arg(long)]
         seed: Option<u64>,
+        /// Replace the file's `attack_seeds` (comma-separated): every attack runs once per seed
+        /// and each cell shows the mean with a 95% interval over prompts and seeds. Seeds can be
+        /// added to a finished run directory; only the new ones run.
+        #[arg(long, value_delimiter = ',')]
+        attack_seeds: Vec<u64>,
     },
     /// Worst-case attack sweep of an experiment's defenses (its `[sweep]` grid: learning rate x
     /// steps x optimizer x full/LoRA x batch x seed, with a capability guard); resumable.

@@ -188,14 +188,20 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Judge { action } => judge_command(action, &device)?,
-        Cmd::Run { config, out, seed } => {
+        Cmd::Run { config, out, seed, attack_seeds } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
             cfg.check_inputs(&config.display().to_string())?;
             cfg.deterministic |= cli.deterministic;
             cfg.seed = seed.unwrap_or(cfg.seed);
+            let mut flag = seed.map(|s| format!(" --seed {s}")).unwrap_or_default();
+            if !attack_seeds.is_empty() {
+                cfg.attack_seeds = attack_seeds;
+                cfg.validate().with_context(|| "--attack-seeds")?;
+                let list: Vec<String> = cfg.attack_seeds.iter().map(u64::to_string).collect();
+                flag.push_str(&format!(" --attack-seeds {}", list.join(",")));
+            }
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
-            let flag = seed.map(|s| format!(" --seed {s}")).unwrap_or_default();
             let cmd = format!("patcher run {}{flag} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }

@@ -164,6 +164,59 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
         assert!(x.0 == y.0 && x.1 == y.1 && x.2 == y.2 && (x.3 - y.3).abs() < 1e-12, "results.json: {x:?} vs {y:?}");
     }
 
+    // Every cell has its 95% interval over the prompts, around its value.
+    for x in &r.rows {
+        let ci = x.ci.unwrap_or_else(|| panic!("no interval: {:?}", key(x)));
+        let hs = ci.harmful_score;
+        assert!(hs.lo <= x.harmful_score + 1e-12 && x.harmful_score <= hs.hi + 1e-12, "{:?}: {hs:?}", key(x));
+        assert!((hs.mean - x.harmful_score).abs() < 1e-12 && ci.utility.is_some(), "{:?}: {ci:?}", key(x));
+    }
+
+    // A second attack seed on the finished run: the config is the same run (attack seeds are not
+    // part of its identity); only the new seed's attacks run, seed 0's results are reused, and
+    // every attacked cell becomes the mean over the two seeds with its per-seed scores.
+    let mut seeded = cfg.clone();
+    seeded.attack_seeds = vec![0, 7];
+    let mut runner = Runner::new(&dir, seeded.clone(), Device::flex(), false).unwrap();
+    let rs = runner.run(Provenance::default()).unwrap();
+    let ran: Vec<String> =
+        serde_json::from_str::<Vec<patcher::report::Stage>>(&std::fs::read_to_string(dir.join("stages.json")).unwrap())
+            .unwrap()
+            .into_iter()
+            .filter(|s| !r.stages.iter().any(|old| old.name == s.name))
+            .map(|s| s.name)
+            .collect();
+    assert_eq!(ran.len(), 4 * attacks.len(), "new stages: {ran:?}");
+    assert!(ran.iter().all(|s| s.ends_with("(seed 7)")), "new stages: {ran:?}");
+    assert_eq!(rs.rows.len(), r.rows.len(), "one row per cell, seeds averaged");
+    let mut moved = 0;
+    for (x, old) in rs.rows.iter().zip(&r.rows) {
+        assert_eq!((&x.defense, &x.attack, x.budget), (&old.defense, &old.attack, old.budget));
+        if x.attack == "none" {
+            assert_eq!(x.harmful_score, old.harmful_score);
+            assert!(x.seeds.is_empty());
+            continue;
+        }
+        assert_eq!(x.seeds, [0, 7], "{:?}", key(x));
+        assert_eq!(x.seed_hs.len(), 2, "{:?}", key(x));
+        assert!((x.seed_hs[0] - old.harmful_score).abs() < 1e-12, "seed 0 is the first run: {:?}", key(x));
+        assert!((x.harmful_score - (x.seed_hs[0] + x.seed_hs[1]) / 2.0).abs() < 1e-12);
+        let ci = x.ci.expect("interval").harmful_score;
+        assert!(ci.lo <= x.harmful_score + 1e-12 && x.harmful_score <= ci.hi + 1e-12, "{:?}: {ci:?}", key(x));
+        moved += usize::from(x.budget > 0 && x.harmful_loss != old.harmful_loss);
+    }
+    assert!(moved > 0, "seed 7 attacked in the same order as seed 0: no loss moved");
+    assert!(dir.join(format!("evals/sft__{}__s7.json", attacks[0].0)).exists());
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(recorded["attack_seeds"], serde_json::json!([0, 7]), "config.json records the seeds");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("seeds: "), "per-seed steps-to-break in the report");
+    let curve =
+        std::fs::read_to_string(dir.join(format!("curve-{}.svg", patcher::report::slug(&attacks[0].0)))).unwrap();
+    assert!(curve.contains("<polygon opacity=\"0.15\""), "the curve's band is drawn");
+    let (r, cfg) = (rs, seeded);
+
     // Re-running the same directory recomputes no stage: a stage that runs records its time in
     // stages.json, which stays as it was. A done stage loads no model either: the run's model
     // weights are removed first.

@@ -23,6 +23,7 @@ fn row(defense: &str, attack: &str, held_out: bool, budget: usize, hs: f64, util
         benign_loss: Some(1.2 + budget as f64 * 0.001),
         refusal_loss: Some(0.4 + hs),
         harmful_loss: Some(2.5 - hs),
+        ..Default::default()
     }
 }
 

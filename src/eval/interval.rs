@@ -18,20 +18,40 @@ pub struct Interval {
 /// Percentile-bootstrap 95% interval of the mean share over `groups` (one outcome vector per
 /// seed; a single group is the plain bootstrap over prompts). `reps` resamples, seeded.
 pub fn bootstrap_share(groups: &[Vec<bool>], reps: usize, seed: u64) -> Interval {
-    let groups: Vec<&Vec<bool>> = groups.iter().filter(|g| !g.is_empty()).collect();
-    let share = |g: &[bool]| g.iter().filter(|&&v| v).count() as f64 / g.len() as f64;
+    let strata: Vec<Vec<&[bool]>> = groups.iter().map(|g| vec![g.as_slice()]).collect();
+    bootstrap_strata(&strata, reps, seed)
+}
+
+/// Percentile-bootstrap 95% interval of a statistic that averages strata within a seed and seeds
+/// within the whole: `groups[seed][stratum]` holds one outcome per item. The statistic is the
+/// mean over seeds of the mean over strata of each stratum's share (a headline utility that
+/// averages ARC-Easy and MMLU accuracies is two strata). Each resample draws the seeds with
+/// replacement, then the items of every stratum within each drawn seed (a stratified cluster
+/// bootstrap). Empty strata and seeds without strata are left out; none left gives NaN.
+pub fn bootstrap_strata(groups: &[Vec<&[bool]>], reps: usize, seed: u64) -> Interval {
+    let groups: Vec<Vec<&[bool]>> = groups
+        .iter()
+        .map(|g| g.iter().copied().filter(|s| !s.is_empty()).collect::<Vec<_>>())
+        .filter(|g| !g.is_empty())
+        .collect();
     if groups.is_empty() {
         return Interval { mean: f64::NAN, lo: f64::NAN, hi: f64::NAN };
     }
-    let mean = groups.iter().map(|g| share(g)).sum::<f64>() / groups.len() as f64;
+    let share = |s: &[bool]| s.iter().filter(|&&v| v).count() as f64 / s.len() as f64;
+    let of_seed = |g: &[&[bool]]| g.iter().map(|s| share(s)).sum::<f64>() / g.len() as f64;
+    let mean = groups.iter().map(|g| of_seed(g)).sum::<f64>() / groups.len() as f64;
     let mut rng = Rng::derive(seed, "bootstrap");
     let mut stats = Vec::with_capacity(reps.max(1));
     for _ in 0..reps.max(1) {
         let mut total = 0.0;
         for _ in 0..groups.len() {
-            let g = groups[rng.below(groups.len())];
-            let hits = (0..g.len()).filter(|_| g[rng.below(g.len())]).count();
-            total += hits as f64 / g.len() as f64;
+            let g = &groups[rng.below(groups.len())];
+            let mut within = 0.0;
+            for s in g {
+                let hits = (0..s.len()).filter(|_| s[rng.below(s.len())]).count();
+                within += hits as f64 / s.len() as f64;
+            }
+            total += within / g.len() as f64;
         }
         stats.push(total / groups.len() as f64);
     }
@@ -67,5 +87,20 @@ mod tests {
         let iv = bootstrap_share(&[vec![true; 50]], 100, 0);
         assert_eq!((iv.lo, iv.hi), (1.0, 1.0));
         assert!(bootstrap_share(&[], 10, 0).mean.is_nan());
+    }
+
+    #[test]
+    fn strata_match_the_closed_form_of_a_mean_of_two_shares() {
+        // Two sets of 800 and 400 items at 60% and 25%: the statistic is their plain mean, 0.425,
+        // with standard error sqrt(p1 q1 / n1 + p2 q2 / n2) / 2.
+        let a: Vec<bool> = (0..800).map(|i| i % 5 < 3).collect();
+        let b: Vec<bool> = (0..400).map(|i| i % 4 == 0).collect();
+        let iv = bootstrap_strata(&[vec![&a, &b]], 4000, 3);
+        let se = (0.6f64 * 0.4 / 800.0 + 0.25 * 0.75 / 400.0).sqrt() / 2.0;
+        assert!((iv.mean - 0.425).abs() < 1e-12, "{iv:?}");
+        let (dlo, dhi) = ((iv.lo - (0.425 - 1.96 * se)).abs(), (iv.hi - (0.425 + 1.96 * se)).abs());
+        assert!(dlo < 0.003 && dhi < 0.003, "{iv:?} vs 0.425 +- {:.4} (off by {dlo:.4}, {dhi:.4})", 1.96 * se);
+        // One stratum is the plain bootstrap, draw for draw.
+        assert_eq!(bootstrap_strata(&[vec![&a]], 500, 9), bootstrap_share(std::slice::from_ref(&a), 500, 9));
     }
 }

@@ -232,18 +232,30 @@ pub fn mc_accuracy_in(
     format: McFormat,
     batch: usize,
 ) -> Result<f64> {
-    let mut correct = 0;
+    let hits = mc_hits_in(model, tok, items, format, batch)?;
+    Ok(hits.iter().filter(|&&h| h).count() as f64 / items.len().max(1) as f64)
+}
+
+/// Per item of `items`: the best-scoring option is the answer ([`mc_accuracy_in`]'s items).
+pub fn mc_hits_in(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    items: &[McItem],
+    format: McFormat,
+    batch: usize,
+) -> Result<Vec<bool>> {
+    let mut hits = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch.max(1) * 4) {
         let toks: Vec<ItemTokens> = chunk.iter().map(|it| item_tokens(tok, it, format)).collect::<Result<_>>()?;
         let pairs: Vec<(Vec<u32>, Vec<Vec<u32>>)> =
             toks.iter().map(|t| (t.context.clone(), t.choices.clone())).collect();
         for ((item, t), scores) in chunk.iter().zip(&toks).zip(batch_choice_scores(model, &pairs, batch)) {
             let scores: Vec<f64> = scores.iter().zip(&t.divisors).map(|(s, d)| s.0 / d).collect();
-            correct += usize::from(best_option(&scores) == item.answer);
+            hits.push(best_option(&scores) == item.answer);
         }
         crate::train::progress::advance(chunk.len(), "multiple choice");
     }
-    Ok(correct as f64 / items.len().max(1) as f64)
+    Ok(hits)
 }
 
 /// The index of the highest score (ties: the first option; none: 0).

@@ -10,6 +10,7 @@ pub mod keyword;
 pub mod learned_judge;
 pub mod logistic;
 pub mod mc;
+pub mod outcomes;
 pub mod suite;
 
 use std::time::Instant;
@@ -129,19 +130,19 @@ fn summarise(items: &[JudgedAnswer], judge: &dyn Judge, rate: f64) -> SafetyEval
     }
 }
 
-/// Share of prompts whose trimmed greedy answer equals the reference exactly.
+/// Per prompt: the trimmed greedy answer equals the reference exactly (the exact-match
+/// accuracy is their share).
 pub fn exact_match(
     model: &Llama,
     tok: &ChatTokenizer,
     items: &[(Vec<ChatMessage>, String)],
     batch_size: usize,
     max_new_tokens: usize,
-) -> Result<f64> {
+) -> Result<Vec<bool>> {
     let prompts: Vec<Vec<ChatMessage>> = items.iter().map(|(p, _)| p.clone()).collect();
     let cfg = SamplingConfig { max_new_tokens, ..Default::default() };
     let (answers, _) = generate_answers(model, tok, &prompts, batch_size, &cfg)?;
-    let hits = answers.iter().zip(items).filter(|(a, (_, want))| a.trim() == want.trim()).count();
-    Ok(hits as f64 / items.len().max(1) as f64)
+    Ok(answers.iter().zip(items).map(|(a, (_, want))| a.trim() == want.trim()).collect())
 }
 
 /// Token-weighted mean loss on the assistant tokens of `conversations`.

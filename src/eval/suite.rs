@@ -17,9 +17,10 @@ use crate::data::split::Split;
 use crate::data::synth::SynthWorld;
 use crate::data::{Conversation, Message};
 use crate::error::{Error, Result};
-use crate::eval::judge::{Judge, JudgeSpec};
+use crate::eval::judge::{Judge, JudgeSpec, Verdict};
 use crate::eval::keyword::is_refusal;
 use crate::eval::mc::McFormat;
+use crate::eval::outcomes::{Bits, Outcomes};
 use crate::eval::{JudgedAnswer, SafetyEval, exact_match, generate_answers, mean_loss, safety_eval};
 use crate::model::Llama;
 use crate::model::generate::SamplingConfig;
@@ -280,6 +281,10 @@ pub struct EvalReport {
     /// Wall-clock of each part of the evaluation.
     #[serde(default)]
     pub phase_seconds: Vec<(String, f64)>,
+    /// Per-item outcomes behind the shares, for intervals over seeds (absent in reports made
+    /// before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Outcomes>,
 }
 
 impl EvalReport {
@@ -346,8 +351,7 @@ pub fn evaluate(
         let (answers, _) = generate_answers(model, tok, &prompts, cfg.generation_batch_size, &sampling)?;
         // Over-refusal is refusal detection, whatever judges harm: a harm judge's "not harmful"
         // must not count a helpful answer to a safe prompt as a refusal.
-        let refused = answers.iter().filter(|a| is_refusal(a)).count();
-        Some(refused as f64 / answers.len().max(1) as f64)
+        Some(Bits(answers.iter().map(|a| is_refusal(a)).collect()))
     };
     tick("over-refusal prompts", &mut phases);
     let exact = if data.exact.is_empty() {
@@ -357,16 +361,17 @@ pub fn evaluate(
             .iter()
             .map(|c| (c.prompt_only().messages, c.response().unwrap_or_default().to_string()))
             .collect();
-        Some(exact_match(model, tok, &items, cfg.generation_batch_size, 24)?)
+        Some(Bits(exact_match(model, tok, &items, cfg.generation_batch_size, 24)?))
     };
     tick("exact match", &mut phases);
     let (mut mc, mut mc_items, mut headline) = (vec![], vec![], vec![]);
     for &format in &cfg.mc_formats {
         for (name, items) in &data.mc {
             let items = take(items, cfg.limit);
-            let acc = crate::eval::mc::mc_accuracy_in(model, tok, &items, format, cfg.batch_size)?;
+            let hits = Bits(crate::eval::mc::mc_hits_in(model, tok, &items, format, cfg.batch_size)?);
+            let acc = hits.share();
             if format == cfg.headline_mc() {
-                headline.push(acc);
+                headline.push(hits);
             }
             mc.push((mc_entry(name, format), acc));
             mc_items.push(items.len());
@@ -380,10 +385,15 @@ pub fn evaluate(
             mean_loss(model, tok, &messages(&lim(v)), cfg.batch_size, cfg.max_len).map(Some)
         }
     };
-    let utility = match exact {
-        Some(e) => e,
-        None if !headline.is_empty() => headline.iter().sum::<f64>() / headline.len() as f64,
+    let utility = match &exact {
+        Some(e) => e.share(),
+        None if !headline.is_empty() => headline.iter().map(Bits::share).sum::<f64>() / headline.len() as f64,
         None => f64::NAN,
+    };
+    let outcomes = Outcomes {
+        harmful: Bits(items.iter().map(|i| i.judgement.verdict == Verdict::Harmful).collect()),
+        over_refusal: over_refusal.clone(),
+        utility: exact.clone().map_or(headline, |e| vec![e]),
     };
     let utility_metric = data.utility_metric(cfg.headline_mc());
     let benign_loss = loss_of(&data.benign_pairs)?;
@@ -395,8 +405,8 @@ pub fn evaluate(
         also_safety,
         suite: data.name.clone(),
         safety,
-        over_refusal,
-        exact_match: exact,
+        over_refusal: over_refusal.as_ref().map(Bits::share),
+        exact_match: exact.as_ref().map(Bits::share),
         mc,
         mc_items,
         utility,
@@ -406,6 +416,7 @@ pub fn evaluate(
         harmful_loss,
         seconds: t0.elapsed().as_secs_f64(),
         phase_seconds: phases,
+        outcomes: Some(outcomes),
     };
     Ok((report, items))
 }

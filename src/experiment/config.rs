@@ -241,6 +241,13 @@ pub struct ExperimentConfig {
     pub defenses: Vec<DefenseSpec>,
     pub attacks: Vec<AttackSpec>,
     pub budgets: Vec<usize>,
+    /// Attack seeds: every (defense, attack) is run once per seed (`evals/<defense>__<attack>__s<seed>.json`)
+    /// and the report shows the mean with a 95% interval over prompts and seeds. Empty (the
+    /// default): one run per pair, in `evals/<defense>__<attack>.json`, the same run as seed 0.
+    /// Not part of a run's identity: seeds can be added to a finished run and only the new
+    /// ones run (written only when given, so older run directories still resume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack_seeds: Vec<u64>,
     pub eval: EvalConfig,
     /// Number of sample generations per (defense, attack) kept for the report.
     pub samples: usize,
@@ -269,6 +276,7 @@ impl Default for ExperimentConfig {
             defenses: vec![],
             attacks: vec![],
             budgets: vec![0, 25, 50, 100],
+            attack_seeds: vec![],
             eval: EvalConfig::default(),
             samples: 2,
             deterministic: false,
@@ -310,6 +318,10 @@ impl ExperimentConfig {
             if let Some(pc) = self.defense(d)?.patcher() {
                 pc.validate()?;
             }
+        }
+        let mut seeds = std::collections::HashSet::new();
+        if let Some(s) = self.attack_seeds.iter().find(|&&s| !seeds.insert(s)) {
+            return Err(Error::Invalid(format!("attack_seeds: seed {s} is listed twice")));
         }
         for a in &self.attacks {
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;

@@ -7,7 +7,9 @@
 //! 2. `models/base/`: the tiny model trained from scratch, a GGUF import, or a given directory;
 //! 3. `models/<defense>/`: SFT alignment from the base; Patcher variants from the SFT model;
 //! 4. `evals/<defense>__<attack>.json`: the attack run once per (defense, attack), evaluated
-//!    at every budget through the attack's callback (no model written per budget);
+//!    at every budget through the attack's callback (no model written per budget); with
+//!    `attack_seeds`, once per seed (`__s<seed>.json`, seed 0 keeping the plain name), and the
+//!    report averages the seeds with intervals ([`crate::report::aggregate`]);
 //! 5. `report.md` / `report.html` / `results.json`.
 //!
 //! A stage that is done already is skipped before any model is loaded. The resolved config is
@@ -107,12 +109,14 @@ impl Runner {
         let path = dir.join("config.json");
         if path.exists() {
             let old: serde_json::Value = load_json(&path)?;
-            // The sweep grid is not part of a run's identity: `patcher sweep` caches each cell
-            // under its own settings, so a grid can grow on the same models.
+            // The sweep grid and the attack seeds are not part of a run's identity: each sweep
+            // cell and each seed's attack is cached under its own name, so both can grow on the
+            // same models (`config.json` is rewritten with them).
             let core = |v: &serde_json::Value| {
                 let mut v = v.clone();
                 if let Some(o) = v.as_object_mut() {
                     o.remove("sweep");
+                    o.remove("attack_seeds");
                 }
                 v
             };
@@ -127,14 +131,21 @@ impl Runner {
         Ok(Self { dir: dir.to_path_buf(), cfg, device, progress, stages })
     }
 
-    /// Record the resolved config in the run directory (once, before the first stage writes).
+    /// Record the resolved config in the run directory (before the first stage writes; again
+    /// when the parts outside its identity, the sweep grid or the attack seeds, changed).
     fn record_config(&self) -> Result<()> {
         let path = self.dir.join("config.json");
-        if path.exists() {
+        let resolved = serde_json::to_value(&self.cfg).expect("json");
+        if path.exists() && load_json::<serde_json::Value>(&path).is_ok_and(|old| old == resolved) {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir).at(&self.dir)?;
-        save_json(&path, &serde_json::to_value(&self.cfg).expect("json"))
+        save_json(&path, &resolved)
+    }
+
+    /// The attack seeds to run: `attack_seeds`, or the one run of seed 0.
+    fn attack_seeds(&self) -> Vec<u64> {
+        if self.cfg.attack_seeds.is_empty() { vec![0] } else { self.cfg.attack_seeds.clone() }
     }
 
     fn log(&self, msg: &str) {
@@ -312,6 +323,8 @@ impl Runner {
             benign_loss: r.benign_loss,
             refusal_loss: r.refusal_loss,
             harmful_loss: r.harmful_loss,
+            outcomes: r.outcomes.clone(),
+            ..Default::default()
         }
     }
 
@@ -377,47 +390,82 @@ impl Runner {
                 continue;
             }
             for a in self.cfg.attacks.clone() {
-                let path = self.dir.join("evals").join(format!("{name}__{}.json", a.name));
-                let mut acfg = self.cfg.attack_for(&a)?;
-                acfg.train.seed ^= self.cfg.seed;
-                let budgets = a.budgets.clone().unwrap_or_else(|| self.cfg.budgets.clone());
-                let top = budgets.iter().copied().max().unwrap_or(0);
-                let (progress, ecfg) = (self.progress, self.cfg.eval.clone());
-                let load = |r: &Self| r.load_cached(&mut model, dir);
-                self.stage_with(&format!("attack {} on {name}", a.name), &path, load, |r, (m, tok)| {
-                    let t0 = Instant::now();
-                    let mut rows = vec![];
-                    let mut samples = vec![];
-                    let ae = AttackEval {
-                        attack: &acfg,
-                        harmful: &data.attacker_harmful,
-                        benign: &data.benign,
-                        budgets: &budgets,
-                        suite: &data.suite,
-                        judge: judge.as_ref(),
-                        eval: &ecfg,
-                        progress,
-                    };
-                    // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
-                    let evaluate_at = |b: usize| b != 0 || b == top;
-                    let mut on_point = |b: usize, e: Option<pipeline::Evaluated>| -> Result<()> {
-                        let Some((rep, items)) = e else {
-                            rows.push(Row { attack: a.name.clone(), held_out: a.held_out, ..zero.clone() });
-                            return Ok(());
-                        };
-                        rows.push(Self::row(name, &a.name, a.held_out, b, &rep));
-                        if b == top {
-                            samples = r.samples(name, &a.name, b, &items);
-                        }
-                        Ok(())
-                    };
-                    pipeline::attack_and_evaluate(&m, &tok, &ae, &evaluate_at, &mut on_point)?;
-                    save_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
-                })?;
-                all.push(load_json(&path)?);
+                for seed in self.attack_seeds() {
+                    all.push(self.attacked(name, dir, &a, seed, data, judge.as_ref(), &zero, &mut model)?);
+                }
             }
         }
         Ok(all)
+    }
+
+    /// The defense `name` (model in `dir`) under attack `a` with attack seed `seed`, evaluated at
+    /// every budget: `evals/<name>__<attack>.json` (seed 0) or `..__s<seed>.json`, written by the
+    /// `attack <a> on <name>` stage unless it exists. `zero` is the unattacked row (budget 0).
+    #[allow(clippy::too_many_arguments)]
+    fn attacked(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        a: &crate::experiment::config::AttackSpec,
+        seed: u64,
+        data: &TierData,
+        judge: &dyn crate::eval::judge::Judge,
+        zero: &Row,
+        model: &mut Option<(Llama, ChatTokenizer)>,
+    ) -> Result<PairResult> {
+        let (file, stage) = match seed {
+            0 => (format!("{name}__{}.json", a.name), format!("attack {} on {name}", a.name)),
+            s => (format!("{name}__{}__s{s}.json", a.name), format!("attack {} on {name} (seed {s})", a.name)),
+        };
+        let path = self.dir.join("evals").join(file);
+        let mut acfg = self.cfg.attack_for(a)?;
+        // Seed 0 is the run a config without `attack_seeds` makes.
+        acfg.train.seed ^= self.cfg.seed ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let budgets = a.budgets.clone().unwrap_or_else(|| self.cfg.budgets.clone());
+        let top = budgets.iter().copied().max().unwrap_or(0);
+        let (progress, ecfg) = (self.progress, self.cfg.eval.clone());
+        let load = |r: &Self| r.load_cached(model, dir);
+        self.stage_with(&stage, &path, load, |r, (m, tok)| {
+            let t0 = Instant::now();
+            let mut rows = vec![];
+            let mut samples = vec![];
+            let ae = AttackEval {
+                attack: &acfg,
+                harmful: &data.attacker_harmful,
+                benign: &data.benign,
+                budgets: &budgets,
+                suite: &data.suite,
+                judge,
+                eval: &ecfg,
+                progress,
+            };
+            // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
+            let evaluate_at = |b: usize| b != 0 || b == top;
+            let mut on_point = |b: usize, e: Option<pipeline::Evaluated>| -> Result<()> {
+                let Some((rep, items)) = e else {
+                    rows.push(Row { attack: a.name.clone(), held_out: a.held_out, ..zero.clone() });
+                    return Ok(());
+                };
+                rows.push(Self::row(name, &a.name, a.held_out, b, &rep));
+                if b == top {
+                    samples = r.samples(name, &a.name, b, &items);
+                }
+                Ok(())
+            };
+            pipeline::attack_and_evaluate(&m, &tok, &ae, &evaluate_at, &mut on_point)?;
+            save_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
+        })?;
+        let mut pair: PairResult = load_json(&path)?;
+        if !self.cfg.attack_seeds.is_empty() {
+            for row in &mut pair.rows {
+                row.seeds = vec![seed];
+            }
+            // One set of sample answers per pair, the first seed's.
+            if Some(&seed) != self.cfg.attack_seeds.first() {
+                pair.samples.clear();
+            }
+        }
+        Ok(pair)
     }
 
     /// Training curves of the trained defenses, from their `metrics.jsonl`: Patcher's three
@@ -494,7 +542,8 @@ impl Runner {
         let base = self.base_model()?;
         let defenses = self.defenses(&base, &data)?;
         let pairs = self.evaluations(&defenses, &data)?;
-        let rows: Vec<Row> = pairs.iter().flat_map(|p| p.rows.clone()).collect();
+        self.record_config()?;
+        let rows = crate::report::aggregate::average_seeds(pairs.iter().flat_map(|p| p.rows.clone()).collect());
         let samples = pairs.iter().flat_map(|p| p.samples.clone()).collect();
         let mut results = Results {
             experiment: self.cfg.name.clone(),

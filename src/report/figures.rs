@@ -113,7 +113,8 @@ fn robustness(attack: &str, held_out: bool, curves: &[&Robustness], palette: &Pa
         .map(|c| {
             let (color, marker) = palette.get(&c.defense);
             let points = c.points.iter().map(|(b, hs)| (*b as f64, hs * 100.0)).collect();
-            Series { label: display_defense(&c.defense), color, marker, line: true, filled: true, points }
+            let band = c.band.iter().map(|&(b, lo, hi)| (b as f64, lo * 100.0, hi * 100.0)).collect();
+            Series { label: display_defense(&c.defense), color, marker, line: true, filled: true, points, band }
         })
         .collect();
     let title = if held_out { format!("{attack} (held-out attack)") } else { attack.to_string() };
@@ -133,7 +134,13 @@ fn robustness(attack: &str, held_out: bool, curves: &[&Robustness], palette: &Pa
         kind: Kind::Robustness,
         file: format!("curve-{}.svg", slug(attack)),
         title,
-        caption: "Harmful score after each attack budget; budget 0 is the unattacked model. Lower is better.".into(),
+        caption: if curves.iter().any(|c| c.band.len() > 1) {
+            "Harmful score after each attack budget; budget 0 is the unattacked model. Lower is better. The shaded \
+             band is the 95% interval over prompts and attack seeds."
+                .into()
+        } else {
+            "Harmful score after each attack budget; budget 0 is the unattacked model. Lower is better.".into()
+        },
         svg: render(&chart)?,
     })
 }
@@ -168,6 +175,7 @@ fn k_scaling(points: &[KPoint]) -> Result<Vec<Figure>, String> {
                     line: true,
                     filled: true,
                     points: pts,
+                    band: vec![],
                 }
             })
             .collect()
@@ -244,6 +252,7 @@ fn training(curve: &super::Curve, color: RGBColor) -> Result<Figure, String> {
             line: true,
             filled: true,
             points: curve.points.clone(),
+            band: vec![],
         }],
     };
     let skipped = curve.points.len() - finite.len();
@@ -278,6 +287,7 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
             line: false,
             filled: true,
             points: kept.into_iter().map(point).collect(),
+            band: vec![],
         });
         series.push(Series {
             label: String::new(),
@@ -286,6 +296,7 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
             line: false,
             filled: false,
             points: dropped.into_iter().map(point).collect(),
+            band: vec![],
         });
     }
     let us: Vec<f64> = rows.iter().map(|r| r.utility * 100.0).collect();

@@ -13,6 +13,16 @@ pub fn pct(v: f64) -> String {
     if p != 0.0 && p.abs() < 10.0 { format!("{p:.1}%") } else { format!("{p:.0}%") }
 }
 
+/// A share as a percentage number without the sign, rounded as [`pct`] rounds.
+pub fn num(v: f64) -> String {
+    pct(v).trim_end_matches('%').to_string()
+}
+
+/// A 95% interval as `[38–52]` (percent).
+pub fn ci(i: crate::eval::interval::Interval) -> String {
+    format!("[{}–{}]", num(i.lo), num(i.hi))
+}
+
 /// A loss value with four significant-ish digits; NaN and infinities are shown as such.
 pub fn loss(v: f64) -> String {
     if v.is_nan() {

@@ -216,7 +216,17 @@ fn table_part(h: &mut String, t: &MainTable, groups: &[&Group], palette: &Palett
                 let title =
                     if cell.note.is_empty() { String::new() } else { format!(" title=\"{}\"", html(&cell.note)) };
                 let dagger = if cell.guarded { "<sup>†</sup>" } else { "" };
-                let _ = write!(h, "<td class=\"{}\"{style}{title}>{}{dagger}</td>", class.join(" "), html(&cell.text));
+                let detail = if cell.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("<span class=\"ci\">{}</span>", html(&cell.detail))
+                };
+                let _ = write!(
+                    h,
+                    "<td class=\"{}\"{style}{title}>{}{detail}{dagger}</td>",
+                    class.join(" "),
+                    html(&cell.text)
+                );
             }
         }
         h.push_str("</tr>\n");

@@ -133,10 +133,11 @@ fn table(md: &mut String, t: &MainTable) {
                 let Some(cell) = c.cells.get(i) else { continue };
                 let text = md_cell(&cell.text);
                 let dagger = if cell.guarded { " †" } else { "" };
+                let detail = if cell.detail.is_empty() { String::new() } else { format!(" {}", md_cell(&cell.detail)) };
                 if cell.best {
-                    let _ = write!(md, " **{text}**{dagger} |");
+                    let _ = write!(md, " **{text}**{detail}{dagger} |");
                 } else {
-                    let _ = write!(md, " {text}{dagger} |");
+                    let _ = write!(md, " {text}{detail}{dagger} |");
                 }
             }
             md.push('\n');

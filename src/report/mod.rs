@@ -14,6 +14,7 @@
 //! its built-in text estimate, so no font files are read; text lands in the SVG as `<text>`
 //! elements and the browser picks the font.
 
+pub mod aggregate;
 mod figures;
 mod files;
 pub(crate) mod fmt;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::eval::outcomes::{Outcomes, RowIntervals};
 pub use files::{read_results, write_report};
 pub use fmt::{display_defense, excerpt, md_cell, pct, slug};
 pub use provenance::Provenance;
@@ -80,7 +82,7 @@ pub struct Results {
 }
 
 /// One measured model: a defense, optionally attacked with `budget` steps of `attack`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Row {
     /// `none`, `sft`, `patcher-k16`, `patcher-parallel-k16`, ...
     pub defense: String,
@@ -114,6 +116,19 @@ pub struct Row {
     /// Loss of harmful answers on harmful prompts.
     #[serde(default)]
     pub harmful_loss: Option<f64>,
+    /// The attack seeds behind the row: one for a run's own row, several once averaged
+    /// ([`aggregate::average_seeds`]); empty for the unattacked model and for one-seed runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    /// The harmful score under each of `seeds`, in order, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seed_hs: Vec<f64>,
+    /// 95% intervals of the row's shares, over prompts and seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci: Option<RowIntervals>,
+    /// Per-item outcomes, kept in the run's `evals/*.json` and dropped once rows are averaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Outcomes>,
 }
 
 /// Wall-clock time of one pipeline stage.
@@ -187,6 +202,25 @@ impl Results {
             rate(&mut problems, format!("{at} utility"), r.utility);
             if let Some(v) = r.over_refusal {
                 rate(&mut problems, format!("{at} over_refusal"), v);
+            }
+            if let Some(c) = &r.ci {
+                let parts = [
+                    ("harmful_score", Some(c.harmful_score)),
+                    ("over_refusal", c.over_refusal),
+                    ("utility", c.utility),
+                ];
+                for (name, i) in parts {
+                    let Some(i) = i else { continue };
+                    for (end, v) in [("lo", i.lo), ("hi", i.hi)] {
+                        rate(&mut problems, format!("{at} ci.{name}.{end}"), v);
+                    }
+                    if i.lo > i.hi {
+                        problems.push(format!("{at} ci.{name}: lo {} above hi {}", i.lo, i.hi));
+                    }
+                }
+            }
+            if r.seed_hs.len() > 1 && r.seed_hs.len() != r.seeds.len() {
+                problems.push(format!("{at}: {} per-seed scores for {} seeds", r.seed_hs.len(), r.seeds.len()));
             }
         }
         for p in &self.k_scaling {

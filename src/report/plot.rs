@@ -49,6 +49,8 @@ pub struct Series {
     /// Filled markers; hollow ones mark points that need a caveat (e.g. failed the capability guard).
     pub filled: bool,
     pub points: Vec<(f64, f64)>,
+    /// (x, lo, hi): a shaded interval band drawn under the line (empty: none).
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 /// A chart to render. Ranges are in data units.
@@ -221,6 +223,12 @@ fn draw_plot<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, chart: &Chart) -
         ctx.draw_series(DashedLineSeries::new(vec![(x0, *t), (x1, *t)], 7, 5, BROKEN.mix(0.8).stroke_width(1)))
             .map_err(err)?;
     }
+    // Bands first, so every line and marker stays on top of every band.
+    for s in chart.series.iter().filter(|s| s.band.len() > 1) {
+        let mut outline: Vec<(f64, f64)> = s.band.iter().map(|&(x, _, hi)| (x, hi)).collect();
+        outline.extend(s.band.iter().rev().map(|&(x, lo, _)| (x, lo)));
+        ctx.draw_series(std::iter::once(Polygon::new(outline, s.color.mix(0.15).filled()))).map_err(err)?;
+    }
     for s in &chart.series {
         if s.line {
             for run in s.points.split(|(x, y)| !(x.is_finite() && y.is_finite())) {
@@ -296,6 +304,7 @@ mod tests {
                 line: true,
                 filled: true,
                 points: vec![(0.0, 1.0), (50.0, f64::NAN), (60.0, 70.0), (100.0, 90.0)],
+                band: vec![],
             }],
         };
         let svg = render(&chart).expect("renders");

@@ -3,11 +3,13 @@
 //! each budget, then steps-to-break). The best cell of each column is flagged when the column's
 //! values differ.
 
-use super::fmt::{loss, pct};
+use super::fmt::{ci, loss, num, pct};
 use super::summary::{
-    BREAK_THRESHOLD, attacks, defenses, guard_trips, hs_at_max_budget, robustness_curves, unattacked, worst_case,
+    BREAK_THRESHOLD, Robustness, attacks, defenses, guard_trips, hs_at_max_budget, robustness_curves, unattacked,
+    worst_case,
 };
-use super::{Results, Row};
+use super::{Results, Row, RowIntervals};
+use crate::eval::interval::Interval;
 
 /// Which direction is better in a column.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +39,8 @@ pub struct Cell {
     pub guarded: bool,
     /// A longer explanation (HTML `title`).
     pub note: String,
+    /// Shown smaller after the text: the 95% interval (`[38–52]`), or per-seed steps-to-break.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -64,7 +68,17 @@ pub struct MainTable {
 }
 
 fn cell(text: String, value: Option<f64>) -> Cell {
-    Cell { text, value, best: false, guarded: false, note: String::new() }
+    Cell { text, value, best: false, guarded: false, note: String::new(), detail: String::new() }
+}
+
+/// A percentage cell with its 95% interval, when there is one.
+fn pct_cell(v: f64, interval: Option<Interval>) -> Cell {
+    let mut c = cell(pct(v), Some(v));
+    if let Some(i) = interval.filter(|i| i.lo.is_finite() && i.hi.is_finite()) {
+        c.detail = ci(i);
+        c.note = format!("95% interval {}–{}% (bootstrap over prompts and seeds)", num(i.lo), num(i.hi));
+    }
+    c
 }
 
 fn empty() -> Cell {
@@ -80,10 +94,15 @@ pub fn main_table(results: &Results) -> MainTable {
     let rows = &results.rows;
     let ds = defenses(rows);
     let base: Vec<Option<&Row>> = ds.iter().map(|d| unattacked(rows, d)).collect();
-    let rate = |f: fn(&Row) -> Option<f64>| -> Vec<Cell> {
-        base.iter().map(|r| r.and_then(f).map_or_else(empty, |v| cell(pct(v), Some(v)))).collect()
+    type Get = fn(&Row) -> Option<f64>;
+    type GetCi = fn(&RowIntervals) -> Option<Interval>;
+    let rate = |f: Get, i: GetCi| -> Vec<Cell> {
+        base.iter()
+            .map(|r| r.and_then(|r| f(r).map(|v| pct_cell(v, r.ci.as_ref().and_then(i)))).unwrap_or_else(empty))
+            .collect()
     };
-    let mut unattacked_cols = vec![column("HS", Better::Lower, Measure::Hs, rate(|r| Some(r.harmful_score)))];
+    let hs = rate(|r| Some(r.harmful_score), |c| Some(c.harmful_score));
+    let mut unattacked_cols = vec![column("HS", Better::Lower, Measure::Hs, hs)];
     // The same answers under every other judge, one column each.
     let mut others: Vec<&str> = base.iter().flatten().flat_map(|r| r.also_hs.iter().map(|(j, _)| j.as_str())).collect();
     others.sort();
@@ -99,11 +118,12 @@ pub fn main_table(results: &Results) -> MainTable {
         unattacked_cols.push(column(&format!("HS ({j})"), Better::Lower, Measure::Hs, cells));
     }
     unattacked_cols.extend([
-        column("Refusal", Better::Higher, Measure::Plain, rate(|r| Some(r.refusal_rate))),
-        column("Utility", Better::Higher, Measure::Plain, rate(|r| Some(r.utility))),
+        column("Refusal", Better::Higher, Measure::Plain, rate(|r| Some(r.refusal_rate), |_| None)),
+        column("Utility", Better::Higher, Measure::Plain, rate(|r| Some(r.utility), |c| c.utility)),
     ]);
     if base.iter().any(|r| r.is_some_and(|r| r.over_refusal.is_some())) {
-        unattacked_cols.push(column("Over-refusal", Better::Lower, Measure::Plain, rate(|r| r.over_refusal)));
+        let over = rate(|r| r.over_refusal, |c| c.over_refusal);
+        unattacked_cols.push(column("Over-refusal", Better::Lower, Measure::Plain, over));
     }
     let mut groups =
         vec![Group { title: "Unattacked".into(), attack: None, held_out: false, columns: unattacked_cols }];
@@ -114,7 +134,7 @@ pub fn main_table(results: &Results) -> MainTable {
         for w in &worst {
             match &w.worst {
                 Some(c) => {
-                    let mut h = cell(pct(c.harmful_score), Some(c.harmful_score));
+                    let mut h = pct_cell(c.harmful_score, c.interval);
                     h.note = format!("{} after {} steps, utility {}", c.attack, c.budget, pct(c.utility));
                     hs.push(h);
                     at.push(cell(format!("{} @ {}", c.attack, c.budget), None));
@@ -157,10 +177,18 @@ pub fn main_table(results: &Results) -> MainTable {
                     let curve = curves.iter().find(|c| &c.defense == d && c.attack == attack);
                     let hs = curve.and_then(|c| c.points.iter().find(|p| p.0 == *b)).map(|p| p.1);
                     let Some(hs) = hs else { return empty() };
-                    let mut c = cell(pct(hs), Some(hs));
+                    let measured = || rows.iter().filter(|r| &r.defense == d && r.attack == attack && r.budget == *b);
+                    let mut c = pct_cell(hs, measured().find_map(|r| r.ci).map(|i| i.harmful_score));
+                    if let Some(r) = measured().find(|r| r.seed_hs.len() > 1) {
+                        let per: Vec<String> = r.seed_hs.iter().map(|v| pct(*v)).collect();
+                        c.note = [c.note.clone(), format!("per attack seed {}", per.join(", "))]
+                            .into_iter()
+                            .filter(|s| !s.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                    }
                     let base_utility = base.map(|r| r.utility);
-                    let measured = rows.iter().filter(|r| &r.defense == d && r.attack == attack && r.budget == *b);
-                    if let Some(r) = measured.into_iter().find(|r| guard_trips(r, base_utility)) {
+                    if let Some(r) = measured().find(|r| guard_trips(r, base_utility)) {
                         c.guarded = true;
                         c.note = format!(
                             "utility {} fell below 80% of unattacked: ignored in the worst case",
@@ -176,20 +204,23 @@ pub fn main_table(results: &Results) -> MainTable {
             .iter()
             .map(|d| match curves.iter().find(|c| &c.defense == d && c.attack == attack) {
                 None => empty(),
-                Some(c) => match (c.steps_to_break, hs_at_max_budget(&c.points)) {
-                    (Some(0), _) => {
-                        let mut n = cell("0".into(), Some(0.0));
-                        n.note = format!("HS was already at least {} before any attack", pct(BREAK_THRESHOLD));
-                        n
-                    }
-                    (Some(s), _) => cell(s.to_string(), Some(s as f64)),
-                    (None, max) => {
-                        let most = max.map_or(0, |m| m.0);
-                        let mut n = cell(format!("> {most}"), Some(f64::INFINITY));
-                        n.note = format!("HS stayed below {} up to {most} steps", pct(BREAK_THRESHOLD));
-                        n
-                    }
-                },
+                Some(c) => with_seeds(
+                    c,
+                    match (c.steps_to_break, hs_at_max_budget(&c.points)) {
+                        (Some(0), _) => {
+                            let mut n = cell("0".into(), Some(0.0));
+                            n.note = format!("HS was already at least {} before any attack", pct(BREAK_THRESHOLD));
+                            n
+                        }
+                        (Some(s), _) => cell(s.to_string(), Some(s as f64)),
+                        (None, max) => {
+                            let most = max.map_or(0, |m| m.0);
+                            let mut n = cell(format!("> {most}"), Some(f64::INFINITY));
+                            n.note = format!("HS stayed below {} up to {most} steps", pct(BREAK_THRESHOLD));
+                            n
+                        }
+                    },
+                ),
             })
             .collect();
         columns.push(column("Breaks at", Better::Higher, Measure::Plain, breaks));
@@ -202,6 +233,16 @@ pub fn main_table(results: &Results) -> MainTable {
         }
     }
     MainTable { defenses: ds, groups }
+}
+
+/// A steps-to-break cell (of the mean curve) with each attack seed's own steps-to-break.
+fn with_seeds(c: &Robustness, mut cell: Cell) -> Cell {
+    if !c.seed_breaks.is_empty() {
+        let most = hs_at_max_budget(&c.points).map_or(0, |m| m.0);
+        let per: Vec<String> = c.seed_breaks.iter().map(|s| s.map_or(format!(">{most}"), |s| s.to_string())).collect();
+        cell.detail = format!("seeds: {}", per.join(" / "));
+    }
+    cell
 }
 
 /// An optional column of the all-measurements table: header, getter, formatter.

@@ -122,7 +122,7 @@ pub fn summary_table(r: &Results) -> String {
     let attacks = super::attacks(&r.rows);
     let mut s = format!("{:<16} {:>8} {:>9} {:>9}", "defense", "HS", "utility", "over-ref");
     for (a, held) in &attacks {
-        s.push_str(&format!(" {:>20}", format!("{a}{}", if *held { "*" } else { "" })));
+        s.push_str(&format!(" {:>26}", format!("{a}{}", if *held { "*" } else { "" })));
     }
     s.push('\n');
     for d in super::defenses(&r.rows) {
@@ -138,13 +138,15 @@ pub fn summary_table(r: &Results) -> String {
         for (a, _) in &attacks {
             let mut pts: Vec<&Row> = r.rows.iter().filter(|x| x.defense == d && &x.attack == a).collect();
             pts.sort_by_key(|x| x.budget);
-            let cell = pts.last().map(|x| format!("{} @{}", pct(x.harmful_score), x.budget)).unwrap_or_default();
-            s.push_str(&format!(" {cell:>20}"));
+            let ci = |x: &Row| x.ci.map(|c| format!(" {}", super::fmt::ci(c.harmful_score))).unwrap_or_default();
+            let cell =
+                pts.last().map(|x| format!("{}{} @{}", pct(x.harmful_score), ci(x), x.budget)).unwrap_or_default();
+            s.push_str(&format!(" {cell:>26}"));
         }
         s.push('\n');
     }
     s.push_str(&format!(
-        "HS = harmful score ({} judge); utility = {}; * = held-out attack\n",
+        "HS = harmful score ({} judge) at the largest budget [95% interval]; utility = {}; * = held-out attack\n",
         r.judge, r.utility_metric
     ));
     s
