@@ -10,8 +10,8 @@
 use burn::prelude::*;
 use patcher::defense::parallel;
 use patcher::defense::patcher::{
-    HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, PatcherData, Streams, harden,
-    outer_step, sample_attack,
+    HardenOptions, HarmTerms, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, PatcherData, Streams,
+    harden, harmful_terms, outer_step, sample_attack,
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
@@ -92,6 +92,100 @@ fn beta_zero_outer_step_is_an_sft_step_on_retain_plus_refusal() {
     let d = max_diff(&st.model.params, &p);
     println!("beta=0 outer step vs direct SFT step: max |difference| {d:e}");
     assert!(d < 1e-5, "{d}");
+}
+
+/// The harmful-answer terms of `L_tr` (cross-entropy, entropy, unlikelihood) against a direct
+/// f64 computation from the model's full logits at the loss-carrying positions.
+#[test]
+fn harmful_answer_terms_match_a_direct_computation_from_the_logits() {
+    let m = model();
+    let d = data();
+    let refs: Vec<_> = d.harmful.iter().take(4).collect();
+    let b = Batch::new(&refs, d.pad_id, 32, &m);
+    let rows = b.answer_rows(m.hidden(b.inputs.clone())).expect("answers");
+    let t = HarmTerms::of(&m, &rows);
+    let got = [&t.l_harm, &t.entropy, &t.unlikelihood].map(|x| x.clone().into_scalar::<f32>() as f64);
+
+    let [bs, tl, v] = m.forward(b.inputs.clone()).dims();
+    let logits = to_vec_f32(m.forward(b.inputs.clone()).reshape([bs * tl, v]));
+    let targets: Vec<i32> = b.targets.clone().reshape([bs * tl]).into_data().try_to_vec().unwrap();
+    let weights = to_vec_f32(b.weights.clone().reshape([1, bs * tl]));
+    let (mut ce, mut ent, mut ul, mut z) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..bs * tl {
+        let w = weights[i] as f64;
+        if w == 0.0 {
+            continue;
+        }
+        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| x as f64).collect();
+        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        let logp: Vec<f64> = row.iter().map(|x| x - lse).collect();
+        let picked = logp[targets[i] as usize];
+        ce -= w * picked;
+        ent -= w * logp.iter().map(|l| l.exp() * l).sum::<f64>();
+        ul -= w * (1.0 - picked.exp()).max(1e-6).ln();
+        z += w;
+    }
+    let want = [ce / z, ent / z, ul / z];
+    for (name, (g, w)) in ["cross-entropy", "entropy", "unlikelihood"].iter().zip(got.iter().zip(want)) {
+        let rel = (g - w).abs() / w.abs().max(1e-9);
+        println!("{name}: {g:.6} vs direct {w:.6} (relative difference {rel:.1e})");
+        assert!(rel < 1e-4, "{name}: {g} vs {w}");
+    }
+}
+
+/// The gradient of `γ·(c − L_harm) − ε·H + υ·UL` against central finite differences of the
+/// objective along the gradient itself (the directional derivative is |g|²).
+#[test]
+fn harmful_answer_term_gradients_pass_a_finite_difference_check() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { gamma: 0.5, cap: 100.0, tr_entropy: 0.7, tr_unlikelihood: 1.3, ..base_cfg() };
+    let refs: Vec<_> = d.harmful.iter().take(4).collect();
+    let b = Batch::new(&refs, d.pad_id, 32, &m);
+    let (_, g) = harmful_terms(&m, &c, &b);
+    let g: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let objective = |m: &Llama| -> f64 {
+        let rows = b.answer_rows(m.hidden(b.inputs.clone())).unwrap();
+        let t = HarmTerms::of(m, &rows);
+        let v = |x: &Tensor<1>| x.clone().into_scalar::<f32>() as f64;
+        c.gamma * (c.cap - v(&t.l_harm)) - c.tr_entropy * v(&t.entropy) + c.tr_unlikelihood * v(&t.unlikelihood)
+    };
+    let norm2: f64 = g.iter().map(|x| to_vec_f32(x.clone()).iter().map(|v| (*v as f64).powi(2)).sum::<f64>()).sum();
+    let h = 1e-2 / norm2.sqrt();
+    let shifted = |s: f64| {
+        let mut m2 = m.clone();
+        for (p, gi) in m2.params.iter_mut().zip(&g) {
+            *p = p.clone() + gi.clone().mul_scalar(s);
+        }
+        objective(&m2)
+    };
+    let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
+    let rel = (fd - norm2).abs() / norm2;
+    println!("directional derivative: finite difference {fd:.6} vs |g|² {norm2:.6} (relative difference {rel:.1e})");
+    assert!(rel < 2e-2, "{fd} vs {norm2}");
+}
+
+/// With no refusal term, L_tr is the harmful-answer terms alone; an outer step still reports the
+/// refusal loss at θ' (measured without a gradient) and costs one pass less per selected step.
+#[test]
+fn tamper_resistance_without_the_refusal_term_runs_and_counts_its_passes() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { tr_refusal: 0.0, tr_entropy: 1.0, ..base_cfg() };
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    assert!(stats.tr_loss.is_finite() && stats.tr_loss > 0.0, "{stats:?}");
+    assert_eq!(stats.passes, 3 + 2 + 1);
+    assert!(max_diff(&st.model.params, &m.params) > 0.0);
+    let full = PatcherConfig { tr_unlikelihood: 1.0, ..base_cfg() };
+    assert_eq!(outer_step(&mut state(&m), &full, &d, &Streams::new(&full, &d)).unwrap().passes, 3 + 2 * 2 + 1);
+    // A config with no term at all is refused; defaults serialize as before (no new keys).
+    let none = PatcherConfig { tr_refusal: 0.0, ..base_cfg() };
+    assert!(none.validate().unwrap_err().to_string().contains("no term"));
+    let json = serde_json::to_string(&base_cfg()).unwrap();
+    assert!(!json.contains("tr_refusal") && !json.contains("tr_entropy") && !json.contains("tr_unlikelihood"));
 }
 
 #[test]

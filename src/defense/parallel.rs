@@ -133,7 +133,7 @@ fn worker_step(
         let scale = cfg.beta * w * k_total as f64 / p as f64;
         crate::train::step::add_scaled(&mut g, &gt, scale);
         tr_loss = Some((l_ref, w));
-        passes += 1 + usize::from(cfg.gamma > 0.0);
+        passes += cfg.tr_passes();
     }
     let mut retain_loss = f64::NAN;
     if j == 0 {

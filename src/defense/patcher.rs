@@ -4,14 +4,16 @@
 //! Each outer step: `g = ∇[L_ret + α·L_ref](θ)`; sample an attack `a` (optimizer, learning
 //! rate) from the train-time distribution; run it for K steps from a copy of θ with a fresh
 //! optimizer (`θ'_k = Opt_a(θ'_{k-1}, ∇L_harm(θ'_{k-1}))`); at the steps `k ∈ S` add
-//! `β·w(k)·∇L_tr(θ'_k)` with `L_tr = L_ref + γ·relu(c − L_harm)`; then `θ ← Opt_outer(θ, g)`.
+//! `β·w(k)·∇L_tr(θ'_k)` with `L_tr = ρ·L_ref + γ·relu(c − L_harm) − ε·H + υ·UL` (refusal
+//! cross-entropy, capped harmful loss, TAR's entropy on harmful answers, their unlikelihood;
+//! by default ρ = 1 and the rest 0); then `θ ← Opt_outer(θ, g)`.
 //! The meta-gradient is first-order (as in first-order MAML, Finn et al. 2017, and TAR,
 //! Tamirisa et al. 2024, "Tamper-Resistant Safeguards for Open-Weight LLMs"): gradients taken
 //! at θ' are applied to θ, nothing is back-propagated through the trajectory. Both terms of
 //! `L_tr` are bounded below, avoiding the runaway ascent of "maximise the harmful loss"
 //! objectives. The inner attack reuses the fine-tuning engine's loss and optimizer code.
 //!
-//! Cost of one outer step: `K + |S| + 1` forward/backward passes (+|S| with γ > 0).
+//! Cost of one outer step: `K + |S| + 1` forward/backward passes (+|S| with a harmful-answer term).
 
 use std::time::Instant;
 
@@ -20,13 +22,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Llama;
+use crate::model::fixed;
 use crate::rng::Rng;
 use crate::train::batches::{BatchConfig, Mixture};
 use crate::train::driver;
 use crate::train::engine::TrainState;
 use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::schedule::ScheduleConfig;
-use crate::train::step::{Batch, Example, add_scaled, loss_and_grads};
+use crate::train::step::{AnswerRows, Batch, Example, add_scaled, grads_of, loss_and_grads};
 
 /// The shape of K over training (`k.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +191,19 @@ pub struct PatcherConfig {
     pub gamma: f64,
     /// The cap c.
     pub cap: f64,
+    /// Weight of the refusal cross-entropy at θ' in `L_tr` (1; 0 leaves only the harmful-answer
+    /// terms, whose refusal loss is then measured without a gradient).
+    #[serde(skip_serializing_if = "is_one")]
+    pub tr_refusal: f64,
+    /// Weight ε of TAR's entropy term `−H(θ')` on harmful answers (Tamirisa et al. 2024): a
+    /// flat next-token distribution where the attacker's answers are scored (0 disables it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tr_entropy: f64,
+    /// Weight υ of the unlikelihood of harmful answers at θ' (Welleck et al. 2020, "Neural Text
+    /// Generation with Unlikelihood Training"): `−Σ w·log(1 − p(y_t)) / Σ w`, bounded below by 0
+    /// (0 disables it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tr_unlikelihood: f64,
     pub clip_norm: f64,
     pub seed: u64,
     pub checkpoint_every: usize,
@@ -209,6 +225,9 @@ impl Default for PatcherConfig {
             beta: 1.0,
             gamma: 0.0,
             cap: 1.0,
+            tr_refusal: 1.0,
+            tr_entropy: 0.0,
+            tr_unlikelihood: 0.0,
             clip_norm: 1.0,
             seed: 0,
             checkpoint_every: 0,
@@ -216,9 +235,41 @@ impl Default for PatcherConfig {
     }
 }
 
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 impl PatcherConfig {
+    /// Whether `L_tr` has a term on harmful answers (one more pass per selected inner step).
+    pub fn harmful_tr(&self) -> bool {
+        self.gamma > 0.0 || self.tr_entropy > 0.0 || self.tr_unlikelihood > 0.0
+    }
+
+    /// Forward/backward passes of one selected inner step's `L_tr`.
+    pub fn tr_passes(&self) -> usize {
+        usize::from(self.tr_refusal > 0.0) + usize::from(self.harmful_tr())
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.k.validate()?;
+        for (key, v) in [
+            ("tr_refusal", self.tr_refusal),
+            ("tr_entropy", self.tr_entropy),
+            ("tr_unlikelihood", self.tr_unlikelihood),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Invalid(format!("field `{key}`: {v} is not a weight (a number >= 0)")));
+            }
+        }
+        if self.tr_refusal == 0.0 && !self.harmful_tr() {
+            return Err(Error::Invalid(
+                "L_tr has no term: set tr_refusal, gamma, tr_entropy or tr_unlikelihood above 0".into(),
+            ));
+        }
         if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
             return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
         }
@@ -308,8 +359,9 @@ pub fn retain_grads(
     loss_and_grads(model, &b)
 }
 
-/// Loss and gradient of `L_tr = L_ref + γ·relu(c − L_harm)` at attacked weights `at`; `idx`
-/// selects the batches. Returns `(L_ref, L_harm or NaN, grads)`.
+/// Loss and gradient of `L_tr = ρ·L_ref + γ·relu(c − L_harm) − ε·H + υ·UL` at attacked weights
+/// `at` (ρ = `tr_refusal`, ε = `tr_entropy`, υ = `tr_unlikelihood`); `idx` selects the batches.
+/// Returns `(L_ref, L_harm or NaN, grads)`.
 pub fn tr_grads(
     at: &Llama,
     cfg: &PatcherConfig,
@@ -318,18 +370,83 @@ pub fn tr_grads(
     idx: usize,
 ) -> (f64, f64, Vec<Option<Tensor<2>>>) {
     let b = Batch::new(&s.refusal_tr.batch(idx), data.pad_id, cfg.tr_batch.max_len, at);
-    let (l_ref, mut g) = loss_and_grads(at, &b);
+    let (l_ref, mut g) = if cfg.tr_refusal > 0.0 {
+        let (l, mut g) = loss_and_grads(at, &b);
+        if cfg.tr_refusal != 1.0 {
+            g.iter_mut().flatten().for_each(|x| *x = x.clone().mul_scalar(cfg.tr_refusal));
+        }
+        (l, g)
+    } else {
+        (crate::train::step::loss(at, &b), vec![None; at.params.len()])
+    };
     let mut l_harm = f64::NAN;
-    if cfg.gamma > 0.0 {
+    if cfg.harmful_tr() {
         let hb = Batch::new(&s.harmful_tr.batch(idx), data.pad_id, cfg.tr_batch.max_len, at);
-        let (lh, gh) = loss_and_grads(at, &hb);
-        l_harm = lh;
-        if lh < cfg.cap {
-            // d/dθ γ·(c − L_harm) = −γ·∇L_harm.
-            add_scaled(&mut g, &gh, -cfg.gamma);
+        if cfg.tr_entropy == 0.0 && cfg.tr_unlikelihood == 0.0 {
+            let (lh, gh) = loss_and_grads(at, &hb);
+            l_harm = lh;
+            if lh < cfg.cap {
+                // d/dθ γ·(c − L_harm) = −γ·∇L_harm.
+                add_scaled(&mut g, &gh, -cfg.gamma);
+            }
+        } else {
+            let (lh, gh) = harmful_terms(at, cfg, &hb);
+            l_harm = lh;
+            add_scaled(&mut g, &gh, 1.0);
         }
     }
     (l_ref, l_harm, g)
+}
+
+/// The harmful-answer part of `L_tr` on batch `b` at `at`, in one forward and backward pass:
+/// `γ·(c − L_harm)` while `L_harm < c`, `−ε·H` and `υ·UL`, over the answers' loss-carrying
+/// positions with their weights. Returns `(L_harm, gradient)`.
+pub fn harmful_terms(at: &Llama, cfg: &PatcherConfig, b: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
+    let tracked = at.tracked();
+    let h = tracked.hidden(b.inputs.clone()); // (B, T, d)
+    let Some(rows) = b.answer_rows(h) else {
+        let zero = tracked.params[0].clone().sum().mul_scalar(0.0);
+        return (0.0, grads_of(&tracked, zero).1);
+    };
+    let terms = HarmTerms::of(&tracked, &rows);
+    let l_harm = terms.l_harm.clone().inner().into_scalar::<f32>() as f64;
+    let mut total = terms.l_harm.clone().mul_scalar(0.0);
+    if cfg.gamma > 0.0 && l_harm < cfg.cap {
+        total = total - terms.l_harm.mul_scalar(cfg.gamma);
+    }
+    if cfg.tr_entropy > 0.0 {
+        total = total - terms.entropy.mul_scalar(cfg.tr_entropy);
+    }
+    if cfg.tr_unlikelihood > 0.0 {
+        total = total + terms.unlikelihood.mul_scalar(cfg.tr_unlikelihood);
+    }
+    (l_harm, grads_of(&tracked, total).1)
+}
+
+/// The three harmful-answer quantities at the loss-carrying rows, each a weighted mean: the
+/// cross-entropy `L_harm`, the next-token entropy `H` (nats), the unlikelihood `UL`.
+pub struct HarmTerms {
+    pub l_harm: Tensor<1>,
+    pub entropy: Tensor<1>,
+    pub unlikelihood: Tensor<1>,
+}
+
+impl HarmTerms {
+    pub fn of(model: &Llama, rows: &AnswerRows) -> Self {
+        let n = rows.targets.dims()[0];
+        let z = rows.weight_sum.max(1.0);
+        let logits = rows.rows.clone().matmul(model.head_weight().transpose()); // (N, V)
+        let logp = fixed::log_softmax(logits); // (N, V)
+        let picked = logp.clone().gather(1, rows.targets.clone().reshape([n, 1])).reshape([n]); // (N,)
+        let w = || rows.weights.clone(); // (N,)
+        let l_harm = fixed::sum(picked.clone() * w()).neg().div_scalar(z);
+        let ent = fixed::row_sums((logp.clone().exp() * logp).neg()); // (N,)
+        let entropy = fixed::sum(ent * w()).div_scalar(z);
+        // log(1 − p), with 1 − p kept at least 1e-6 so that a certain token costs 13.8 nats.
+        let log_not = picked.exp().neg().add_scalar(1.0).clamp_min(1e-6).log(); // (N,)
+        let unlikelihood = fixed::sum(log_not * w()).neg().div_scalar(z);
+        Self { l_harm, entropy, unlikelihood }
+    }
 }
 
 /// One simulated attack step on `at` with `opt_state`: returns the attacker's loss.
@@ -427,7 +544,7 @@ pub fn outer_step(
         lr,
         attack_optimizer: attack.optimizer.kind.to_string(),
         attack_lr: attack.lr,
-        passes: k_total + selected.len() * (1 + usize::from(cfg.gamma > 0.0)) + 1,
+        passes: k_total + selected.len() * cfg.tr_passes() + 1,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -194,9 +194,9 @@ impl Defense {
             Self::Sft => 1,
             Self::Patcher(c) => {
                 let k = c.k.max();
-                k + c.inner.steps(k).len() * (1 + usize::from(c.gamma > 0.0)) + 1
+                k + c.inner.steps(k).len() * c.tr_passes() + 1
             }
-            Self::PatcherParallel { config, .. } => 1 + (1 + usize::from(config.gamma > 0.0)) + 1,
+            Self::PatcherParallel { config, .. } => 1 + config.tr_passes() + 1,
             Self::Method(m) => m.passes_per_step(),
         }
     }
