@@ -38,6 +38,12 @@ pub trait Judge: Send + Sync {
     fn judge_batch(&self, pairs: &[(&str, &str)]) -> crate::Result<Vec<Judgement>> {
         pairs.iter().map(|(p, r)| self.judge(p, r)).collect()
     }
+
+    /// Units of progress (`crate::train::progress::advance`) judging `n` answers reports, so an
+    /// evaluation can count them in its total: none by default.
+    fn progress_units(&self, _n: usize) -> usize {
+        0
+    }
 }
 
 /// Which judge scores the answers of an evaluation (`[eval] judge` in an experiment file):

@@ -382,6 +382,11 @@ impl Judge for LearnedJudge {
         self.name.clone()
     }
 
+    /// The feature pass advances one unit per answer.
+    fn progress_units(&self, n: usize) -> usize {
+        n
+    }
+
     fn judge(&self, prompt: &str, response: &str) -> Result<Judgement> {
         Ok(self.judge_batch(&[(prompt, response)])?.remove(0))
     }

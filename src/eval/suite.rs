@@ -319,7 +319,12 @@ pub fn evaluate(
     let lim = |v: &[Conversation]| take(v, cfg.limit);
     // Units of work, for the caller's labelled progress (crate::train::progress::labelled).
     let n = |v: &[Conversation]| if cfg.limit == 0 { v.len() } else { v.len().min(cfg.limit) };
-    let units = n(&data.harmful_prompts)
+    // The judges' own passes (a learned judge's features) count too, each over the answers.
+    let also: Vec<_> = cfg.also_judges.iter().map(|spec| spec.shared()).collect::<Result<_>>()?;
+    let judged = n(&data.harmful_prompts);
+    let units = judged
+        + judge.progress_units(judged)
+        + also.iter().map(|j| j.progress_units(judged)).sum::<usize>()
         + n(&data.overrefusal_prompts)
         + n(&data.exact)
         + cfg.mc_formats.len()
@@ -338,8 +343,8 @@ pub fn evaluate(
     let (safety, items) =
         safety_eval(model, tok, &messages(&lim(&data.harmful_prompts)), judge, cfg.generation_batch_size, &sampling)?;
     let mut also_safety = vec![];
-    for spec in &cfg.also_judges {
-        let (mut s, _) = crate::eval::rejudge(&items, spec.shared()?.as_ref())?;
+    for j in &also {
+        let (mut s, _) = crate::eval::rejudge(&items, j.as_ref())?;
         s.prompts_per_s = safety.prompts_per_s; // the same generations
         also_safety.push(s);
     }

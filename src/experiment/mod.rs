@@ -460,9 +460,12 @@ impl Runner {
             for row in &mut pair.rows {
                 row.seeds = vec![seed];
             }
-            // One set of sample answers per pair, the first seed's.
+            // One set of sample answers per pair, the first seed's; and one budget-0 row: it is
+            // the unattacked model's evaluation whatever the seed, and copies of it would count
+            // as independent seeds and narrow its interval.
             if Some(&seed) != self.cfg.attack_seeds.first() {
                 pair.samples.clear();
+                pair.rows.retain(|r| r.budget != 0);
             }
         }
         Ok(pair)

@@ -240,7 +240,7 @@ fn with_seeds(c: &Robustness, mut cell: Cell) -> Cell {
     if !c.seed_breaks.is_empty() {
         let most = hs_at_max_budget(&c.points).map_or(0, |m| m.0);
         let per: Vec<String> = c.seed_breaks.iter().map(|s| s.map_or(format!(">{most}"), |s| s.to_string())).collect();
-        cell.detail = format!("seeds: {}", per.join(" / "));
+        cell.detail = format!("(per seed: {})", per.join(", "));
     }
     cell
 }
