@@ -10,8 +10,8 @@
 use burn::prelude::*;
 use patcher::defense::parallel;
 use patcher::defense::patcher::{
-    HardenOptions, HarmTerms, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, PatcherData, Streams,
-    harden, harmful_terms, outer_step, sample_attack,
+    HardenOptions, HarmTerms, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule, PatcherConfig,
+    PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads, sample_attack,
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
@@ -186,6 +186,118 @@ fn tamper_resistance_without_the_refusal_term_runs_and_counts_its_passes() {
     assert!(none.validate().unwrap_err().to_string().contains("no term"));
     let json = serde_json::to_string(&base_cfg()).unwrap();
     assert!(!json.contains("tr_refusal") && !json.contains("tr_entropy") && !json.contains("tr_unlikelihood"));
+}
+
+/// The meta-gradient correction through one SGD step is the derivative of the composite
+/// `F(θ) = L_tr(θ − η·∇L_harm(θ))`: its directional derivatives, by central differences of F,
+/// match `Jᵀ·g` within 2% (0.7% here; the forward difference's bias grows with `meta_fd`: 6.5%
+/// at 1e-3, 53% at 1e-2), while the first-order gradient `g` (taken at θ' and applied to θ)
+/// misses them by 180%.
+#[test]
+fn the_meta_gradient_through_an_sgd_step_matches_finite_differences_of_the_composite() {
+    let m = model();
+    let d = data();
+    let opt = OptimizerConfig::sgd(0.0);
+    let lr = 0.5;
+    let hb = Batch::new(&d.harmful.iter().take(4).collect::<Vec<_>>(), d.pad_id, 32, &m);
+    let tb = Batch::new(&d.refusal.iter().take(4).collect::<Vec<_>>(), d.pad_id, 32, &m);
+    let attacked = |theta: &Llama| -> Llama {
+        let mut at = theta.clone();
+        let (_, g) = loss_and_grads(&at, &hb);
+        optim::step(&opt, &mut OptimState::new(at.params.len()), &mut at.params, &g, lr);
+        at
+    };
+    let f = |theta: &Llama| patcher::train::step::loss(&attacked(theta), &tb) as f64;
+
+    let mut at = m.clone();
+    let mut st = OptimState::new(m.params.len());
+    let (_, gh) = loss_and_grads(&at, &hb);
+    optim::step(&opt, &mut st, &mut at.params, &gh, lr);
+    let jac = optim::step_jacobian(&opt, &st, &gh, &m.params, lr);
+    let rec = InnerRecord { before: m.clone(), idx: 0, grad: gh, jac };
+    let (_, g) = loss_and_grads(&at, &tb);
+    let corrected = backprop_inner(&rec, &hb, &g, PatcherConfig::default().meta_fd);
+
+    let dot = |a: &[Option<Tensor<2>>], b: &[Tensor<2>]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let (x, y) = (to_vec_f32(x.clone().unwrap()), to_vec_f32(y.clone()));
+                x.iter().zip(&y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>()
+            })
+            .sum()
+    };
+    let mut rng = patcher::rng::Rng::new(11);
+    let (mut worst_fixed, mut worst_first) = (0.0f64, 0.0f64);
+    for trial in 0..3 {
+        let dir: Vec<Tensor<2>> = m
+            .params
+            .iter()
+            .map(|p| {
+                let [r, c] = p.dims();
+                let v: Vec<f32> = (0..r * c).map(|_| rng.normal() as f32).collect();
+                Tensor::<2>::from_data(TensorData::new(v, [r, c]), &p.device())
+            })
+            .collect();
+        let norm = dot(&dir.iter().cloned().map(Some).collect::<Vec<_>>(), &dir).sqrt();
+        let h = 1e-2 / norm;
+        let moved = |s: f64| {
+            let mut t = m.clone();
+            for (p, u) in t.params.iter_mut().zip(&dir) {
+                *p = p.clone() + u.clone().mul_scalar(s);
+            }
+            f(&t)
+        };
+        let fd = (moved(h) - moved(-h)) / (2.0 * h);
+        let (fixed, first) = (dot(&corrected, &dir), dot(&g, &dir));
+        let scale = fd.abs().max(1e-3);
+        println!("direction {trial}: finite difference {fd:.5}, corrected {fixed:.5}, first-order {first:.5}");
+        worst_fixed = worst_fixed.max((fixed - fd).abs() / scale);
+        worst_first = worst_first.max((first - fd).abs() / scale);
+    }
+    println!("relative error: corrected {worst_fixed:.1e}, first-order {worst_first:.1e}");
+    assert!(worst_fixed < 2e-2, "corrected meta-gradient off by {worst_fixed}");
+    assert!(worst_first > 10.0 * worst_fixed, "the check cannot tell the correction from first order");
+}
+
+/// An outer step with `meta_steps` adds `β·w·Jᵀ·∇L_tr(θ')` to the retain gradient: with K = 1 and
+/// S = {1} the exposed outer gradient is the retain gradient plus β times [`backprop_inner`] of
+/// the step, and the step costs one pass more.
+#[test]
+fn an_outer_step_with_the_meta_correction_applies_the_back_propagated_gradient() {
+    let m = model();
+    let d = data();
+    let mut c = exposing(base_cfg());
+    c.k = KSchedule::constant(1);
+    c.inner = InnerSelection { kind: InnerKind::Last, n: 1, weight: InnerWeight::Uniform };
+    c.attack.optimizers = vec![OptimizerConfig::sgd(0.0)];
+    c.meta_steps = 1;
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    assert_eq!(stats.passes, 1 + 1 + 1 + 1, "attack, L_tr, the correction, retain");
+    let exposed = neg_delta(&m.params, &st.model.params);
+
+    let attack = sample_attack(&c, 0, 0);
+    let hb = Batch::new(&streams.harmful.batch(0), 0, 32, &m);
+    let mut at = m.clone();
+    let mut inner = OptimState::new(m.params.len());
+    let (_, gh) = loss_and_grads(&at, &hb);
+    optim::step(&attack.optimizer, &mut inner, &mut at.params, &gh, attack.lr);
+    let jac = optim::step_jacobian(&attack.optimizer, &inner, &gh, &m.params, attack.lr);
+    let rec = InnerRecord { before: m.clone(), idx: 0, grad: gh, jac };
+    let tb = Batch::new(&streams.refusal_tr.batch(0), 0, 32, &at);
+    let corrected = backprop_inner(&rec, &hb, &loss_and_grads(&at, &tb).1, c.meta_fd);
+    let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
+    add_scaled(&mut g, &corrected, c.beta);
+    let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let diff = max_diff(&exposed, &direct);
+    println!("outer gradient with the correction vs direct: {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+    // Patcher-parallel refuses the setting rather than ignoring it.
+    let Err(e) = parallel::harden(&m, &c, &d, 2, HardenOptions::default()) else { panic!("meta_steps accepted") };
+    let e = e.to_string();
+    assert!(e.contains("meta_steps"), "{e}");
 }
 
 #[test]

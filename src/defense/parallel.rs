@@ -281,6 +281,11 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, 
     if p == 0 {
         return Err(Error::Invalid("--parallel must be >= 1".into()));
     }
+    if cfg.meta_steps > 0 {
+        return Err(Error::Invalid(
+            "`meta_steps` (the meta-gradient correction) is implemented for sequential Patcher only".into(),
+        ));
+    }
     let base = Streams::new(cfg, data);
     let mut method = Parallel {
         cfg,

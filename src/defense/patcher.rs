@@ -204,6 +204,14 @@ pub struct PatcherConfig {
     /// (0 disables it).
     #[serde(skip_serializing_if = "is_zero")]
     pub tr_unlikelihood: f64,
+    /// Meta-gradient correction: back-propagate each tamper-resistance gradient through this
+    /// many of the inner steps before it (`ĝ ← Jᵀ·ĝ` per step, [`backprop_inner`]), one
+    /// Hessian-vector product by finite differences each (one pass). 0: first-order.
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub meta_steps: usize,
+    /// The finite-difference step of those products, relative to the weights' norm.
+    #[serde(skip_serializing_if = "is_default_fd")]
+    pub meta_fd: f64,
     pub clip_norm: f64,
     pub seed: u64,
     pub checkpoint_every: usize,
@@ -228,6 +236,8 @@ impl Default for PatcherConfig {
             tr_refusal: 1.0,
             tr_entropy: 0.0,
             tr_unlikelihood: 0.0,
+            meta_steps: 0,
+            meta_fd: DEFAULT_META_FD,
             clip_norm: 1.0,
             seed: 0,
             checkpoint_every: 0,
@@ -241,6 +251,17 @@ fn is_one(v: &f64) -> bool {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
+}
+
+/// The default finite-difference step of the meta-gradient's Hessian-vector products.
+pub const DEFAULT_META_FD: f64 = 1e-4;
+
+fn is_default_fd(v: &f64) -> bool {
+    *v == DEFAULT_META_FD
 }
 
 impl PatcherConfig {
@@ -264,6 +285,9 @@ impl PatcherConfig {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::Invalid(format!("field `{key}`: {v} is not a weight (a number >= 0)")));
             }
+        }
+        if !(self.meta_fd.is_finite() && self.meta_fd > 0.0) {
+            return Err(Error::Invalid(format!("field `meta_fd`: {} must be a positive step", self.meta_fd)));
         }
         if self.tr_refusal == 0.0 && !self.harmful_tr() {
             return Err(Error::Invalid(
@@ -459,10 +483,70 @@ pub fn inner_step(
     max_len: usize,
     idx: usize,
 ) -> f64 {
+    inner_step_grads(at, opt_state, attack, s, data, max_len, idx).0
+}
+
+/// [`inner_step`], also returning the attacker's gradient it stepped with.
+pub fn inner_step_grads(
+    at: &mut Llama,
+    opt_state: &mut OptimState,
+    attack: &SampledAttack,
+    s: &Streams,
+    data: &PatcherData,
+    max_len: usize,
+    idx: usize,
+) -> (f64, Vec<Option<Tensor<2>>>) {
     let b = Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at);
     let (l, g) = loss_and_grads(at, &b);
     optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
-    l
+    (l, g)
+}
+
+/// One simulated attack step, kept for the meta-gradient's backward pass through it: the
+/// weights before it, its batch index, the attacker's gradient there, and the step's Jacobian.
+pub struct InnerRecord {
+    pub before: Llama,
+    pub idx: usize,
+    pub grad: Vec<Option<Tensor<2>>>,
+    pub jac: optim::StepJacobian,
+}
+
+/// Back-propagate `g`, a gradient at the weights after the recorded step, to the weights before
+/// it: `Jᵀ·g = decay·g − (H + l2·I)·u` with `u = P ⊙ g` and `H` the Hessian of the attacker's
+/// loss on the step's batch `b` at `rec.before`. `H·u` is a forward difference of gradients
+/// (the step already has the gradient at `rec.before`): `(∇L(θ + ε·u) − ∇L(θ)) / ε`, with
+/// `ε·|u| = fd·|θ|`. One forward/backward pass.
+pub fn backprop_inner(rec: &InnerRecord, b: &Batch, g: &[Option<Tensor<2>>], fd: f64) -> Vec<Option<Tensor<2>>> {
+    let u: Vec<Option<Tensor<2>>> =
+        g.iter().zip(&rec.jac.p).map(|(g, p)| Some(g.as_ref()?.clone() * p.as_ref()?.clone())).collect();
+    let u_norm = optim::grad_norm(&u);
+    if u_norm == 0.0 {
+        return g.iter().map(|x| x.as_ref().map(|x| x.clone().mul_scalar(rec.jac.decay))).collect();
+    }
+    let theta_norm = optim::grad_norm(&rec.before.params.iter().cloned().map(Some).collect::<Vec<_>>());
+    let eps = fd * theta_norm.max(1.0) / u_norm;
+    let mut shifted = rec.before.clone();
+    for (p, u) in shifted.params.iter_mut().zip(&u) {
+        if let Some(u) = u {
+            *p = p.clone() + u.clone().mul_scalar(eps);
+        }
+    }
+    let (_, g_shift) = loss_and_grads(&shifted, b);
+    g.iter()
+        .enumerate()
+        .map(|(i, gi)| {
+            let gi = gi.as_ref()?;
+            let mut out = gi.clone().mul_scalar(rec.jac.decay);
+            if let (Some(u), Some(g1), Some(g0)) = (&u[i], &g_shift[i], &rec.grad[i]) {
+                let hu = (g1.clone() - g0.clone()).div_scalar(eps); // (R, C)
+                out = out - hu;
+                if rec.jac.l2 != 0.0 {
+                    out = out - u.clone().mul_scalar(rec.jac.l2);
+                }
+            }
+            Some(out)
+        })
+        .collect()
 }
 
 /// What one outer step measured.
@@ -524,11 +608,29 @@ pub fn outer_step(
     let mut attacked = state.model.clone();
     let mut inner = OptimState::new(attacked.params.len());
     let (mut tr_sum, mut harm_end) = (0.0, f64::NAN);
+    // The last `meta_steps` inner steps, oldest first, for the meta-gradient correction.
+    let mut records: std::collections::VecDeque<InnerRecord> = Default::default();
+    let mut meta_passes = 0;
     for k in 1..=k_total {
-        harm_end =
-            inner_step(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, t * kmax + k - 1);
+        let idx = t * kmax + k - 1;
+        let before = (cfg.meta_steps > 0).then(|| attacked.clone());
+        let (l, gh) =
+            inner_step_grads(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, idx);
+        harm_end = l;
+        if let Some(before) = before {
+            let jac = optim::step_jacobian(&attack.optimizer, &inner, &gh, &before.params, attack.lr);
+            records.push_back(InnerRecord { before, idx, grad: gh, jac });
+            if records.len() > cfg.meta_steps {
+                records.pop_front();
+            }
+        }
         if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
-            let (l_ref, _, gt) = tr_grads(&attacked, cfg, streams, data, t * kmax + k - 1);
+            let (l_ref, _, mut gt) = tr_grads(&attacked, cfg, streams, data, idx);
+            for rec in records.iter().rev() {
+                let b = Batch::new(&streams.harmful.batch(rec.idx), data.pad_id, cfg.attack.batch.max_len, &attacked);
+                gt = backprop_inner(rec, &b, &gt, cfg.meta_fd);
+                meta_passes += 1;
+            }
             tr_sum += w * l_ref;
             add_scaled(&mut g, &gt, cfg.beta * w);
         }
@@ -544,7 +646,7 @@ pub fn outer_step(
         lr,
         attack_optimizer: attack.optimizer.kind.to_string(),
         attack_lr: attack.lr,
-        passes: k_total + selected.len() * cfg.tr_passes() + 1,
+        passes: k_total + selected.len() * cfg.tr_passes() + meta_passes + 1,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

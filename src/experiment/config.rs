@@ -186,15 +186,17 @@ pub enum Defense {
 
 impl Defense {
     /// Forward/backward passes per training step on the critical path (the cost column):
-    /// Patcher `K + |S|·(1 + [γ > 0]) + 1` at its largest K; parallel Patcher's slowest worker
-    /// `1 + (1 + [γ > 0]) + 1`; a baseline's own count; SFT 1; none 0.
+    /// Patcher `K + Σ_{k∈S} (tr_passes + min(meta_steps, k)) + 1` at its largest K; parallel
+    /// Patcher's slowest worker `1 + tr_passes + 1`; a baseline's own count; SFT 1; none 0.
     pub fn passes_per_step(&self) -> usize {
         match self {
             Self::None => 0,
             Self::Sft => 1,
             Self::Patcher(c) => {
                 let k = c.k.max();
-                k + c.inner.steps(k).len() * c.tr_passes() + 1
+                let per_selected: usize =
+                    c.inner.steps(k).iter().map(|(s, _)| c.tr_passes() + c.meta_steps.min(*s)).sum();
+                k + per_selected + 1
             }
             Self::PatcherParallel { config, .. } => 1 + config.tr_passes() + 1,
             Self::Method(m) => m.passes_per_step(),
@@ -360,6 +362,12 @@ impl ExperimentConfig {
             DefenseKind::Patcher => Ok(Defense::Patcher(self.patcher_for(d)?)),
             DefenseKind::PatcherParallel => {
                 let workers = d.parallel.unwrap_or(1);
+                if self.patcher_for(d)?.meta_steps > 0 {
+                    return Err(Error::Invalid(format!(
+                        "defense `{}`: `meta_steps` (the meta-gradient correction) is implemented for kind patcher only, not patcher-parallel",
+                        d.name
+                    )));
+                }
                 if workers == 0 {
                     return Err(Error::Invalid(format!("defense `{}`: `parallel` must be at least 1", d.name)));
                 }

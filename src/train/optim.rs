@@ -134,6 +134,59 @@ pub fn step(
     }
 }
 
+/// How one optimizer step's new weights depend on the old ones through the step's gradient,
+/// with the optimizer's history (moments from earlier steps) held fixed: `θ_new = decay·θ −
+/// u(g(θ) + l2·θ)`, so `∂θ_new/∂θ = decay·I − diag(P)·(H + l2·I)` with `P = ∂u/∂g` element-wise
+/// and `H` the Hessian of the loss whose gradient the step took. Used to back-propagate a
+/// gradient through simulated attack steps (Patcher's meta-gradient correction).
+#[derive(Debug, Clone)]
+pub struct StepJacobian {
+    pub decay: f64,
+    pub l2: f64,
+    /// `∂u/∂g` per parameter (`None` for a frozen one).
+    pub p: Vec<Option<Tensor<2>>>,
+}
+
+/// The [`StepJacobian`] of the step [`step`] just took with `grads` from `before` (the weights
+/// before it) at learning rate `lr`; `state` is the optimizer state after the step. For Adam(W)
+/// the current gradient moves both moments: `P = (lr/bc1)·[(1−β1)/D − m·(1−β2)·g/(√bc2·√v·D²)]`
+/// with `D = √v/√bc2 + ε` (at the first step this is `≈ lr·(1−β1)·ε/(bc1·D²)`, nearly 0: sign
+/// descent). For SGD (any momentum) `P = lr`.
+pub fn step_jacobian(
+    cfg: &OptimizerConfig,
+    state: &OptimState,
+    grads: &[Option<Tensor<2>>],
+    before: &[Tensor<2>],
+    lr: f64,
+) -> StepJacobian {
+    let (decay, l2) = match cfg.kind {
+        OptimKind::AdamW => (1.0 - lr * cfg.weight_decay, 0.0),
+        OptimKind::Adam | OptimKind::Sgd => (1.0, cfg.weight_decay),
+    };
+    let t = state.step as i32;
+    let p = grads
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let g = g.as_ref()?.clone().inner();
+            Some(match cfg.kind {
+                OptimKind::Sgd => g.ones_like().mul_scalar(lr),
+                OptimKind::AdamW | OptimKind::Adam => {
+                    let g = if l2 != 0.0 { g + before[i].clone().inner().mul_scalar(l2) } else { g };
+                    let (m, v) = (state.m[i].clone().expect("stepped"), state.v[i].clone().expect("stepped"));
+                    let (bc1, s2) = (1.0 - cfg.beta1.powi(t), (1.0 - cfg.beta2.powi(t)).sqrt());
+                    let sqrt_v = v.sqrt(); // (R, C)
+                    let d = sqrt_v.clone().div_scalar(s2).add_scalar(cfg.eps); // (R, C)
+                    let first = d.clone().recip().mul_scalar(1.0 - cfg.beta1);
+                    let second = (m * g).mul_scalar((1.0 - cfg.beta2) / s2) / (sqrt_v.clamp_min(1e-30) * d.square());
+                    (first - second).mul_scalar(lr / bc1)
+                }
+            })
+        })
+        .collect();
+    StepJacobian { decay, l2, p }
+}
+
 /// Global L2 norm of the gradients (frozen slots skipped).
 ///
 /// Each tensor is reduced row by row first (`sum_dim`, one row per task) and the row sums are
@@ -203,6 +256,56 @@ mod tests {
             }
         }
         p
+    }
+
+    /// `P = ∂u/∂g` of [`step_jacobian`] against central differences of the update in f64 (the
+    /// [`reference`] rules), at the first step and after two earlier steps, for each optimizer.
+    #[test]
+    fn step_jacobians_match_finite_differences_of_the_update() {
+        let device = Device::flex();
+        let p0 = [0.5f32, -1.25, 2.0];
+        let history = [[0.1f32, -0.3, 0.02], [0.4, 0.1, -0.05]];
+        let g_last = [-0.2f32, 0.25, 0.3];
+        let lr = 1e-2;
+        let cfgs = [
+            OptimizerConfig { weight_decay: 0.1, ..OptimizerConfig::adamw() },
+            OptimizerConfig { kind: OptimKind::Adam, weight_decay: 0.05, beta2: 0.99, ..OptimizerConfig::adamw() },
+            OptimizerConfig { weight_decay: 0.01, ..OptimizerConfig::sgd(0.9) },
+        ];
+        for cfg in &cfgs {
+            for n_hist in [0, 2] {
+                // Weights just before the last step, by the reference rules.
+                let lrs = vec![lr; n_hist + 1];
+                let mut params = vec![t(&p0, &device)];
+                let mut state = OptimState::new(1);
+                for g in &history[..n_hist] {
+                    step(cfg, &mut state, &mut params, &[Some(t(g, &device))], lr);
+                }
+                let before = params.clone();
+                step(cfg, &mut state, &mut params, &[Some(t(&g_last, &device))], lr);
+                let jac = step_jacobian(cfg, &state, &[Some(t(&g_last, &device))], &before, lr);
+                let p = to_vec_f32(jac.p[0].clone().unwrap());
+                for j in 0..3 {
+                    // θ_new(g) = decay·θ − u(g + l2·θ): the derivative in g is −P.
+                    let new = |dg: f64| {
+                        let mut gs: Vec<f64> = history[..n_hist].iter().map(|g| g[j] as f64).collect();
+                        gs.push(g_last[j] as f64 + dg);
+                        reference(cfg, p0[j] as f64, &gs, &lrs)
+                    };
+                    let h = 1e-6;
+                    let fd = -(new(h) - new(-h)) / (2.0 * h);
+                    let tol = 1e-3 * fd.abs().max(lr * 1e-3);
+                    assert!(
+                        (p[j] as f64 - fd).abs() <= tol,
+                        "{:?} after {n_hist}, coordinate {j}: P {} vs {fd}",
+                        cfg.kind,
+                        p[j]
+                    );
+                }
+                let want_decay = if cfg.kind == OptimKind::AdamW { 1.0 - lr * cfg.weight_decay } else { 1.0 };
+                assert!((jac.decay - want_decay).abs() < 1e-15);
+            }
+        }
     }
 
     #[test]
