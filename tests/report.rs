@@ -124,6 +124,7 @@ fn example() -> Results {
             "The undefended model's 200-step `full-ft` run lost most of its utility, so the capability guard ignores it."
                 .into(),
         ],
+        passes_per_step: vec![("sft".into(), 1), ("patcher-k16".into(), 21)],
     }
 }
 
@@ -229,6 +230,16 @@ fn writes_every_file_with_tables_panels_and_escaping() {
     assert!(md.contains("| full-ft @ 200 |") || md.contains("full-ft @ 200"), "worst case shown");
     // A second judge's HS of the same answers is a column of its own, named by its judge.
     assert!(md.contains("HS (learned:harm-smollm2)") && html.contains("HS (learned:harm-smollm2)"), "{md}");
+    // Steps-to-break under every attack side by side (held-out ones starred), with the cost.
+    let breaks = md.split("**Steps-to-break**").nth(1).and_then(|s| s.split("\n\n").nth(1)).expect("table");
+    let header = breaks.lines().next().unwrap();
+    for (a, held_out) in &attacks {
+        let name = if *held_out { format!("{a}\\*") } else { a.clone() };
+        assert!(header.contains(&format!(" {name} |")), "{name} in {header}");
+    }
+    assert!(header.ends_with("| Passes / step |"), "{header}");
+    let patcher = breaks.lines().find(|l| l.starts_with("| Patcher (k16) |")).expect("patcher row");
+    assert!(patcher.ends_with("| 21 |"), "{patcher}");
 }
 
 fn json(r: &Results) -> serde_json::Value {

@@ -562,6 +562,13 @@ impl Runner {
             rows,
             samples,
             notes: vec![],
+            passes_per_step: self
+                .cfg
+                .defenses
+                .iter()
+                .filter(|d| d.kind != DefenseKind::None)
+                .map(|d| Ok((d.name.clone(), self.cfg.defense(d)?.passes_per_step())))
+                .collect::<Result<_>>()?,
         };
         results.notes = crate::report::notes(&results);
         crate::report::write_report(&self.dir, &results).at(&self.dir)?;

@@ -79,6 +79,9 @@ pub struct Results {
     /// Plain statements shown under the headline.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Forward/backward passes per training step of each trained defense (the cost column).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passes_per_step: Vec<(String, usize)>,
 }
 
 /// One measured model: a defense, optionally attacked with `budget` steps of `attack`.

@@ -403,6 +403,7 @@ mod tests {
             training_curves: vec![],
             samples: vec![],
             notes: vec![],
+            passes_per_step: vec![],
         };
         let h = headline(&results);
         assert!(

@@ -163,6 +163,32 @@ pub fn main_table(results: &Results) -> MainTable {
     }
 
     let curves = robustness_curves(rows);
+    // Steps-to-break under every attack side by side, and what a training step costs: the
+    // ablation view of a study with many attacks.
+    let mut breaks: Vec<Column> = attacks(rows)
+        .into_iter()
+        .map(|(attack, held_out)| {
+            let cells = ds.iter().map(|d| breaks_cell(&curves, d, &attack)).collect();
+            let header = if held_out { format!("{attack}*") } else { attack };
+            column(&header, Better::Higher, Measure::Plain, cells)
+        })
+        .collect();
+    if !results.passes_per_step.is_empty() {
+        let cells = ds
+            .iter()
+            .map(|d| {
+                results.passes_per_step.iter().find(|(n, _)| n == d).map_or_else(empty, |(_, p)| {
+                    let mut c = cell(p.to_string(), Some(*p as f64));
+                    c.note = "forward/backward passes per training step on the critical path".into();
+                    c
+                })
+            })
+            .collect();
+        breaks.push(column("Passes / step", Better::Neither, Measure::Plain, cells));
+    }
+    if rows.iter().any(|r| r.attack != "none") {
+        groups.push(Group { title: "Steps-to-break".into(), attack: None, held_out: false, columns: breaks });
+    }
     for (attack, held_out) in attacks(rows) {
         let mut budgets: Vec<usize> =
             rows.iter().filter(|r| r.attack == attack && r.budget > 0).map(|r| r.budget).collect();
@@ -200,30 +226,6 @@ pub fn main_table(results: &Results) -> MainTable {
                 .collect();
             columns.push(column(&b.to_string(), Better::Lower, Measure::Hs, cells));
         }
-        let breaks = ds
-            .iter()
-            .map(|d| match curves.iter().find(|c| &c.defense == d && c.attack == attack) {
-                None => empty(),
-                Some(c) => with_seeds(
-                    c,
-                    match (c.steps_to_break, hs_at_max_budget(&c.points)) {
-                        (Some(0), _) => {
-                            let mut n = cell("0".into(), Some(0.0));
-                            n.note = format!("HS was already at least {} before any attack", pct(BREAK_THRESHOLD));
-                            n
-                        }
-                        (Some(s), _) => cell(s.to_string(), Some(s as f64)),
-                        (None, max) => {
-                            let most = max.map_or(0, |m| m.0);
-                            let mut n = cell(format!("> {most}"), Some(f64::INFINITY));
-                            n.note = format!("HS stayed below {} up to {most} steps", pct(BREAK_THRESHOLD));
-                            n
-                        }
-                    },
-                ),
-            })
-            .collect();
-        columns.push(column("Breaks at", Better::Higher, Measure::Plain, breaks));
         let title = format!("HS after N steps of {attack}");
         groups.push(Group { title, attack: Some(attack), held_out, columns });
     }
@@ -233,6 +235,27 @@ pub fn main_table(results: &Results) -> MainTable {
         }
     }
     MainTable { defenses: ds, groups }
+}
+
+/// The steps-to-break cell of `d` under `attack`: the mean curve's first budget with HS ≥ 50%
+/// (`> N` when it never broke within N steps), each attack seed's own beside it.
+fn breaks_cell(curves: &[Robustness], d: &str, attack: &str) -> Cell {
+    let Some(c) = curves.iter().find(|c| c.defense == d && c.attack == attack) else { return empty() };
+    let cell = match (c.steps_to_break, hs_at_max_budget(&c.points)) {
+        (Some(0), _) => {
+            let mut n = cell("0".into(), Some(0.0));
+            n.note = format!("HS was already at least {} before any attack", pct(BREAK_THRESHOLD));
+            n
+        }
+        (Some(s), _) => cell(s.to_string(), Some(s as f64)),
+        (None, max) => {
+            let most = max.map_or(0, |m| m.0);
+            let mut n = cell(format!("> {most}"), Some(f64::INFINITY));
+            n.note = format!("HS stayed below {} up to {most} steps", pct(BREAK_THRESHOLD));
+            n
+        }
+    };
+    with_seeds(c, cell)
 }
 
 /// A steps-to-break cell (of the mean curve) with each attack seed's own steps-to-break.
