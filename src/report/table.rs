@@ -1,7 +1,8 @@
 //! The main table as data, shared by the markdown and HTML writers: one row per defense, column
-//! groups for the unattacked model, the capability-guarded worst case, and each attack (HS after
-//! each budget, then steps-to-break). The best cell of each column is flagged when the column's
-//! values differ.
+//! groups for the unattacked model, the capability-guarded worst case, steps-to-break under every
+//! attack (with the defense's passes per step), and each attack's HS after each budget. Rates
+//! carry their 95% interval as a cell's detail. The best cell of each column is flagged when the
+//! column's values differ.
 
 use super::fmt::{ci, loss, num, pct};
 use super::summary::{
