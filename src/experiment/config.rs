@@ -39,7 +39,8 @@ impl Default for BaseConfig {
     }
 }
 
-/// Data of the real tier (ignored by the tiny tier, which uses its synthetic world).
+/// Data of the real tier (ignored by the tiny tier, which uses its synthetic world, except for
+/// `disjoint_harmful`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -57,6 +58,13 @@ pub struct DataConfig {
     pub suite: String,
     /// Keep at most this many training conversations per role (0 = all).
     pub limit: usize,
+    /// Keep the defender's harmful data disjoint from the attacker's ([`super::disjoint_harmful`]):
+    /// on the tiny tier, whose defender and attacker share one harmful training set, the
+    /// defender simulates attacks on its even-indexed conversations and the attacker fine-tunes
+    /// on the odd-indexed ones; on the real tier the defender drops any prompt the attacker's
+    /// data also has. Off by default (written only when on, so older run directories resume).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disjoint_harmful: bool,
 }
 
 impl Default for DataConfig {
@@ -68,6 +76,7 @@ impl Default for DataConfig {
             attacker_harmful: vec!["preset:harmful-beavertails".into(), "preset:harmful-dna".into()],
             suite: "real:100,harmful=200,xstest=all".into(),
             limit: 0,
+            disjoint_harmful: false,
         }
     }
 }

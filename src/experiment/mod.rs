@@ -74,6 +74,23 @@ pub fn defense_stage(name: &str, defense: &Defense) -> Option<String> {
     }
 }
 
+/// The defender's and the attacker's harmful data with no prompt in common (`[data]
+/// disjoint_harmful`): one shared set (same prompts, same order) is split, even-indexed
+/// conversations to the defender and odd-indexed ones to the attacker; distinct sets keep the
+/// attacker's whole and drop from the defender's every prompt the attacker's has.
+pub fn disjoint_harmful(
+    defender: &[Conversation],
+    attacker: &[Conversation],
+) -> (Vec<Conversation>, Vec<Conversation>) {
+    let same = defender.len() == attacker.len() && defender.iter().zip(attacker).all(|(a, b)| a.prompt() == b.prompt());
+    if same {
+        let half = |parity: usize| defender.iter().skip(parity).step_by(2).cloned().collect::<Vec<_>>();
+        return (half(0), half(1));
+    }
+    let theirs: std::collections::HashSet<&str> = attacker.iter().map(|c| c.prompt()).collect();
+    (defender.iter().filter(|c| !theirs.contains(c.prompt())).cloned().collect(), attacker.to_vec())
+}
+
 /// A run in progress: its directory, config and device.
 pub struct Runner {
     pub dir: PathBuf,
@@ -199,11 +216,16 @@ impl Runner {
             let synth = SynthConfig { seed: self.cfg.seed, ..self.cfg.synth.clone() };
             self.stage("world", &wd.join("world.json"), |_| pipeline::synth_world(&wd, &synth).map(|_| ()))?;
             let w = SynthWorld::read_dir(&wd)?;
+            let (defender_harmful, attacker_harmful) = if self.cfg.data.disjoint_harmful {
+                disjoint_harmful(&w.harm_train, &w.harm_train)
+            } else {
+                (w.harm_train.clone(), w.harm_train.clone())
+            };
             return Ok(TierData {
                 refusals: w.refuse_train.clone(),
                 benign: w.benign_train.clone(),
-                defender_harmful: w.harm_train.clone(),
-                attacker_harmful: w.harm_train.clone(),
+                defender_harmful,
+                attacker_harmful,
                 suite: SuiteData::synth(&w),
             });
         }
@@ -211,11 +233,15 @@ impl Runner {
         let load = |specs: &[String]| -> Result<Vec<Conversation>> {
             Ok(limit(crate::data::source::load_all(specs, Split::Train)?, d.limit))
         };
+        let (mut defender_harmful, mut attacker_harmful) = (load(&d.defender_harmful)?, load(&d.attacker_harmful)?);
+        if d.disjoint_harmful {
+            (defender_harmful, attacker_harmful) = disjoint_harmful(&defender_harmful, &attacker_harmful);
+        }
         Ok(TierData {
             refusals: load(&d.refusals)?,
             benign: load(&d.benign)?,
-            defender_harmful: load(&d.defender_harmful)?,
-            attacker_harmful: load(&d.attacker_harmful)?,
+            defender_harmful,
+            attacker_harmful,
             suite: SuiteData::from_spec(&d.suite)?,
         })
     }
@@ -573,5 +599,33 @@ impl Runner {
         results.notes = crate::report::notes(&results);
         crate::report::write_report(&self.dir, &results).at(&self.dir)?;
         Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convs(prompts: &[&str]) -> Vec<Conversation> {
+        prompts.iter().map(|p| Conversation::prompt_only_from(*p)).collect()
+    }
+
+    #[test]
+    fn harmful_data_made_disjoint_shares_no_prompt() {
+        let prompts = |v: &[Conversation]| v.iter().map(|c| c.prompt().to_string()).collect::<Vec<_>>();
+        // One shared set: halves.
+        let shared = convs(&["a", "b", "c", "d", "e"]);
+        let (d, a) = disjoint_harmful(&shared, &shared);
+        assert_eq!(
+            (prompts(&d), prompts(&a)),
+            (vec!["a".into(), "c".into(), "e".into()], vec!["b".into(), "d".into()])
+        );
+        // Distinct sets: the attacker keeps its own, the defender loses the overlap.
+        let (d, a) = disjoint_harmful(&convs(&["a", "b", "c"]), &convs(&["c", "x"]));
+        assert_eq!((prompts(&d), prompts(&a)), (vec!["a".into(), "b".into()], vec!["c".into(), "x".into()]));
+        // The setting parses, and is written to config.json only when on.
+        let on = ExperimentConfig::from_toml("[data]\ndisjoint_harmful = true\n", "t.toml").unwrap();
+        assert!(on.data.disjoint_harmful);
+        assert!(!serde_json::to_string(&ExperimentConfig::default()).unwrap().contains("disjoint_harmful"));
     }
 }
