@@ -7,13 +7,16 @@
 //! `β·w(k)·∇L_tr(θ'_k)` with `L_tr = ρ·L_ref + γ·relu(c − L_harm) − ε·H + υ·UL` (refusal
 //! cross-entropy, capped harmful loss, TAR's entropy on harmful answers, their unlikelihood;
 //! by default ρ = 1 and the rest 0); then `θ ← Opt_outer(θ, g)`.
-//! The meta-gradient is first-order (as in first-order MAML, Finn et al. 2017, and TAR,
-//! Tamirisa et al. 2024, "Tamper-Resistant Safeguards for Open-Weight LLMs"): gradients taken
-//! at θ' are applied to θ, nothing is back-propagated through the trajectory. Both terms of
-//! `L_tr` are bounded below, avoiding the runaway ascent of "maximise the harmful loss"
-//! objectives. The inner attack reuses the fine-tuning engine's loss and optimizer code.
+//! By default the meta-gradient is first-order (as in first-order MAML, Finn et al. 2017, and
+//! TAR, Tamirisa et al. 2024, "Tamper-Resistant Safeguards for Open-Weight LLMs"): gradients
+//! taken at θ' are applied to θ, nothing is back-propagated through the trajectory;
+//! `meta_steps = m` back-propagates each of them through the last m inner steps first
+//! ([`backprop_inner`]). Every term of `L_tr` is bounded below (`−H ≥ −log V`), avoiding the
+//! runaway ascent of "maximise the harmful loss" objectives. The inner attack reuses the
+//! fine-tuning engine's loss and optimizer code.
 //!
-//! Cost of one outer step: `K + |S| + 1` forward/backward passes (+|S| with a harmful-answer term).
+//! Cost of one outer step: `K + |S| + 1` forward/backward passes (+|S| with a harmful-answer
+//! term, + up to m per selected step with the correction).
 
 use std::time::Instant;
 
