@@ -106,8 +106,9 @@ fn harmful_answer_terms_match_a_direct_computation_from_the_logits() {
     let t = HarmTerms::of(&m, &rows);
     let got = [&t.l_harm, &t.entropy, &t.unlikelihood].map(|x| x.clone().into_scalar::<f32>() as f64);
 
-    let [bs, tl, v] = m.forward(b.inputs.clone()).dims();
-    let logits = to_vec_f32(m.forward(b.inputs.clone()).reshape([bs * tl, v]));
+    let full = m.forward(b.inputs.clone()); // (B, T, V)
+    let [bs, tl, v] = full.dims();
+    let logits = to_vec_f32(full.reshape([bs * tl, v]));
     let targets: Vec<i32> = b.targets.clone().reshape([bs * tl]).into_data().try_to_vec().unwrap();
     let weights = to_vec_f32(b.weights.clone().reshape([1, bs * tl]));
     let (mut ce, mut ent, mut ul, mut z) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
@@ -214,9 +215,9 @@ fn the_meta_gradient_through_an_sgd_step_matches_finite_differences_of_the_compo
     let (_, gh) = loss_and_grads(&at, &hb);
     optim::step(&opt, &mut st, &mut at.params, &gh, lr);
     let jac = optim::step_jacobian(&opt, &st, &gh, &m.params, lr);
-    let rec = InnerRecord { before: m.clone(), idx: 0, grad: gh, jac };
+    let rec = InnerRecord { before: m.clone(), batch: hb.clone(), grad: gh, jac };
     let (_, g) = loss_and_grads(&at, &tb);
-    let corrected = backprop_inner(&rec, &hb, &g, PatcherConfig::default().meta_fd);
+    let corrected = backprop_inner(&rec, &g, PatcherConfig::default().meta_fd);
 
     let dot = |a: &[Option<Tensor<2>>], b: &[Tensor<2>]| -> f64 {
         a.iter()
@@ -285,9 +286,9 @@ fn an_outer_step_with_the_meta_correction_applies_the_back_propagated_gradient()
     let (_, gh) = loss_and_grads(&at, &hb);
     optim::step(&attack.optimizer, &mut inner, &mut at.params, &gh, attack.lr);
     let jac = optim::step_jacobian(&attack.optimizer, &inner, &gh, &m.params, attack.lr);
-    let rec = InnerRecord { before: m.clone(), idx: 0, grad: gh, jac };
+    let rec = InnerRecord { before: m.clone(), batch: hb, grad: gh, jac };
     let tb = Batch::new(&streams.refusal_tr.batch(0), 0, 32, &at);
-    let corrected = backprop_inner(&rec, &hb, &loss_and_grads(&at, &tb).1, c.meta_fd);
+    let corrected = backprop_inner(&rec, &loss_and_grads(&at, &tb).1, c.meta_fd);
     let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
     add_scaled(&mut g, &corrected, c.beta);
     let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();

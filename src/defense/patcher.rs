@@ -32,7 +32,7 @@ use crate::train::driver;
 use crate::train::engine::TrainState;
 use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::schedule::ScheduleConfig;
-use crate::train::step::{AnswerRows, Batch, Example, add_scaled, grads_of, loss_and_grads};
+use crate::train::step::{AnswerRows, Batch, Example, add_scaled, grads_of, loss_and_grads, weighted_entropy};
 
 /// The shape of K over training (`k.kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -460,15 +460,12 @@ pub struct HarmTerms {
 
 impl HarmTerms {
     pub fn of(model: &Llama, rows: &AnswerRows) -> Self {
-        let n = rows.targets.dims()[0];
         let z = rows.weight_sum.max(1.0);
-        let logits = rows.rows.clone().matmul(model.head_weight().transpose()); // (N, V)
-        let logp = fixed::log_softmax(logits); // (N, V)
-        let picked = logp.clone().gather(1, rows.targets.clone().reshape([n, 1])).reshape([n]); // (N,)
+        let logp = rows.log_probs(model); // (N, V)
+        let picked = rows.picked(logp.clone()); // (N,)
         let w = || rows.weights.clone(); // (N,)
         let l_harm = fixed::sum(picked.clone() * w()).neg().div_scalar(z);
-        let ent = fixed::row_sums((logp.clone().exp() * logp).neg()); // (N,)
-        let entropy = fixed::sum(ent * w()).div_scalar(z);
+        let entropy = weighted_entropy(logp, rows);
         // log(1 − p), with 1 − p kept at least 1e-6 so that a certain token costs 13.8 nats.
         let log_not = picked.exp().neg().add_scalar(1.0).clamp_min(1e-6).log(); // (N,)
         let unlikelihood = fixed::sum(log_not * w()).neg().div_scalar(z);
@@ -486,40 +483,42 @@ pub fn inner_step(
     max_len: usize,
     idx: usize,
 ) -> f64 {
-    inner_step_grads(at, opt_state, attack, s, data, max_len, idx).0
+    let b = attack_batch(at, s, data, max_len, idx);
+    inner_step_grads(at, opt_state, attack, &b).0
 }
 
-/// [`inner_step`], also returning the attacker's gradient it stepped with.
+/// The attacker's batch of inner step `idx`.
+pub fn attack_batch(at: &Llama, s: &Streams, data: &PatcherData, max_len: usize, idx: usize) -> Batch {
+    Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at)
+}
+
+/// [`inner_step`] on a built batch `b`, also returning the attacker's gradient it stepped with.
 pub fn inner_step_grads(
     at: &mut Llama,
     opt_state: &mut OptimState,
     attack: &SampledAttack,
-    s: &Streams,
-    data: &PatcherData,
-    max_len: usize,
-    idx: usize,
+    b: &Batch,
 ) -> (f64, Vec<Option<Tensor<2>>>) {
-    let b = Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at);
-    let (l, g) = loss_and_grads(at, &b);
+    let (l, g) = loss_and_grads(at, b);
     optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
     (l, g)
 }
 
 /// One simulated attack step, kept for the meta-gradient's backward pass through it: the
-/// weights before it, its batch index, the attacker's gradient there, and the step's Jacobian.
+/// weights before it, its batch, the attacker's gradient there, and the step's Jacobian.
 pub struct InnerRecord {
     pub before: Llama,
-    pub idx: usize,
+    pub batch: Batch,
     pub grad: Vec<Option<Tensor<2>>>,
     pub jac: optim::StepJacobian,
 }
 
 /// Back-propagate `g`, a gradient at the weights after the recorded step, to the weights before
 /// it: `Jᵀ·g = decay·g − (H + l2·I)·u` with `u = P ⊙ g` and `H` the Hessian of the attacker's
-/// loss on the step's batch `b` at `rec.before`. `H·u` is a forward difference of gradients
-/// (the step already has the gradient at `rec.before`): `(∇L(θ + ε·u) − ∇L(θ)) / ε`, with
+/// loss on the step's batch at `rec.before`. `H·u` is a forward difference of gradients (the
+/// step already has the gradient at `rec.before`): `(∇L(θ + ε·u) − ∇L(θ)) / ε`, with
 /// `ε·|u| = fd·|θ|`. One forward/backward pass.
-pub fn backprop_inner(rec: &InnerRecord, b: &Batch, g: &[Option<Tensor<2>>], fd: f64) -> Vec<Option<Tensor<2>>> {
+pub fn backprop_inner(rec: &InnerRecord, g: &[Option<Tensor<2>>], fd: f64) -> Vec<Option<Tensor<2>>> {
     let u: Vec<Option<Tensor<2>>> =
         g.iter().zip(&rec.jac.p).map(|(g, p)| Some(g.as_ref()?.clone() * p.as_ref()?.clone())).collect();
     let u_norm = optim::grad_norm(&u);
@@ -534,7 +533,7 @@ pub fn backprop_inner(rec: &InnerRecord, b: &Batch, g: &[Option<Tensor<2>>], fd:
             *p = p.clone() + u.clone().mul_scalar(eps);
         }
     }
-    let (_, g_shift) = loss_and_grads(&shifted, b);
+    let (_, g_shift) = loss_and_grads(&shifted, &rec.batch);
     g.iter()
         .enumerate()
         .map(|(i, gi)| {
@@ -617,12 +616,12 @@ pub fn outer_step(
     for k in 1..=k_total {
         let idx = t * kmax + k - 1;
         let before = (cfg.meta_steps > 0).then(|| attacked.clone());
-        let (l, gh) =
-            inner_step_grads(&mut attacked, &mut inner, &attack, streams, data, cfg.attack.batch.max_len, idx);
+        let batch = attack_batch(&attacked, streams, data, cfg.attack.batch.max_len, idx);
+        let (l, gh) = inner_step_grads(&mut attacked, &mut inner, &attack, &batch);
         harm_end = l;
         if let Some(before) = before {
             let jac = optim::step_jacobian(&attack.optimizer, &inner, &gh, &before.params, attack.lr);
-            records.push_back(InnerRecord { before, idx, grad: gh, jac });
+            records.push_back(InnerRecord { before, batch, grad: gh, jac });
             if records.len() > cfg.meta_steps {
                 records.pop_front();
             }
@@ -630,8 +629,7 @@ pub fn outer_step(
         if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
             let (l_ref, _, mut gt) = tr_grads(&attacked, cfg, streams, data, idx);
             for rec in records.iter().rev() {
-                let b = Batch::new(&streams.harmful.batch(rec.idx), data.pad_id, cfg.attack.batch.max_len, &attacked);
-                gt = backprop_inner(rec, &b, &gt, cfg.meta_fd);
+                gt = backprop_inner(rec, &gt, cfg.meta_fd);
                 meta_passes += 1;
             }
             tr_sum += w * l_ref;

@@ -40,6 +40,20 @@ pub struct AnswerRows {
     pub weight_sum: f64,
 }
 
+impl AnswerRows {
+    /// The next-token log-probabilities at every row `[N, V]`: the head applied to the rows.
+    pub fn log_probs(&self, model: &Llama) -> Tensor<2> {
+        let logits = self.rows.clone().matmul(model.head_weight().transpose()); // (N, V)
+        crate::model::fixed::log_softmax(logits)
+    }
+
+    /// Each row's log-probability of its target `[N]`, from [`Self::log_probs`].
+    pub fn picked(&self, logp: Tensor<2>) -> Tensor<1> {
+        let n = self.targets.dims()[0];
+        logp.gather(1, self.targets.clone().reshape([n, 1])).reshape([n])
+    }
+}
+
 /// The positions of a batch that carry loss: flat indices into `B*T`, their targets and weights.
 struct Selected {
     index: Tensor<1, Int>,
@@ -136,10 +150,7 @@ impl Batch {
         let Some(a) = self.answer_rows(h) else {
             return model.params[0].clone().sum().mul_scalar(0.0);
         };
-        let n = a.targets.dims()[0];
-        let logits = a.rows.matmul(model.head_weight().transpose()); // (N, V)
-        let logp = crate::model::fixed::log_softmax(logits);
-        let picked = logp.gather(1, a.targets.reshape([n, 1])).reshape([n]); // (N,)
+        let picked = a.picked(a.log_probs(model)); // (N,)
         let total = crate::model::fixed::sum(picked * a.weights).neg();
         if self.mean { total.div_scalar(a.weight_sum.max(1.0)) } else { total }
     }
@@ -195,8 +206,12 @@ pub fn grads_of(tracked: &Llama, loss: Tensor<1>) -> (f64, Vec<Option<Tensor<2>>
 /// `rows`, weighted by their loss weights: `Σ_i w_i·H(softmax(h_i·Wᵀ)) / Σ_i w_i`. TAR's
 /// tamper-resistance loss is its negative on harmful answers.
 pub fn answer_entropy(model: &Llama, rows: &AnswerRows) -> Tensor<1> {
-    let logits = rows.rows.clone().matmul(model.head_weight().transpose()); // (N, V)
-    let logp = crate::model::fixed::log_softmax(logits); // (N, V)
+    weighted_entropy(rows.log_probs(model), rows)
+}
+
+/// [`answer_entropy`] from the rows' next-token log-probabilities `logp` `[N, V]`
+/// ([`AnswerRows::log_probs`]), for callers that need them for other terms too.
+pub fn weighted_entropy(logp: Tensor<2>, rows: &AnswerRows) -> Tensor<1> {
     let ent = (logp.clone().exp() * logp).neg(); // (N, V)
     let per_row = crate::model::fixed::row_sums(ent); // (N,)
     crate::model::fixed::sum(per_row * rows.weights.clone()).div_scalar(rows.weight_sum.max(1.0))
