@@ -3,6 +3,9 @@
 //! - with β = 0 an outer step is a plain SFT step on `L_ret + α·L_ref`;
 //! - the simulated attack leaves the outer weights untouched;
 //! - the tamper-resistance gradient is taken at the attacked weights;
+//! - the simulated attack, full-parameter or LoRA, with or without a schedule, is the
+//!   fine-tuning engine's attack (without clipping), and an outer step with a LoRA attack takes
+//!   its tamper-resistance gradients at the engine's LoRA-attacked weights;
 //! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1;
 //! - for P = 2 and 3 each worker's trajectory equals a separately computed attack, and the
 //!   all-reduced gradient equals the sum of the workers' separately computed contributions.
@@ -10,14 +13,17 @@
 use burn::prelude::*;
 use patcher::defense::parallel;
 use patcher::defense::patcher::{
-    HardenOptions, HarmTerms, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule, PatcherConfig,
-    PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads, sample_attack,
+    HardenOptions, HarmTerms, InnerAttack, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule, LoraAttacks,
+    PatcherConfig, PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads,
+    sample_attack,
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
+use patcher::rng::Rng;
 use patcher::train::batches::BatchConfig;
-use patcher::train::engine::TrainState;
+use patcher::train::engine::{RunOptions, TrainConfig, TrainState, run};
 use patcher::train::optim::{self, OptimState, OptimizerConfig};
+use patcher::train::schedule::{ScheduleConfig, ScheduleKind};
 use patcher::train::step::{Batch, add_scaled, loss_and_grads};
 
 fn cfg() -> LlamaConfig {
@@ -352,6 +358,148 @@ fn the_tamper_resistance_gradient_is_taken_at_the_attacked_weights() {
     println!("outer gradient vs direct (at θ'): {d_ok:e}; vs the same terms at θ: {d_wrong:e}");
     assert!(d_ok < 1e-5, "{d_ok}");
     assert!(d_wrong > 100.0 * d_ok.max(1e-7), "the check cannot tell θ' from θ");
+}
+
+/// A train-time distribution with LoRA attacks (share 1: always) and a warm-up + cosine schedule.
+fn lora_cosine_cfg(share: f64) -> PatcherConfig {
+    let mut c = exposing(base_cfg());
+    c.attack.optimizers =
+        vec![OptimizerConfig::adamw(), OptimizerConfig { kind: optim::OptimKind::Adam, ..OptimizerConfig::adamw() }];
+    c.attack.schedules = vec![ScheduleConfig { kind: ScheduleKind::Cosine, warmup_steps: 1, min_ratio: 0.1 }];
+    c.attack.lora = Some(LoraAttacks { share, ranks: vec![2, 4], lrs: vec![2e-2], ..Default::default() });
+    c
+}
+
+/// The engine's attack from `m` for `steps` steps with the sampled attack's settings, on the
+/// simulated attacker's batch stream, without clipping: the merged attacked weights.
+fn engine_attack(m: &Llama, c: &PatcherConfig, streams: &Streams, t: usize, steps: usize, k_total: usize) -> Llama {
+    let a = sample_attack(c, t, 0);
+    let tc = TrainConfig {
+        steps: k_total,
+        lr: a.lr,
+        optimizer: a.optimizer.clone(),
+        schedule: a.schedule.clone(),
+        batch: c.attack.batch.clone(),
+        clip_norm: 0.0,
+        seed: a.lora.as_ref().map_or(0, |l| l.1),
+        lora: a.lora.as_ref().map(|l| l.0.clone()),
+        ..Default::default()
+    };
+    let opts = RunOptions { stop_after: Some(steps), ..Default::default() };
+    run(TrainState::new(m.clone(), &tc).unwrap(), &tc, &streams.harmful, 0, opts).unwrap().merged()
+}
+
+/// The simulated attack against the fine-tuning engine's attack (the real attacks' code) with
+/// the same settings: full-parameter AdamW with warm-up and cosine decay, LoRA at constant
+/// rate, LoRA with the schedule. The attacked weights agree after every step (max |Δ| below
+/// 1e-6), and the schedule is not a no-op (its weights differ from the constant-rate run's).
+#[test]
+fn the_simulated_attack_is_the_engines_attack_full_parameter_or_lora_with_a_schedule() {
+    let m = model();
+    let d = data();
+    let cosine = ScheduleConfig { kind: ScheduleKind::Cosine, warmup_steps: 1, min_ratio: 0.1 };
+    let mut diffs = vec![];
+    for (name, schedules, lora) in [
+        ("full cosine", vec![cosine.clone()], None),
+        ("lora constant", vec![], Some(1.0)),
+        ("lora cosine", vec![cosine.clone()], Some(1.0)),
+    ] {
+        let mut c = base_cfg();
+        c.attack.schedules = schedules;
+        c.attack.lora = lora.map(|share| LoraAttacks { share, ranks: vec![4], lrs: vec![2e-2], ..Default::default() });
+        let streams = Streams::new(&c, &d);
+        let a = sample_attack(&c, 0, 0);
+        assert_eq!(a.lora.is_some(), lora.is_some(), "{name}");
+        let mut sim = InnerAttack::new(&m, a, 3).unwrap();
+        for k in 1..=3 {
+            sim.step(&Batch::new(&streams.harmful.batch(k - 1), 0, 32, &m));
+            let engine = engine_attack(&m, &c, &streams, 0, k, 3);
+            let diff = max_diff(&sim.attacked.params, &engine.params);
+            assert!(diff < 1e-6, "{name}, step {k}: {diff}");
+            diffs.push(diff);
+        }
+        let mut constant = c.clone();
+        constant.attack.schedules = vec![];
+        if name != "lora constant" {
+            let plain = engine_attack(&m, &constant, &streams, 0, 3, 3);
+            let moved = max_diff(&sim.attacked.params, &plain.params);
+            assert!(moved > 1e-4, "{name}: the schedule changed nothing ({moved})");
+        }
+        let untouched = max_diff(&sim.attacked.params, &m.params);
+        assert!(untouched > 1e-4, "{name}: the attack did not move the weights ({untouched})");
+    }
+    println!(
+        "simulated vs engine attack, max |Δ| over steps and variants: {:e}",
+        diffs.iter().fold(0.0f32, |a, &b| a.max(b))
+    );
+}
+
+/// An outer step whose sampled attack is LoRA: the exposed outer gradient is the retain
+/// gradient plus `β·w(k)·∇L_tr` at the engine's LoRA-attacked weights after steps 2 and 3.
+#[test]
+fn an_outer_step_with_a_lora_attack_takes_tamper_resistance_gradients_at_the_merged_weights() {
+    let m = model();
+    let d = data();
+    let c = lora_cosine_cfg(1.0);
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    let variant = stats.attack_variant.clone().unwrap_or_default();
+    assert!(variant.starts_with("cosine lora-r"), "{variant}");
+    let exposed = neg_delta(&m.params, &st.model.params);
+    let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
+    for (k, w) in c.inner.steps(3) {
+        let at = engine_attack(&m, &c, &streams, 0, k, 3);
+        let tb = Batch::new(&streams.refusal_tr.batch(k - 1), 0, 32, &at);
+        add_scaled(&mut g, &loss_and_grads(&at, &tb).1, c.beta * w);
+    }
+    let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let diff = max_diff(&exposed, &direct);
+    println!("outer gradient with a LoRA attack ({variant}) vs direct: {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+    // Parallel Patcher refuses LoRA and schedules instead of ignoring them.
+    for (lora, sched, word) in [(true, false, "attack.lora"), (false, true, "attack.schedules")] {
+        let mut p = c.clone();
+        if !lora {
+            p.attack.lora = None;
+        }
+        if !sched {
+            p.attack.schedules = vec![];
+        }
+        let Err(e) = parallel::harden(&m, &p, &d, 2, HardenOptions::default()) else { panic!("{word} accepted") };
+        assert!(e.to_string().contains(word), "{e}");
+    }
+}
+
+/// Sampling: a distribution without schedules or LoRA draws what it always drew (an optimizer,
+/// then a learning rate, from the step's stream); with LoRA at share 0.5 about half the outer
+/// steps get adapters, of the listed ranks, at LoRA's learning rates.
+#[test]
+fn train_time_attacks_sample_lora_at_its_share_and_plain_distributions_as_before() {
+    let mut c = base_cfg();
+    c.attack.optimizers = vec![OptimizerConfig::adamw(), OptimizerConfig::sgd(0.9)];
+    c.attack.lrs = vec![1e-4, 2e-4, 3e-4];
+    for t in 0..50 {
+        let mut r = Rng::derive(c.seed, &format!("attack/{t}/0"));
+        let (o, lr) = (r.choose(&c.attack.optimizers).clone(), *r.choose(&c.attack.lrs));
+        let a = sample_attack(&c, t, 0);
+        assert_eq!((a.optimizer, a.lr, a.schedule, a.lora.is_none()), (o, lr, ScheduleConfig::default(), true));
+    }
+    let c = lora_cosine_cfg(0.5);
+    let sampled: Vec<_> = (0..400).map(|t| sample_attack(&c, t, 0)).collect();
+    let lora: Vec<_> = sampled.iter().filter_map(|a| a.lora.as_ref().map(|l| (l.0.rank, a.lr))).collect();
+    println!("LoRA attacks in 400 outer steps at share 0.5: {}", lora.len());
+    assert!((160..=240).contains(&lora.len()), "{}", lora.len());
+    assert!(lora.iter().all(|&(r, lr)| (r == 2 || r == 4) && lr == 2e-2));
+    assert!(lora.iter().any(|l| l.0 == 2) && lora.iter().any(|l| l.0 == 4));
+    assert!(
+        sampled.iter().filter(|a| a.lora.is_none()).all(|a| a.lr == 3e-2 && a.schedule.kind == ScheduleKind::Cosine)
+    );
+    assert_eq!(
+        sampled[7].lora.as_ref().map(|l| l.1),
+        sample_attack(&c, 7, 0).lora.map(|l| l.1),
+        "a pure function of (seed, t)"
+    );
 }
 
 #[test]

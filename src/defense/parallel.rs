@@ -197,6 +197,7 @@ pub fn outer_step(
         grad_norm,
         lr,
         attack_optimizer: trajs[0].attack.optimizer.kind.to_string(),
+        attack_variant: None,
         attack_lr: trajs[0].attack.lr,
         passes,
         seconds: t0.elapsed().as_secs_f64(),
@@ -281,10 +282,8 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, 
     if p == 0 {
         return Err(Error::Invalid("--parallel must be >= 1".into()));
     }
-    if cfg.meta_steps > 0 {
-        return Err(Error::Invalid(
-            "`meta_steps` (the meta-gradient correction) is implemented for sequential Patcher only".into(),
-        ));
+    if let Some(what) = cfg.sequential_only() {
+        return Err(Error::Invalid(format!("{what} is implemented for sequential Patcher only")));
     }
     let base = Streams::new(cfg, data);
     let mut method = Parallel {

@@ -30,6 +30,7 @@ use crate::rng::Rng;
 use crate::train::batches::{BatchConfig, Mixture};
 use crate::train::driver;
 use crate::train::engine::TrainState;
+use crate::train::lora::{Lora, LoraConfig};
 use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::schedule::ScheduleConfig;
 use crate::train::step::{AnswerRows, Batch, Example, add_scaled, grads_of, loss_and_grads, weighted_entropy};
@@ -152,13 +153,22 @@ impl InnerSelection {
 }
 
 /// The train-time attack distribution: each outer step samples one optimizer and one
-/// learning rate uniformly from these lists.
+/// learning rate uniformly from these lists, a learning-rate schedule over its K steps from
+/// `schedules` (none: constant), and, with probability `lora.share`, LoRA adapters instead of
+/// full-parameter fine-tuning (rank and learning rate from `lora`'s lists).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttackDistribution {
     pub optimizers: Vec<OptimizerConfig>,
     pub lrs: Vec<f64>,
     pub batch: BatchConfig,
+    /// Schedules over the K inner steps (`lr_at(lr, k − 1, K)`), one drawn per outer step;
+    /// empty: constant. Warm-up counts inner steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleConfig>,
+    /// LoRA attacks in the distribution (none: full-parameter only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraAttacks>,
 }
 
 impl Default for AttackDistribution {
@@ -167,7 +177,63 @@ impl Default for AttackDistribution {
             optimizers: vec![OptimizerConfig::adamw()],
             lrs: vec![2e-5, 5e-5],
             batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
+            schedules: vec![],
+            lora: None,
         }
+    }
+}
+
+/// LoRA attacks in the train-time distribution (`attack.lora`): an outer step's attack is a LoRA
+/// attack with probability `share`, training adapters of a rank drawn from `ranks` (α =
+/// `alpha_per_rank`·rank) on `targets` at a learning rate drawn from `lrs` (LoRA wants larger
+/// rates than full-parameter fine-tuning), with the step's sampled optimizer and schedule. The
+/// attacked weights are the merged `θ + (α/r)·B·A`; as `∂θ'/∂θ = I`, the first-order
+/// tamper-resistance gradient is the gradient at them, as for a full-parameter attack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraAttacks {
+    pub share: f64,
+    pub ranks: Vec<usize>,
+    pub alpha_per_rank: f64,
+    pub targets: Vec<String>,
+    pub lrs: Vec<f64>,
+}
+
+impl Default for LoraAttacks {
+    fn default() -> Self {
+        Self {
+            share: 0.5,
+            ranks: vec![8],
+            alpha_per_rank: 2.0,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj"].map(String::from).to_vec(),
+            lrs: vec![5e-4],
+        }
+    }
+}
+
+impl LoraAttacks {
+    fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err(Error::Invalid(format!("field `attack.lora.share`: {} is not a probability", self.share)));
+        }
+        if self.ranks.is_empty() || self.lrs.is_empty() {
+            return Err(Error::Invalid("attack.lora.ranks and attack.lora.lrs must be non-empty".into()));
+        }
+        if !(self.alpha_per_rank.is_finite() && self.alpha_per_rank > 0.0) {
+            return Err(Error::Invalid(format!(
+                "field `attack.lora.alpha_per_rank`: {} must be > 0",
+                self.alpha_per_rank
+            )));
+        }
+        for &rank in &self.ranks {
+            self.config(rank).validate().map_err(|e| Error::Invalid(format!("attack.lora: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The adapters of rank `rank`.
+    pub fn config(&self, rank: usize) -> LoraConfig {
+        LoraConfig { rank, alpha: self.alpha_per_rank * rank as f64, dropout: 0.0, targets: self.targets.clone() }
     }
 }
 
@@ -268,6 +334,20 @@ fn is_default_fd(v: &f64) -> bool {
 }
 
 impl PatcherConfig {
+    /// The settings only sequential Patcher implements, if any is used (parallel Patcher refuses
+    /// them, naming it).
+    pub fn sequential_only(&self) -> Option<&'static str> {
+        if self.meta_steps > 0 {
+            Some("`meta_steps` (the meta-gradient correction)")
+        } else if self.attack.lora.is_some() {
+            Some("`attack.lora` (LoRA attacks in the train-time distribution)")
+        } else if !self.attack.schedules.is_empty() {
+            Some("`attack.schedules` (learning-rate schedules of the simulated attacks)")
+        } else {
+            None
+        }
+    }
+
     /// Whether `L_tr` has a term on harmful answers (one more pass per selected inner step).
     pub fn harmful_tr(&self) -> bool {
         self.gamma > 0.0 || self.tr_entropy > 0.0 || self.tr_unlikelihood > 0.0
@@ -299,6 +379,16 @@ impl PatcherConfig {
         }
         if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
             return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
+        }
+        if let Some(l) = &self.attack.lora {
+            l.validate()?;
+            if self.meta_steps > 0 {
+                return Err(Error::Invalid(
+                    "`meta_steps` (the meta-gradient correction) is implemented for full-parameter attacks only; \
+                     remove `attack.lora` or set meta_steps = 0"
+                        .into(),
+                ));
+            }
         }
         for (key, b) in
             [("retain_batch", &self.retain_batch), ("tr_batch", &self.tr_batch), ("attack.batch", &self.attack.batch)]
@@ -363,13 +453,55 @@ impl Streams {
 #[derive(Debug, Clone)]
 pub struct SampledAttack {
     pub optimizer: OptimizerConfig,
+    /// Peak learning rate.
     pub lr: f64,
+    pub schedule: ScheduleConfig,
+    /// LoRA adapters and their initialisation seed ([`Lora::new`]); `None`: full-parameter.
+    pub lora: Option<(LoraConfig, u64)>,
 }
 
-/// The attack of outer step `t` (a pure function of the seed and `t`).
+impl SampledAttack {
+    /// The learning rate of 0-based inner step `k` of `k_total`.
+    pub fn lr_at(&self, k: usize, k_total: usize) -> f64 {
+        self.schedule.lr_at(self.lr, k, k_total)
+    }
+
+    /// What sets it apart from a constant-rate full-parameter attack, for the metrics
+    /// (`cosine`, `lora-r16`, `constant lora-r8` with warm-up, ...); `None` when nothing does.
+    pub fn variant(&self) -> Option<String> {
+        let mut parts = vec![];
+        if self.schedule != ScheduleConfig::default() {
+            parts.push(format!("{:?}", self.schedule.kind).to_lowercase());
+        }
+        if let Some((l, _)) = &self.lora {
+            parts.push(format!("lora-r{}", l.rank));
+        }
+        (!parts.is_empty()).then(|| parts.join(" "))
+    }
+}
+
+/// The attack of outer step `t` (a pure function of the seed and `t`). The schedule and LoRA
+/// draws come after the optimizer's and learning rate's, and only when the distribution has
+/// them, so a distribution without them samples what it always sampled.
 pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAttack {
     let mut r = Rng::derive(cfg.seed, &format!("attack/{t}/{worker}"));
-    SampledAttack { optimizer: r.choose(&cfg.attack.optimizers).clone(), lr: *r.choose(&cfg.attack.lrs) }
+    let a = &cfg.attack;
+    let mut out = SampledAttack {
+        optimizer: r.choose(&a.optimizers).clone(),
+        lr: *r.choose(&a.lrs),
+        schedule: ScheduleConfig::default(),
+        lora: None,
+    };
+    if !a.schedules.is_empty() {
+        out.schedule = r.choose(&a.schedules).clone();
+    }
+    if let Some(l) = &a.lora
+        && r.uniform() < l.share
+    {
+        out.lora = Some((l.config(*r.choose(&l.ranks)), r.next_u64()));
+        out.lr = *r.choose(&l.lrs);
+    }
+    out
 }
 
 /// Loss and gradient of `L_ret + α·L_ref` at θ (one pass over a weighted batch).
@@ -473,7 +605,63 @@ impl HarmTerms {
     }
 }
 
-/// One simulated attack step on `at` with `opt_state`: returns the attacker's loss.
+/// The simulated attack of one outer step: the attacked weights θ' after each step, from θ,
+/// full-parameter or through LoRA adapters on a frozen θ (the same computation as the
+/// fine-tuning engine's attack without gradient clipping: `tests/patcher.rs` compares them).
+pub struct InnerAttack {
+    pub attack: SampledAttack,
+    /// θ, the adapters' frozen base (LoRA only).
+    base: Option<Llama>,
+    pub lora: Option<Lora>,
+    /// θ' (adapters merged).
+    pub attacked: Llama,
+    /// The attacker's optimizer state (over the adapters with LoRA).
+    pub opt: OptimState,
+    /// The schedule's length.
+    pub k_total: usize,
+    /// Inner steps taken.
+    pub step: usize,
+}
+
+impl InnerAttack {
+    pub fn new(theta: &Llama, attack: SampledAttack, k_total: usize) -> Result<Self> {
+        let lora = attack.lora.as_ref().map(|(l, seed)| Lora::new(theta, l.clone(), *seed)).transpose()?;
+        let n = lora.as_ref().map_or(theta.params.len(), |l| l.params.len());
+        Ok(Self {
+            attack,
+            base: lora.is_some().then(|| theta.clone()),
+            lora,
+            attacked: theta.clone(),
+            opt: OptimState::new(n),
+            k_total,
+            step: 0,
+        })
+    }
+
+    /// One attack step on batch `b`: returns the attacker's loss, its gradient (over the
+    /// adapters with LoRA) and the learning rate it stepped with.
+    pub fn step(&mut self, b: &Batch) -> (f64, Vec<Option<Tensor<2>>>, f64) {
+        let lr = self.attack.lr_at(self.step, self.k_total);
+        self.step += 1;
+        match (&mut self.lora, &self.base) {
+            (Some(lora), Some(base)) => {
+                let (l, g) = lora.loss_and_grads(base, b);
+                optim::step(&self.attack.optimizer, &mut self.opt, &mut lora.params, &g, lr);
+                self.attacked = lora.merge(base);
+                (l, g, lr)
+            }
+            _ => {
+                let (l, g) = loss_and_grads(&self.attacked, b);
+                optim::step(&self.attack.optimizer, &mut self.opt, &mut self.attacked.params, &g, lr);
+                (l, g, lr)
+            }
+        }
+    }
+}
+
+/// One simulated full-parameter attack step on `at` with `opt_state`, at the attack's peak
+/// learning rate (parallel Patcher's, which refuses schedules and LoRA): returns the
+/// attacker's loss.
 pub fn inner_step(
     at: &mut Llama,
     opt_state: &mut OptimState,
@@ -484,24 +672,14 @@ pub fn inner_step(
     idx: usize,
 ) -> f64 {
     let b = attack_batch(at, s, data, max_len, idx);
-    inner_step_grads(at, opt_state, attack, &b).0
+    let (l, g) = loss_and_grads(at, &b);
+    optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
+    l
 }
 
 /// The attacker's batch of inner step `idx`.
 pub fn attack_batch(at: &Llama, s: &Streams, data: &PatcherData, max_len: usize, idx: usize) -> Batch {
     Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at)
-}
-
-/// [`inner_step`] on a built batch `b`, also returning the attacker's gradient it stepped with.
-pub fn inner_step_grads(
-    at: &mut Llama,
-    opt_state: &mut OptimState,
-    attack: &SampledAttack,
-    b: &Batch,
-) -> (f64, Vec<Option<Tensor<2>>>) {
-    let (l, g) = loss_and_grads(at, b);
-    optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
-    (l, g)
 }
 
 /// One simulated attack step, kept for the meta-gradient's backward pass through it: the
@@ -564,6 +742,9 @@ pub struct OuterStats {
     pub grad_norm: f64,
     pub lr: f64,
     pub attack_optimizer: String,
+    /// The sampled attack's schedule and LoRA rank when it has them ([`SampledAttack::variant`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack_variant: Option<String>,
     pub attack_lr: f64,
     /// Dependent forward/backward passes on the critical path of this step.
     pub passes: usize,
@@ -606,28 +787,28 @@ pub fn outer_step(
     let kmax = cfg.k.max();
     let (retain_loss, mut g) = retain_grads(&state.model, cfg, streams, data, t);
     let attack = sample_attack(cfg, t, 0);
+    let attack_variant = attack.variant();
     let selected = cfg.inner.steps(k_total);
-    let mut attacked = state.model.clone();
-    let mut inner = OptimState::new(attacked.params.len());
+    let mut sim = InnerAttack::new(&state.model, attack, k_total)?;
     let (mut tr_sum, mut harm_end) = (0.0, f64::NAN);
     // The last `meta_steps` inner steps, oldest first, for the meta-gradient correction.
     let mut records: std::collections::VecDeque<InnerRecord> = Default::default();
     let mut meta_passes = 0;
     for k in 1..=k_total {
         let idx = t * kmax + k - 1;
-        let before = (cfg.meta_steps > 0).then(|| attacked.clone());
-        let batch = attack_batch(&attacked, streams, data, cfg.attack.batch.max_len, idx);
-        let (l, gh) = inner_step_grads(&mut attacked, &mut inner, &attack, &batch);
+        let before = (cfg.meta_steps > 0).then(|| sim.attacked.clone());
+        let batch = attack_batch(&sim.attacked, streams, data, cfg.attack.batch.max_len, idx);
+        let (l, gh, lr) = sim.step(&batch);
         harm_end = l;
         if let Some(before) = before {
-            let jac = optim::step_jacobian(&attack.optimizer, &inner, &gh, &before.params, attack.lr);
+            let jac = optim::step_jacobian(&sim.attack.optimizer, &sim.opt, &gh, &before.params, lr);
             records.push_back(InnerRecord { before, batch, grad: gh, jac });
             if records.len() > cfg.meta_steps {
                 records.pop_front();
             }
         }
         if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
-            let (l_ref, _, mut gt) = tr_grads(&attacked, cfg, streams, data, idx);
+            let (l_ref, _, mut gt) = tr_grads(&sim.attacked, cfg, streams, data, idx);
             for rec in records.iter().rev() {
                 gt = backprop_inner(rec, &gt, cfg.meta_fd);
                 meta_passes += 1;
@@ -645,8 +826,9 @@ pub fn outer_step(
         harmful_loss_end: harm_end,
         grad_norm,
         lr,
-        attack_optimizer: attack.optimizer.kind.to_string(),
-        attack_lr: attack.lr,
+        attack_optimizer: sim.attack.optimizer.kind.to_string(),
+        attack_lr: sim.attack.lr,
+        attack_variant,
         passes: k_total + selected.len() * cfg.tr_passes() + meta_passes + 1,
         seconds: t0.elapsed().as_secs_f64(),
     })

@@ -371,9 +371,9 @@ impl ExperimentConfig {
             DefenseKind::Patcher => Ok(Defense::Patcher(self.patcher_for(d)?)),
             DefenseKind::PatcherParallel => {
                 let workers = d.parallel.unwrap_or(1);
-                if self.patcher_for(d)?.meta_steps > 0 {
+                if let Some(what) = self.patcher_for(d)?.sequential_only() {
                     return Err(Error::Invalid(format!(
-                        "defense `{}`: `meta_steps` (the meta-gradient correction) is implemented for kind patcher only, not patcher-parallel",
+                        "defense `{}`: {what} is implemented for kind patcher only, not patcher-parallel",
                         d.name
                     )));
                 }

@@ -126,19 +126,7 @@ pub struct StepStats {
 fn state_grads(state: &TrainState, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
     match &state.lora {
         None => loss_and_grads(&state.model, batch),
-        Some(lora) => {
-            let tracked: Vec<Tensor<2>> =
-                lora.params.iter().map(|p| p.clone().inner().autodiff().require_grad()).collect();
-            let m = lora.apply(&state.model, &tracked);
-            let loss = batch.loss_for(&m);
-            let grads = loss.backward();
-            let value = loss.inner().into_scalar::<f32>() as f64;
-            let g = tracked
-                .iter()
-                .map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like())))
-                .collect();
-            (value, g)
-        }
+        Some(lora) => lora.loss_and_grads(&state.model, batch),
     }
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::rng::Rng;
+use crate::train::step::Batch;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -104,6 +105,18 @@ impl Lora {
             m.params[i] = m.params[i].clone() + b.matmul(a).mul_scalar(self.scale());
         }
         m
+    }
+
+    /// Loss on `batch` and gradients of the adapters (`[A_0, B_0, ...]`), the base frozen.
+    pub fn loss_and_grads(&self, base: &Llama, batch: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
+        let tracked: Vec<Tensor<2>> = self.params.iter().map(|p| p.clone().inner().autodiff().require_grad()).collect();
+        let m = self.apply(base, &tracked);
+        let loss = batch.loss_for(&m);
+        let grads = loss.backward();
+        let value = loss.inner().into_scalar::<f32>() as f64;
+        let g =
+            tracked.iter().map(|p| Some(p.grad(&grads).unwrap_or_else(|| p.clone().inner().zeros_like()))).collect();
+        (value, g)
     }
 
     /// Merge the adapters into a plain model (what `save` writes).
