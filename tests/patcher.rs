@@ -6,6 +6,8 @@
 //! - the simulated attack, full-parameter or LoRA, with or without a schedule, is the
 //!   fine-tuning engine's attack (without clipping), and an outer step with a LoRA attack takes
 //!   its tamper-resistance gradients at the engine's LoRA-attacked weights;
+//! - the KL retain term against a direct f64 computation and finite differences, and in an
+//!   outer step;
 //! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1;
 //! - for P = 2 and 3 each worker's trajectory equals a separately computed attack, and the
 //!   all-reduced gradient equals the sum of the workers' separately computed contributions.
@@ -15,7 +17,7 @@ use patcher::defense::parallel;
 use patcher::defense::patcher::{
     HardenOptions, HarmTerms, InnerAttack, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule, LoraAttacks,
     PatcherConfig, PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads,
-    sample_attack,
+    retain_kl_grads, sample_attack,
 };
 use patcher::model::LlamaConfig;
 use patcher::model::llama::{Llama, to_vec_f32};
@@ -87,7 +89,7 @@ fn beta_zero_outer_step_is_an_sft_step_on_retain_plus_refusal() {
     let c = PatcherConfig { beta: 0.0, ..base_cfg() };
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    outer_step(&mut st, &c, &d, &streams).unwrap();
+    outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     // Direct: separate passes for L_ret and L_ref (mean losses), g = g_ret + α g_ref, AdamW.
     let ret = Batch::new(&streams.retain.batch(0), 0, 32, &m);
     let refu = Batch::new(&streams.refusal.batch(0), 0, 32, &m);
@@ -173,6 +175,107 @@ fn harmful_answer_term_gradients_pass_a_finite_difference_check() {
     assert!(rel < 2e-2, "{fd} vs {norm2}");
 }
 
+/// `θ₀ + N(0, std²)` on every weight.
+fn perturbed(m: &Llama, std: f64, seed: u64) -> Llama {
+    let noise = Llama::init((*m.cfg).clone(), std, seed, &m.device());
+    Llama {
+        cfg: m.cfg.clone(),
+        params: m.params.iter().zip(&noise.params).map(|(p, n)| p.clone() + n.clone()).collect(),
+    }
+}
+
+/// The KL retain term `KL(p_θ₀ ‖ p_θ)` against a direct f64 computation from both models' full
+/// logits at the loss-carrying positions; zero with a zero gradient at θ = θ₀; its gradient
+/// against central finite differences along itself.
+#[test]
+fn the_kl_retain_term_matches_a_direct_computation_and_finite_differences() {
+    let theta0 = model();
+    let m = perturbed(&theta0, 0.05, 11);
+    let d = data();
+    let refs: Vec<_> = d.retain.iter().take(4).collect();
+    let b = Batch::new(&refs, d.pad_id, 32, &m);
+    let (kl, g) = retain_kl_grads(&m, &theta0, &b);
+
+    let host = |model: &Llama| {
+        let full = model.forward(b.inputs.clone()); // (B, T, V)
+        let [bs, tl, v] = full.dims();
+        (to_vec_f32(full.reshape([bs * tl, v])), v)
+    };
+    let ((lq, v), (lp, _)) = (host(&m), host(&theta0));
+    let weights = to_vec_f32(b.weights.clone().reshape([1, lq.len() / v]));
+    let log_softmax = |row: &[f32]| -> Vec<f64> {
+        let max = row.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+        row.iter().map(|&x| x as f64 - lse).collect()
+    };
+    let (mut num, mut z) = (0.0f64, 0.0f64);
+    for (i, &w) in weights.iter().enumerate() {
+        if w == 0.0 {
+            continue;
+        }
+        let (p, q) = (log_softmax(&lp[i * v..(i + 1) * v]), log_softmax(&lq[i * v..(i + 1) * v]));
+        num += w as f64 * p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        z += w as f64;
+    }
+    let want = num / z;
+    let rel = (kl - want).abs() / want;
+    println!("KL(θ0 ‖ θ): {kl:.6e} vs direct {want:.6e} (relative difference {rel:.1e})");
+    assert!(want > 1e-4 && rel < 1e-3, "{kl} vs {want}");
+
+    let (kl0, g0) = retain_kl_grads(&theta0, &theta0, &b);
+    let g0max = g0
+        .iter()
+        .flatten()
+        .map(|x| to_vec_f32(x.clone()).iter().fold(0.0f32, |a, v| a.max(v.abs())))
+        .fold(0.0, f32::max);
+    println!("at θ = θ0: KL {kl0:e}, max |gradient| {g0max:e}");
+    assert!(kl0.abs() < 1e-6 && g0max < 1e-5, "{kl0} {g0max}");
+
+    let g: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let norm2: f64 = g.iter().map(|x| to_vec_f32(x.clone()).iter().map(|v| (*v as f64).powi(2)).sum::<f64>()).sum();
+    // A small step: at 1e-2 the curvature shows (0.77 of |g|²), at 3e-4 it is 0.9996.
+    let h = 3e-4 / norm2.sqrt();
+    let shifted = |s: f64| {
+        let mut m2 = m.clone();
+        for (p, gi) in m2.params.iter_mut().zip(&g) {
+            *p = p.clone() + gi.clone().mul_scalar(s);
+        }
+        retain_kl_grads(&m2, &theta0, &b).0
+    };
+    let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
+    let rel = (fd - norm2).abs() / norm2;
+    println!(
+        "KL directional derivative: finite difference {fd:.6e} vs |g|² {norm2:.6e} (relative difference {rel:.1e})"
+    );
+    assert!(rel < 2e-2, "{fd} vs {norm2}");
+}
+
+/// An outer step with `retain_kl = λ` from a model away from θ₀ adds `λ·∇KL` on the step's
+/// benign batch to the retain gradient (β = 0 exposes it), and costs one pass more.
+#[test]
+fn an_outer_step_with_the_kl_term_adds_its_gradient() {
+    let theta0 = model();
+    let m = perturbed(&theta0, 0.05, 11);
+    let d = data();
+    let c = PatcherConfig { beta: 0.0, retain_kl: 0.8, ..exposing(base_cfg()) };
+    let streams = Streams::new(&c, &d);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &theta0, &c, &d, &streams).unwrap();
+    let plain =
+        outer_step(&mut state(&m), &theta0, &PatcherConfig { retain_kl: 0.0, ..c.clone() }, &d, &streams).unwrap();
+    assert_eq!(stats.passes, plain.passes + 1);
+    let exposed = neg_delta(&m.params, &st.model.params);
+    let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
+    let b = Batch::new(&streams.retain.batch(0), 0, 32, &m);
+    let (kl, gk) = retain_kl_grads(&m, &theta0, &b);
+    add_scaled(&mut g, &gk, c.retain_kl);
+    let direct: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let diff = max_diff(&exposed, &direct);
+    println!("outer gradient with the KL term (KL {kl:.3e}) vs direct: {diff:e}");
+    assert!(diff < 1e-5 && kl > 1e-4, "{diff} {kl}");
+    assert!((stats.retain_loss - plain.retain_loss - c.retain_kl * kl).abs() < 1e-6);
+}
+
 /// With no refusal term, L_tr is the harmful-answer terms alone; an outer step still reports the
 /// refusal loss at θ' (measured without a gradient) and costs one pass less per selected step.
 #[test]
@@ -182,12 +285,12 @@ fn tamper_resistance_without_the_refusal_term_runs_and_counts_its_passes() {
     let c = PatcherConfig { tr_refusal: 0.0, tr_entropy: 1.0, ..base_cfg() };
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     assert!(stats.tr_loss.is_finite() && stats.tr_loss > 0.0, "{stats:?}");
     assert_eq!(stats.passes, 3 + 2 + 1);
     assert!(max_diff(&st.model.params, &m.params) > 0.0);
     let full = PatcherConfig { tr_unlikelihood: 1.0, ..base_cfg() };
-    assert_eq!(outer_step(&mut state(&m), &full, &d, &Streams::new(&full, &d)).unwrap().passes, 3 + 2 * 2 + 1);
+    assert_eq!(outer_step(&mut state(&m), &m, &full, &d, &Streams::new(&full, &d)).unwrap().passes, 3 + 2 * 2 + 1);
     // A config with no term at all is refused; defaults serialize as before (no new keys).
     let none = PatcherConfig { tr_refusal: 0.0, ..base_cfg() };
     assert!(none.validate().unwrap_err().to_string().contains("no term"));
@@ -281,7 +384,7 @@ fn an_outer_step_with_the_meta_correction_applies_the_back_propagated_gradient()
     c.meta_steps = 1;
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     assert_eq!(stats.passes, 1 + 1 + 1 + 1, "attack, L_tr, the correction, retain");
     let exposed = neg_delta(&m.params, &st.model.params);
 
@@ -314,7 +417,7 @@ fn the_simulated_attack_leaves_the_outer_weights_untouched() {
     let c = PatcherConfig { outer_lr: 0.0, ..base_cfg() };
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     assert!(stats.harmful_loss_end.is_finite() && stats.tr_loss.is_finite());
     assert_eq!(max_diff(&st.model.params, &m.params), 0.0, "weights moved although only the inner loop ran");
 }
@@ -326,7 +429,7 @@ fn the_tamper_resistance_gradient_is_taken_at_the_attacked_weights() {
     let c = exposing(base_cfg());
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    outer_step(&mut st, &c, &d, &streams).unwrap();
+    outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     let g_patcher = neg_delta(&m.params, &st.model.params);
 
     // Direct: the attack with the engine-level pieces, step by step.
@@ -443,7 +546,7 @@ fn an_outer_step_with_a_lora_attack_takes_tamper_resistance_gradients_at_the_mer
     let c = lora_cosine_cfg(1.0);
     let streams = Streams::new(&c, &d);
     let mut st = state(&m);
-    let stats = outer_step(&mut st, &c, &d, &streams).unwrap();
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
     let variant = stats.attack_variant.clone().unwrap_or_default();
     assert!(variant.starts_with("cosine lora-r"), "{variant}");
     let exposed = neg_delta(&m.params, &st.model.params);

@@ -273,6 +273,11 @@ pub struct PatcherConfig {
     /// (0 disables it).
     #[serde(skip_serializing_if = "is_zero")]
     pub tr_unlikelihood: f64,
+    /// Weight λ of a KL term to the starting model θ₀ in the retain loss: `λ·KL(p_θ₀ ‖ p_θ)`
+    /// over the benign batch's answer positions ([`retain_kl_grads`]; one more pass and a
+    /// forward of θ₀ per outer step; 0 disables it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retain_kl: f64,
     /// Meta-gradient correction: back-propagate each tamper-resistance gradient through this
     /// many of the inner steps before it (`ĝ ← Jᵀ·ĝ` per step, [`backprop_inner`]), one
     /// Hessian-vector product by finite differences each (one pass). 0: first-order.
@@ -305,6 +310,7 @@ impl Default for PatcherConfig {
             tr_refusal: 1.0,
             tr_entropy: 0.0,
             tr_unlikelihood: 0.0,
+            retain_kl: 0.0,
             meta_steps: 0,
             meta_fd: DEFAULT_META_FD,
             clip_norm: 1.0,
@@ -341,6 +347,8 @@ impl PatcherConfig {
             Some("`meta_steps` (the meta-gradient correction)")
         } else if self.attack.lora.is_some() {
             Some("`attack.lora` (LoRA attacks in the train-time distribution)")
+        } else if self.retain_kl > 0.0 {
+            Some("`retain_kl` (the KL term to the starting model)")
         } else if !self.attack.schedules.is_empty() {
             Some("`attack.schedules` (learning-rate schedules of the simulated attacks)")
         } else {
@@ -364,6 +372,7 @@ impl PatcherConfig {
             ("tr_refusal", self.tr_refusal),
             ("tr_entropy", self.tr_entropy),
             ("tr_unlikelihood", self.tr_unlikelihood),
+            ("retain_kl", self.retain_kl),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::Invalid(format!("field `{key}`: {v} is not a weight (a number >= 0)")));
@@ -516,6 +525,26 @@ pub fn retain_grads(
     let refu = s.refusal.batch(t);
     let b = Batch::weighted(&[(&ret, 1.0), (&refu, cfg.alpha)], data.pad_id, cfg.retain_batch.max_len, model);
     loss_and_grads(model, &b)
+}
+
+/// `KL(p_θ₀ ‖ p_θ)` on batch `b` and its gradient at θ = `model`: the next-token distributions
+/// of the starting model `theta0` (untracked, a constant) and of θ at the batch's loss-carrying
+/// positions, `Σ_n w_n Σ_v p₀(v)·(log p₀(v) − log p_θ(v)) / Σ_n w_n`. Zero, with a zero
+/// gradient, at θ = θ₀; bounded below by 0.
+pub fn retain_kl_grads(model: &Llama, theta0: &Llama, b: &Batch) -> (f64, Vec<Option<Tensor<2>>>) {
+    let reference = theta0.untracked();
+    let tracked = model.tracked();
+    let (Some(rows0), Some(rows)) =
+        (b.answer_rows(reference.hidden(b.inputs.clone())), b.answer_rows(tracked.hidden(b.inputs.clone())))
+    else {
+        let zero = tracked.params[0].clone().sum().mul_scalar(0.0);
+        return (0.0, grads_of(&tracked, zero).1);
+    };
+    let logp0 = rows0.log_probs(&reference); // (N, V), constant
+    let logp = rows.log_probs(&tracked); // (N, V)
+    let per_row = fixed::row_sums(logp0.clone().exp() * (logp0 - logp)); // (N,)
+    let kl = fixed::sum(per_row * rows.weights.clone()).div_scalar(rows.weight_sum.max(1.0));
+    grads_of(&tracked, kl)
 }
 
 /// Loss and gradient of `L_tr = ρ·L_ref + γ·relu(c − L_harm) − ε·H + υ·UL` at attacked weights
@@ -774,9 +803,11 @@ pub fn apply_outer(
     Ok((grad_norm, lr))
 }
 
-/// One sequential Patcher outer step (see the module docs). Mutates `state`.
+/// One sequential Patcher outer step (see the module docs) from the run's starting model
+/// `theta0` (read by the `retain_kl` term only). Mutates `state`.
 pub fn outer_step(
     state: &mut TrainState,
+    theta0: &Llama,
     cfg: &PatcherConfig,
     data: &PatcherData,
     streams: &Streams,
@@ -785,7 +816,14 @@ pub fn outer_step(
     let t = state.step;
     let k_total = cfg.k.k_at(t, cfg.outer_steps);
     let kmax = cfg.k.max();
-    let (retain_loss, mut g) = retain_grads(&state.model, cfg, streams, data, t);
+    let (mut retain_loss, mut g) = retain_grads(&state.model, cfg, streams, data, t);
+    let kl_pass = usize::from(cfg.retain_kl > 0.0);
+    if cfg.retain_kl > 0.0 {
+        let b = Batch::new(&streams.retain.batch(t), data.pad_id, cfg.retain_batch.max_len, &state.model);
+        let (kl, gk) = retain_kl_grads(&state.model, theta0, &b);
+        retain_loss += cfg.retain_kl * kl;
+        add_scaled(&mut g, &gk, cfg.retain_kl);
+    }
     let attack = sample_attack(cfg, t, 0);
     let attack_variant = attack.variant();
     let selected = cfg.inner.steps(k_total);
@@ -829,7 +867,7 @@ pub fn outer_step(
         attack_optimizer: sim.attack.optimizer.kind.to_string(),
         attack_lr: sim.attack.lr,
         attack_variant,
-        passes: k_total + selected.len() * cfg.tr_passes() + meta_passes + 1,
+        passes: k_total + selected.len() * cfg.tr_passes() + meta_passes + 1 + kl_pass,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -879,6 +917,7 @@ pub fn drive<C: Serialize, M: driver::Method<Stats = OuterStats>>(
 }
 
 struct Sequential<'a> {
+    theta0: Llama,
     cfg: &'a PatcherConfig,
     data: &'a PatcherData,
     streams: Streams,
@@ -888,7 +927,7 @@ impl driver::Method for Sequential<'_> {
     type Stats = OuterStats;
 
     fn step(&mut self, state: &mut TrainState) -> Result<OuterStats> {
-        outer_step(state, self.cfg, self.data, &self.streams)
+        outer_step(state, &self.theta0, self.cfg, self.data, &self.streams)
     }
 
     fn describe(&self, st: &OuterStats) -> String {
@@ -899,7 +938,7 @@ impl driver::Method for Sequential<'_> {
 /// Harden `model` with sequential Patcher. Returns the hardened model.
 pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, opts: HardenOptions) -> Result<Llama> {
     check_data(cfg, data)?;
-    let mut method = Sequential { cfg, data, streams: Streams::new(cfg, data) };
+    let mut method = Sequential { theta0: model.untracked(), cfg, data, streams: Streams::new(cfg, data) };
     drive(model, cfg, cfg, "patcher", &mut method, opts)
 }
 
