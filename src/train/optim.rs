@@ -74,7 +74,152 @@ impl OptimState {
 }
 
 /// One optimizer step in place: `params[i] <- update(params[i], grads[i])` at learning rate `lr`.
+///
+/// Fused: each parameter's weights, gradient and moments are read once, updated element by
+/// element in one pass (split over the machine's threads), and written once, instead of a chain
+/// of a dozen whole-tensor operations. Every element goes through the same f32 operations, in
+/// the same order, as the tensor-operation form ([`step_unfused`], kept as the reference):
+/// the results are bit-identical (`tests` below), so fusing changes no figure.
 pub fn step(
+    cfg: &OptimizerConfig,
+    state: &mut OptimState,
+    params: &mut [Tensor<2>],
+    grads: &[Option<Tensor<2>>],
+    lr: f64,
+) {
+    assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
+    if state.m.len() != params.len() {
+        *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
+    }
+    state.step += 1;
+    let rule = Rule::new(cfg, state.step as i32, lr);
+    let adam = cfg.kind != OptimKind::Sgd;
+    let keep_m = adam || cfg.momentum != 0.0;
+    for (i, g) in grads.iter().enumerate() {
+        let Some(g) = g else { continue };
+        let [rows, cols] = params[i].dims();
+        let device = params[i].device().without_autodiff();
+        let first = state.m[i].is_none();
+        let fresh = || Tensor::<2>::zeros([rows, cols], &device);
+        let mut p = storage::Owned::new(std::mem::replace(&mut params[i], fresh_empty(&device)));
+        let mut m =
+            storage::Owned::new(if keep_m { state.m[i].take().unwrap_or_else(fresh) } else { fresh_empty(&device) });
+        let mut v =
+            storage::Owned::new(if adam { state.v[i].take().unwrap_or_else(fresh) } else { fresh_empty(&device) });
+        let g = storage::Shared::new(g);
+        par_chunks(p.slice(), g.slice(), m.slice(), v.slice(), |p, g, m, v| rule.apply(p, g, m, v, first));
+        params[i] = p.into_tensor();
+        if keep_m {
+            state.m[i] = Some(m.into_tensor());
+        }
+        if adam {
+            state.v[i] = Some(v.into_tensor());
+        }
+    }
+}
+
+fn fresh_empty(device: &Device) -> Tensor<2> {
+    Tensor::<2>::zeros([0, 0], device)
+}
+
+/// The scalars of one step, each rounded to f32 as the tensor-operation form rounds them.
+struct Rule {
+    kind: OptimKind,
+    /// AdamW's `1 − lr·wd`; Adam's and SGD's L2 weight decay.
+    decay: f32,
+    l2: f32,
+    b1: f32,
+    one_minus_b1: f32,
+    b2: f32,
+    one_minus_b2: f32,
+    sqrt_bc2: f32,
+    eps: f32,
+    /// Adam: `lr / bc1`; SGD: `lr`.
+    step: f32,
+    momentum: f32,
+}
+
+impl Rule {
+    fn new(cfg: &OptimizerConfig, t: i32, lr: f64) -> Self {
+        Self {
+            kind: cfg.kind,
+            decay: (1.0 - lr * cfg.weight_decay) as f32,
+            l2: cfg.weight_decay as f32,
+            b1: cfg.beta1 as f32,
+            one_minus_b1: (1.0 - cfg.beta1) as f32,
+            b2: cfg.beta2 as f32,
+            one_minus_b2: (1.0 - cfg.beta2) as f32,
+            sqrt_bc2: (1.0 - cfg.beta2.powi(t)).sqrt() as f32,
+            eps: cfg.eps as f32,
+            step: if cfg.kind == OptimKind::Sgd { lr as f32 } else { (lr / (1.0 - cfg.beta1.powi(t))) as f32 },
+            momentum: cfg.momentum as f32,
+        }
+    }
+
+    /// Update one chunk in place; `first`: the moments are new (their first step).
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], first: bool) {
+        let l2 = self.l2 != 0.0;
+        match self.kind {
+            OptimKind::AdamW | OptimKind::Adam => {
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    let (x, g) = match self.kind {
+                        OptimKind::AdamW => (*p * self.decay, g),
+                        _ if l2 => (*p, g + *p * self.l2),
+                        _ => (*p, g),
+                    };
+                    *m = if first { g * self.one_minus_b1 } else { *m * self.b1 + g * self.one_minus_b1 };
+                    *v = if first { (g * g) * self.one_minus_b2 } else { *v * self.b2 + (g * g) * self.one_minus_b2 };
+                    let denom = v.sqrt() / self.sqrt_bc2 + self.eps;
+                    *p = x - (*m / denom) * self.step;
+                }
+            }
+            OptimKind::Sgd => {
+                if self.momentum == 0.0 {
+                    for (p, &g) in p.iter_mut().zip(g) {
+                        let g = if l2 { g + *p * self.l2 } else { g };
+                        *p -= g * self.step;
+                    }
+                    return;
+                }
+                for ((p, &g), m) in p.iter_mut().zip(g).zip(m.iter_mut()) {
+                    let g = if l2 { g + *p * self.l2 } else { g };
+                    let d = if first { g } else { *m * self.momentum + g };
+                    *m = d;
+                    *p -= d * self.step;
+                }
+            }
+        }
+    }
+}
+
+/// Run `f` over matching chunks of the four slices on the machine's threads (one chunk each;
+/// small tensors in one). `m` and `v` may be empty (SGD without momentum; SGD).
+fn par_chunks<F>(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], f: F)
+where
+    F: Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+{
+    const MIN_CHUNK: usize = 1 << 16;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = p.len();
+    if threads <= 1 || n < 2 * MIN_CHUNK {
+        return f(p, g, m, v);
+    }
+    let chunk = n.div_ceil(threads).max(MIN_CHUNK);
+    std::thread::scope(|s| {
+        let mut ms: Vec<&mut [f32]> = m.chunks_mut(chunk).collect();
+        let mut vs: Vec<&mut [f32]> = v.chunks_mut(chunk).collect();
+        for (k, (p, g)) in p.chunks_mut(chunk).zip(g.chunks(chunk)).enumerate() {
+            let m: &mut [f32] = ms.get_mut(k).map(std::mem::take).unwrap_or_default();
+            let v: &mut [f32] = vs.get_mut(k).map(std::mem::take).unwrap_or_default();
+            let f = &f;
+            s.spawn(move || f(p, g, m, v));
+        }
+    });
+}
+
+/// [`step`] as a chain of whole-tensor operations: the reference the fused step is checked
+/// against (bit for bit).
+pub fn step_unfused(
     cfg: &OptimizerConfig,
     state: &mut OptimState,
     params: &mut [Tensor<2>],
@@ -222,6 +367,78 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor<2>>], max_norm: f64) -> f64 {
     norm
 }
 
+/// Host access to a tensor's f32 storage without copying where the backend allows it: a flex
+/// tensor held once, contiguous from offset 0, is updated in place; anything else (a shared
+/// buffer, a view, another backend) goes through a copy, with the same results.
+mod storage {
+    use burn::prelude::*;
+    use burn_flex::{Flex, FlexTensor};
+
+    /// A tensor taken over for writing.
+    pub enum Owned {
+        Flex(FlexTensor),
+        Copy(Vec<f32>, [usize; 2], Device),
+    }
+
+    impl Owned {
+        pub fn new(t: Tensor<2>) -> Self {
+            let (shape, device) = (t.dims(), t.device().without_autodiff());
+            let t = t.inner();
+            match t.clone().try_into_primitive::<Flex>() {
+                Ok(f) if f.layout().contiguous_offsets().is_some_and(|(start, _)| start == 0) => {
+                    drop(t);
+                    Self::Flex(f)
+                }
+                _ => Self::Copy(crate::model::llama::to_vec_f32(t), shape, device),
+            }
+        }
+
+        /// The elements, row-major (a shared flex buffer is copied first: copy on write).
+        pub fn slice(&mut self) -> &mut [f32] {
+            match self {
+                Self::Flex(f) => {
+                    let end = f.layout().contiguous_offsets().map_or(0, |(_, end)| end);
+                    &mut f.storage_mut::<f32>()[..end]
+                }
+                Self::Copy(v, _, _) => v,
+            }
+        }
+
+        pub fn into_tensor(self) -> Tensor<2> {
+            match self {
+                Self::Flex(f) => Tensor::from_primitive::<Flex>(f),
+                Self::Copy(v, shape, device) => Tensor::from_data(TensorData::new(v, shape), &device),
+            }
+        }
+    }
+
+    /// A tensor only read: its flex buffer borrowed, or a copy.
+    pub enum Shared {
+        Flex(FlexTensor),
+        Copy(Vec<f32>),
+    }
+
+    impl Shared {
+        pub fn new(t: &Tensor<2>) -> Self {
+            let t = t.clone().inner();
+            match t.clone().try_into_primitive::<Flex>() {
+                Ok(f) if f.layout().contiguous_offsets().is_some() => Self::Flex(f),
+                _ => Self::Copy(crate::model::llama::to_vec_f32(t)),
+            }
+        }
+
+        pub fn slice(&self) -> &[f32] {
+            match self {
+                Self::Flex(f) => {
+                    let (start, end) = f.layout().contiguous_offsets().unwrap_or((0, 0));
+                    &f.storage::<f32>()[start..end]
+                }
+                Self::Copy(v) => v,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +522,62 @@ mod tests {
                 let want_decay = if cfg.kind == OptimKind::AdamW { 1.0 - lr * cfg.weight_decay } else { 1.0 };
                 assert!((jac.decay - want_decay).abs() < 1e-15);
             }
+        }
+    }
+
+    /// The fused step against the tensor-operation chain, bit for bit: every rule (AdamW with
+    /// decoupled decay, Adam with L2, SGD with and without momentum), five steps with changing
+    /// learning rates, a frozen parameter, a tensor large enough to be split over threads, and a
+    /// transposed view (updated through a copy, not in place).
+    #[test]
+    fn the_fused_step_is_bit_identical_to_the_tensor_operation_chain() {
+        let device = Device::flex();
+        let mut r = crate::rng::Rng::new(3);
+        let mut rand = |n: usize, scale: f64| -> Vec<f32> { (0..n).map(|_| (r.normal() * scale) as f32).collect() };
+        let shapes = [[3, 5], [700, 500], [1, 7]];
+        let configs = [
+            OptimizerConfig { weight_decay: 0.1, ..OptimizerConfig::adamw() },
+            OptimizerConfig::adamw(),
+            OptimizerConfig { kind: OptimKind::Adam, weight_decay: 0.01, ..OptimizerConfig::adamw() },
+            OptimizerConfig { weight_decay: 0.05, ..OptimizerConfig::sgd(0.9) },
+            OptimizerConfig::sgd(0.0),
+        ];
+        let mut params: Vec<Tensor<2>> = shapes
+            .iter()
+            .map(|&[a, b]| Tensor::<2>::from_data(TensorData::new(rand(a * b, 1.0), [a, b]), &device))
+            .collect();
+        // A transposed view (not contiguous): the copying path.
+        params[0] = Tensor::<2>::from_data(TensorData::new(rand(15, 1.0), [5, 3]), &device).transpose();
+        let grads: Vec<Vec<Option<Tensor<2>>>> = (0..5)
+            .map(|_| {
+                shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &[a, b])| {
+                        (i != 2).then(|| Tensor::<2>::from_data(TensorData::new(rand(a * b, 0.01), [a, b]), &device))
+                    })
+                    .collect()
+            })
+            .collect();
+        for cfg in &configs {
+            let (mut fused, mut chain) = (params.clone(), params.clone());
+            let (mut sf, mut sc) = (OptimState::new(3), OptimState::new(3));
+            for (k, g) in grads.iter().enumerate() {
+                let lr = 1e-3 * (k + 1) as f64;
+                step(cfg, &mut sf, &mut fused, g, lr);
+                step_unfused(cfg, &mut sc, &mut chain, g, lr);
+            }
+            let bits = |ts: &[Tensor<2>]| -> Vec<u32> {
+                ts.iter().flat_map(|t| crate::model::llama::to_vec_f32(t.clone())).map(f32::to_bits).collect()
+            };
+            let opt = |ts: &[Option<Tensor<2>>]| -> Vec<u32> {
+                let v: Vec<Tensor<2>> = ts.iter().flatten().cloned().collect();
+                bits(&v)
+            };
+            assert_eq!(bits(&fused), bits(&chain), "{:?} weights", cfg.kind);
+            assert_eq!((opt(&sf.m), opt(&sf.v)), (opt(&sc.m), opt(&sc.v)), "{:?} moments", cfg.kind);
+            assert_eq!(bits(&fused[2..]), bits(&params[2..]), "frozen parameter moved");
+            assert_ne!(bits(&fused[..1]), bits(&params[..1]), "{:?} did not step", cfg.kind);
         }
     }
 
