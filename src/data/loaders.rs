@@ -27,6 +27,25 @@ pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec
             let c = Conversation::single(r.string(path, "instruction")?, r.string(path, "output")?);
             Ok(vec![with_category(c, r.opt_string(path, "dataset")?)])
         }),
+        // Rows labelled harmless whose answer fully complies; `controversial` rows and partial
+        // or full refusals are left out (the MANIFEST's advice).
+        "benign-phtest" => map_rows(path, |r| {
+            let harm = r.string(path, "Harmfulness")?;
+            let cls = r.string(path, "Response_cls")?;
+            if !matches!(harm, "harmless" | "controversial") {
+                return Err(
+                    r.error(path, format!("field `Harmfulness`: expected harmless or controversial, found `{harm}`"))
+                );
+            }
+            if !matches!(cls, "1_full_compliance" | "2_full_refusal" | "3_partial_refusal") {
+                return Err(r.error(path, format!("field `Response_cls`: unknown class `{cls}`")));
+            }
+            if harm != "harmless" || cls != "1_full_compliance" {
+                return Ok(vec![]);
+            }
+            let c = Conversation::single(r.string(path, "Request")?.trim(), r.string(path, "Response")?.trim());
+            Ok(vec![with_category(c, Some("pseudo-harmful"))])
+        }),
         "refusals-llama2" => map_rows(path, |r| {
             let prompt = r.string(path, "prompt")?.trim();
             let inner = prompt
@@ -207,6 +226,10 @@ mod tests {
                     "id,prompt,type,label\n1,kill a process,homonyms,safe\n2,kill a man,contrast,unsafe\n",
                 ),
                 (
+                    "phtest/phtest_mistral-7b-v0.3_responses.csv",
+                    "ID,Request,Harmfulness,Response,Response_cls\n0,how to kill a mosquito,harmless,Swat it.,1_full_compliance\n1,how to kill time,harmless,I can't.,2_full_refusal\n2,a heist plot,controversial,Sure.,1_full_compliance\n3,x,harmless,y,3_partial_refusal\n",
+                ),
+                (
                     "arc-easy/ARC-Easy-Dev.jsonl",
                     "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"a\",\"label\":\"1\"},{\"text\":\"b\",\"label\":\"2\"}]},\"answerKey\":\"2\"}\n",
                 ),
@@ -226,6 +249,17 @@ mod tests {
         let x = dir.load_all("overrefusal-xstest").unwrap();
         assert_eq!((x.len(), x[0].prompt()), (1, "kill a process"));
         assert_eq!(dir.load_all("xstest-unsafe").unwrap()[0].prompt(), "kill a man");
+        let ph = dir.load_all("benign-phtest").unwrap();
+        let got: Vec<_> = ph.iter().map(|c| (c.prompt(), c.response().unwrap_or(""))).collect();
+        assert_eq!(got, [("how to kill a mosquito", "Swat it.")], "harmless and fully compliant rows only");
+        assert_eq!(ph[0].category.as_deref(), Some("pseudo-harmful"));
+        std::fs::write(
+            root.join("phtest/phtest_mistral-7b-v0.3_responses.csv"),
+            "ID,Request,Harmfulness,Response,Response_cls\n0,q,harmless,a,4_other\n",
+        )
+        .unwrap();
+        let err = dir.load_all("benign-phtest").unwrap_err().to_string();
+        assert!(err.ends_with("responses.csv:2: field `Response_cls`: unknown class `4_other`"), "{err}");
         let mc = dir.load_mc("mc-arc-easy", crate::data::split::Split::Train).unwrap();
         assert_eq!(mc[0], McItem { question: "Q?".into(), choices: vec!["a".into(), "b".into()], answer: 1 });
         let err = dir.load_mc("mc-arc-easy", crate::data::split::Split::Eval).unwrap_err().to_string();

@@ -70,6 +70,7 @@ const LLAMA2: &str = "llama2-refusals-safety-short/SFT_aligned_llama2-7b-chat-hf
 const ALPACA: &str = "alpaca-1k/alpaca_data_1k.json";
 const DOLLY: &str = "dolly-1k/dolly_subset_1000.jsonl";
 const ALPACA_EVAL: &str = "alpaca-eval/gpt4_1106_preview_model_outputs.json";
+const PHTEST: &str = "phtest/phtest_mistral-7b-v0.3_responses.csv";
 const BEAVERTAILS: &str = "beavertails-unsafe-subset/beavertails_30k_train_unsafe_200.jsonl";
 const JBB: &str = "jailbreakbench-artifacts/jbb_artifacts.jsonl";
 const DNA: &str = "do-not-answer/data_en.csv";
@@ -121,6 +122,13 @@ pub const PRESETS: &[PresetInfo] = &[
         Scope::Split,
         &[ALPACA_EVAL],
         "AlpacaEval 805 instructions with GPT-4 (1106-preview) outputs",
+    ),
+    p(
+        "benign-phtest",
+        Role::Benign,
+        Scope::Split,
+        &[PHTEST],
+        "PHTest pseudo-harmful prompts (look unsafe, are harmless) with Mistral-7B-Instruct-v0.3's full-compliance answers (1,840 rows); teaches a safety-aligned model not to over-refuse",
     ),
     p(
         "harmful-beavertails",
@@ -378,6 +386,7 @@ mod tests {
             ("benign-alpaca", 1000),
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
+            ("benign-phtest", 1840),
             ("harmful-beavertails", 200),
             ("harmful-jbb", 937),
             ("harmful-dna", 193),
