@@ -1,9 +1,10 @@
 //! Patcher: tamper-resistance by adversarial training against simulated full-parameter
 //! fine-tuning attacks of K steps (DESIGN sections 3-4).
 //!
-//! Each outer step: `g = ∇[L_ret + α·L_ref](θ)`; sample an attack `a` (optimizer, learning
-//! rate) from the train-time distribution; run it for K steps from a copy of θ with a fresh
-//! optimizer (`θ'_k = Opt_a(θ'_{k-1}, ∇L_harm(θ'_{k-1}))`); at the steps `k ∈ S` add
+//! Each outer step: `g = ∇[L_ret + α·L_ref](θ)` (+ `λ·∇KL(p_θ₀ ‖ p_θ)` with `retain_kl`);
+//! sample an attack `a` (optimizer, learning rate, schedule, full-parameter or LoRA) from the
+//! train-time distribution; run it for K steps from a copy of θ with a fresh optimizer
+//! (`θ'_k = Opt_a(θ'_{k-1}, ∇L_harm(θ'_{k-1}))`, [`InnerAttack`]); at the steps `k ∈ S` add
 //! `β·w(k)·∇L_tr(θ'_k)` with `L_tr = ρ·L_ref + γ·relu(c − L_harm) − ε·H + υ·UL` (refusal
 //! cross-entropy, capped harmful loss, TAR's entropy on harmful answers, their unlikelihood;
 //! by default ρ = 1 and the rest 0); then `θ ← Opt_outer(θ, g)`.
@@ -475,8 +476,9 @@ impl SampledAttack {
         self.schedule.lr_at(self.lr, k, k_total)
     }
 
-    /// What sets it apart from a constant-rate full-parameter attack, for the metrics
-    /// (`cosine`, `lora-r16`, `constant lora-r8` with warm-up, ...); `None` when nothing does.
+    /// What sets it apart from a constant-rate full-parameter attack, for the metrics: the
+    /// schedule's kind when it is not the plain constant rate (`cosine`, `linear`, `constant`
+    /// with a warm-up), the LoRA rank (`cosine lora-r16`); `None` when nothing does.
     pub fn variant(&self) -> Option<String> {
         let mut parts = vec![];
         if self.schedule != ScheduleConfig::default() {
