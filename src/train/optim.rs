@@ -88,6 +88,10 @@ pub fn step(
     lr: f64,
 ) {
     assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
+    // The fused update is written for f32 storage; another precision takes the chain.
+    if params.iter().chain(grads.iter().flatten()).any(|t| t.dtype() != burn::tensor::DType::F32) {
+        return step_unfused(cfg, state, params, grads, lr);
+    }
     if state.m.len() != params.len() {
         *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
     }
@@ -579,6 +583,26 @@ mod tests {
             assert_eq!(bits(&fused[2..]), bits(&params[2..]), "frozen parameter moved");
             assert_ne!(bits(&fused[..1]), bits(&params[..1]), "{:?} did not step", cfg.kind);
         }
+    }
+
+    /// A tensor in another precision than f32 takes the tensor-operation chain, and keeps its
+    /// precision.
+    #[test]
+    fn an_f64_parameter_takes_the_chain_and_stays_f64() {
+        let device = Device::flex();
+        let t =
+            |v: Vec<f64>| Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device).cast(burn::tensor::DType::F64);
+        let (p, g) = (t(vec![1.0, -2.0, 0.5]), Some(t(vec![0.1, 0.2, -0.3])));
+        if p.dtype() != burn::tensor::DType::F64 {
+            panic!("TensorData of f64 became {:?}: the test needs an f64 tensor", p.dtype());
+        }
+        let cfg = OptimizerConfig::adamw();
+        let (mut a, mut b) = (vec![p.clone()], vec![p]);
+        step(&cfg, &mut OptimState::new(1), &mut a, std::slice::from_ref(&g), 1e-2);
+        step_unfused(&cfg, &mut OptimState::new(1), &mut b, &[g], 1e-2);
+        assert_eq!(a[0].dtype(), burn::tensor::DType::F64);
+        let v = |x: &Tensor<2>| x.clone().into_data().try_to_vec::<f64>().unwrap();
+        assert_eq!(v(&a[0]), v(&b[0]));
     }
 
     #[test]
