@@ -195,8 +195,9 @@ pub enum Defense {
 
 impl Defense {
     /// Forward/backward passes per training step on the critical path (the cost column):
-    /// Patcher `K + Σ_{k∈S} (tr_passes + min(meta_steps, k)) + 1` (+1 with `retain_kl`) at its largest K; parallel
-    /// Patcher's slowest worker `1 + tr_passes + 1`; a baseline's own count; SFT 1; none 0.
+    /// Patcher `K + Σ_{k∈S} (tr_passes + min(meta_steps, k)) + 1` (+1 with `retain_kl`) at its
+    /// largest K; parallel Patcher's slowest worker `1 + tr_passes + 1`; a baseline's own count;
+    /// SFT 1; none 0.
     pub fn passes_per_step(&self) -> usize {
         match self {
             Self::None => 0,
