@@ -641,9 +641,8 @@ impl HarmTerms {
 /// fine-tuning engine's attack without gradient clipping: `tests/patcher.rs` compares them).
 pub struct InnerAttack {
     pub attack: SampledAttack,
-    /// θ, the adapters' frozen base (LoRA only).
-    base: Option<Llama>,
-    pub lora: Option<Lora>,
+    /// LoRA only: the adapters and their frozen base θ.
+    pub lora: Option<(Lora, Llama)>,
     /// θ' (adapters merged).
     pub attacked: Llama,
     /// The attacker's optimizer state (over the adapters with LoRA).
@@ -660,8 +659,7 @@ impl InnerAttack {
         let n = lora.as_ref().map_or(theta.params.len(), |l| l.params.len());
         Ok(Self {
             attack,
-            base: lora.is_some().then(|| theta.clone()),
-            lora,
+            lora: lora.map(|l| (l, theta.clone())),
             attacked: theta.clone(),
             opt: OptimState::new(n),
             k_total,
@@ -674,20 +672,31 @@ impl InnerAttack {
     pub fn step(&mut self, b: &Batch) -> (f64, Vec<Option<Tensor<2>>>, f64) {
         let lr = self.attack.lr_at(self.step, self.k_total);
         self.step += 1;
-        match (&mut self.lora, &self.base) {
-            (Some(lora), Some(base)) => {
+        let (l, g) = match &mut self.lora {
+            Some((lora, base)) => {
                 let (l, g) = lora.loss_and_grads(base, b);
                 optim::step(&self.attack.optimizer, &mut self.opt, &mut lora.params, &g, lr);
                 self.attacked = lora.merge(base);
-                (l, g, lr)
+                (l, g)
             }
-            _ => {
-                let (l, g) = loss_and_grads(&self.attacked, b);
-                optim::step(&self.attack.optimizer, &mut self.opt, &mut self.attacked.params, &g, lr);
-                (l, g, lr)
-            }
-        }
+            None => full_step(&mut self.attacked, &mut self.opt, &self.attack.optimizer, b, lr),
+        };
+        (l, g, lr)
     }
+}
+
+/// One full-parameter attack step on `at` with `opt_state` on batch `b` at learning rate `lr`:
+/// the attacker's loss and the gradient it stepped with.
+fn full_step(
+    at: &mut Llama,
+    opt_state: &mut OptimState,
+    optimizer: &OptimizerConfig,
+    b: &Batch,
+    lr: f64,
+) -> (f64, Vec<Option<Tensor<2>>>) {
+    let (l, g) = loss_and_grads(at, b);
+    optim::step(optimizer, opt_state, &mut at.params, &g, lr);
+    (l, g)
 }
 
 /// One simulated full-parameter attack step on `at` with `opt_state`, at the attack's peak
@@ -703,9 +712,7 @@ pub fn inner_step(
     idx: usize,
 ) -> f64 {
     let b = attack_batch(at, s, data, max_len, idx);
-    let (l, g) = loss_and_grads(at, &b);
-    optim::step(&attack.optimizer, opt_state, &mut at.params, &g, attack.lr);
-    l
+    full_step(at, opt_state, &attack.optimizer, &b, attack.lr).0
 }
 
 /// The attacker's batch of inner step `idx`.

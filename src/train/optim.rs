@@ -71,6 +71,17 @@ impl OptimState {
     pub fn new(n_params: usize) -> Self {
         Self { step: 0, m: vec![None; n_params], v: vec![None; n_params] }
     }
+
+    /// Start a step over `n_params` parameters with `n_grads` gradient slots (one each): the
+    /// moment lists sized to the parameters, the count advanced. Returns the new step number.
+    fn begin_step(&mut self, n_params: usize, n_grads: usize) -> i32 {
+        assert_eq!(n_params, n_grads, "one gradient slot per parameter");
+        if self.m.len() != n_params {
+            *self = OptimState { step: self.step, m: vec![None; n_params], v: vec![None; n_params] };
+        }
+        self.step += 1;
+        self.step as i32
+    }
 }
 
 /// One optimizer step in place: `params[i] <- update(params[i], grads[i])` at learning rate `lr`.
@@ -87,16 +98,11 @@ pub fn step(
     grads: &[Option<Tensor<2>>],
     lr: f64,
 ) {
-    assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
     // The fused update is written for f32 storage; another precision takes the chain.
     if params.iter().chain(grads.iter().flatten()).any(|t| t.dtype() != burn::tensor::DType::F32) {
         return step_unfused(cfg, state, params, grads, lr);
     }
-    if state.m.len() != params.len() {
-        *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
-    }
-    state.step += 1;
-    let rule = Rule::new(cfg, state.step as i32, lr);
+    let rule = Rule::new(cfg, state.begin_step(params.len(), grads.len()), lr);
     let adam = cfg.kind != OptimKind::Sgd;
     let keep_m = adam || cfg.momentum != 0.0;
     for (i, g) in grads.iter().enumerate() {
@@ -230,12 +236,7 @@ pub fn step_unfused(
     grads: &[Option<Tensor<2>>],
     lr: f64,
 ) {
-    assert_eq!(params.len(), grads.len(), "one gradient slot per parameter");
-    if state.m.len() != params.len() {
-        *state = OptimState { step: state.step, m: vec![None; params.len()], v: vec![None; params.len()] };
-    }
-    state.step += 1;
-    let t = state.step as i32;
+    let t = state.begin_step(params.len(), grads.len());
     for (i, g) in grads.iter().enumerate() {
         let Some(g) = g else { continue };
         let p = params[i].clone().inner();
