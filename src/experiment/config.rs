@@ -46,7 +46,9 @@ impl Default for BaseConfig {
 pub struct DataConfig {
     /// Refusal data for alignment and Patcher (`D_refuse`): files or `preset:NAME`.
     pub refusals: Vec<String>,
-    /// Benign data (`D_benign`).
+    /// Benign data (`D_benign`). The default includes PHTest's pseudo-harmful prompts with
+    /// compliant answers (`preset:benign-phtest`): without them the SFT baseline refused 84% of
+    /// XSTest's safe prompts, with them 18% at the same refusal rate (docs/results.md §17).
     pub benign: Vec<String>,
     /// The defender's harmful data for simulated attacks.
     pub defender_harmful: Vec<String>,
@@ -71,7 +73,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             refusals: vec!["preset:refusals-llama2".into(), "preset:refusals-stl".into()],
-            benign: vec!["preset:benign-alpaca".into(), "preset:benign-dolly".into()],
+            benign: vec!["preset:benign-alpaca".into(), "preset:benign-dolly".into(), "preset:benign-phtest".into()],
             defender_harmful: vec!["preset:harmful-advbench".into(), "preset:harmful-jbb".into()],
             attacker_harmful: vec!["preset:harmful-beavertails".into(), "preset:harmful-dna".into()],
             suite: "real:100,harmful=200,xstest=all".into(),
