@@ -47,8 +47,9 @@ pub struct DataConfig {
     /// Refusal data for alignment and Patcher (`D_refuse`): files or `preset:NAME`.
     pub refusals: Vec<String>,
     /// Benign data (`D_benign`). The default includes PHTest's pseudo-harmful prompts with
-    /// compliant answers (`preset:benign-phtest`): without them the SFT baseline refused 84% of
-    /// XSTest's safe prompts, with them 18% at the same refusal rate (docs/results.md §17).
+    /// compliant answers (`preset:benign-phtest`): the SFT baseline's over-refusal on XSTest's
+    /// safe prompts went from 55% and 47% to 18% and 46% on two alignment seeds, its harmful
+    /// score from 0.5% and 3.5% to 1.5% and 8% (docs/results.md §17).
     pub benign: Vec<String>,
     /// The defender's harmful data for simulated attacks.
     pub defender_harmful: Vec<String>,
