@@ -203,6 +203,11 @@ pub enum Cmd {
         /// added to a finished run directory; only the new ones run.
         #[arg(long, value_delimiter = ',')]
         attack_seeds: Vec<u64>,
+        /// Override one setting of the file, KEY=VALUE (repeatable): a dotted key
+        /// (`align.train.seed=1`, `defenses.1.patcher.lr=2e-5`) and a TOML value (a bare word is
+        /// a string); checked like the file's own settings and recorded in config.json.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Worst-case attack sweep of an experiment's defenses (its `[sweep]` grid: learning rate x
     /// steps x optimizer x full/LoRA x batch x seed, with a capability guard); resumable.
@@ -221,6 +226,10 @@ pub enum Cmd {
         /// defense's worst case per seed and its spread.
         #[arg(long, value_delimiter = ',')]
         seeds: Vec<u64>,
+        /// Override one setting of the file, as `patcher run --set` does (use the same flags for
+        /// both on one run directory).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// The built-in default experiment on the tiny tier (configs/demo.toml).
     Demo {

@@ -188,13 +188,15 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Judge { action } => judge_command(action, &device)?,
-        Cmd::Run { config, out, seed, attack_seeds } => {
+        Cmd::Run { config, out, seed, attack_seeds, set } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
-            let mut cfg = patcher::experiment::ExperimentConfig::from_toml(&text, &config.display().to_string())?;
-            cfg.check_inputs(&config.display().to_string())?;
+            let source = config.display().to_string();
+            let mut cfg = patcher::experiment::ExperimentConfig::from_toml_with(&text, &source, &set)?;
+            cfg.check_inputs(&source)?;
             cfg.deterministic |= cli.deterministic;
             cfg.seed = seed.unwrap_or(cfg.seed);
-            let mut flag = seed.map(|s| format!(" --seed {s}")).unwrap_or_default();
+            let mut flag = patcher::experiment::overrides::flags(&set);
+            flag.push_str(&seed.map(|s| format!(" --seed {s}")).unwrap_or_default());
             if !attack_seeds.is_empty() {
                 cfg.attack_seeds = attack_seeds;
                 cfg.validate().with_context(|| "--attack-seeds")?;
@@ -205,14 +207,14 @@ fn run(cli: Cli) -> Result<()> {
             let cmd = format!("patcher run {}{flag} --out {}", config.display(), out.display());
             run_experiment(cfg, &out, cmd, &device)?;
         }
-        Cmd::Sweep { config, out, seeds, .. } if !seeds.is_empty() => {
+        Cmd::Sweep { config, out, seeds, set, .. } if !seeds.is_empty() => {
             println!(
                 "{}",
-                patcher::experiment::sweep_seeds::command(&config, out, &seeds, cli.deterministic, &device)?
+                patcher::experiment::sweep_seeds::command(&config, &set, out, &seeds, cli.deterministic, &device)?
             );
         }
-        Cmd::Sweep { config, out, seed, .. } => {
-            println!("{}", patcher::experiment::sweep::command(&config, out, seed, cli.deterministic, &device)?);
+        Cmd::Sweep { config, out, seed, set, .. } => {
+            println!("{}", patcher::experiment::sweep::command(&config, &set, out, seed, cli.deterministic, &device)?);
         }
         Cmd::Demo { out } => {
             let mut cfg = patcher::experiment::ExperimentConfig::from_toml(DEMO, "configs/demo.toml (built in)")?;

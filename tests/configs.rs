@@ -44,3 +44,31 @@ fn every_shipped_config_loads() {
     println!("{n} config files loaded");
     assert!(n >= 10, "expected the shipped configs, found {n}");
 }
+
+/// `patcher run FILE --set ...` gives the same config as the file written for that variant: the
+/// shipped alignment-seed variants are each their base file plus two overrides.
+#[test]
+fn overrides_reproduce_the_seed_variant_files() {
+    use patcher::experiment::ExperimentConfig;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sft-pareto");
+    let json = |c: &ExperimentConfig| serde_json::to_value(c).unwrap();
+    for (base, variant, seed) in [
+        ("phtest-r50", "phtest-r50-seed1", 1),
+        ("current", "current-seed1", 1),
+        ("phtest-r50-cos160-seed0", "phtest-r50-cos160-seed2", 2),
+    ] {
+        let sets = vec![format!("align.train.seed={seed}"), format!("name=sft-pareto-{variant}")];
+        let text = read(&dir.join(format!("{base}.toml")));
+        let made = ExperimentConfig::from_toml_with(&text, base, &sets).unwrap();
+        let file = ExperimentConfig::from_toml(&read(&dir.join(format!("{variant}.toml"))), variant).unwrap();
+        assert_eq!(json(&made), json(&file), "{base} + {sets:?} vs {variant}");
+        let plain = ExperimentConfig::from_toml(&text, base).unwrap();
+        assert_ne!(json(&made), json(&plain), "the overrides changed something");
+    }
+    // A misspelt key is refused by the typed parse, which names the file and the flags.
+    let text = read(&dir.join("phtest-r50.toml"));
+    let e = ExperimentConfig::from_toml_with(&text, "phtest-r50.toml", &["align.train.stepz=3".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("phtest-r50.toml --set align.train.stepz=3") && e.contains("stepz"), "{e}");
+}

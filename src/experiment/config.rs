@@ -310,6 +310,21 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
+    /// [`Self::from_toml`] with command-line overrides (`KEY=VALUE`, [`super::overrides`])
+    /// applied first; errors name `source` followed by the flags.
+    pub fn from_toml_with(text: &str, source: &str, sets: &[String]) -> Result<Self> {
+        if sets.is_empty() {
+            return Self::from_toml(text, source);
+        }
+        let doc = super::overrides::apply(text, source, sets)?;
+        let what = format!("{source}{}", super::overrides::flags(sets));
+        let cfg: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Format { file: what.clone(), why: e.to_string() })?;
+        cfg.validate().map_err(|e| Error::Format { file: what, why: e.to_string() })?;
+        Ok(cfg)
+    }
+
     /// Check the inputs the config names, before a run writes anything: the base model (a
     /// directory's `config.json`, a GGUF file's header). Errors name `source` and the field.
     pub fn check_inputs(&self, source: &str) -> Result<()> {

@@ -691,13 +691,14 @@ impl Runner {
 /// `seed` replaces the file's experiment seed, as `patcher run --seed` does.
 pub fn command(
     config: &Path,
+    sets: &[String],
     out: Option<PathBuf>,
     seed: Option<u64>,
     deterministic: bool,
     device: &Device,
 ) -> Result<String> {
     let t0 = Instant::now();
-    let (cfg, source) = read_experiment(config)?;
+    let (cfg, source) = read_experiment(config, sets)?;
     let (out, results) = sweep_experiment(cfg, &source, out, seed, deterministic, device)?;
     Ok(format!(
         "{}\nreport: {}\ntotal wall-clock: {:.1}s",
@@ -707,12 +708,14 @@ pub fn command(
     ))
 }
 
-/// The experiment file `config`, parsed and its `[sweep]` table validated, with its name for
-/// messages.
-pub fn read_experiment(config: &Path) -> Result<(ExperimentConfig, String)> {
-    let source = config.display().to_string();
+/// The experiment file `config` with the overrides `sets` (`KEY=VALUE`), parsed and its
+/// `[sweep]` table validated, with its name for messages and commands (the path, then the
+/// `--set` flags).
+pub fn read_experiment(config: &Path, sets: &[String]) -> Result<(ExperimentConfig, String)> {
     let text = std::fs::read_to_string(config).at(config)?;
-    let cfg = ExperimentConfig::from_toml(&text, &source)?;
+    let source = config.display().to_string();
+    let cfg = ExperimentConfig::from_toml_with(&text, &source, sets)?;
+    let source = format!("{source}{}", super::overrides::flags(sets));
     cfg.check_inputs(&source)?;
     let grid = cfg.sweep.clone().unwrap_or_default();
     grid.validate(&cfg).map_err(|e| Error::Format { file: source.clone(), why: e.to_string() })?;

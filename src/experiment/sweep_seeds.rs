@@ -150,13 +150,14 @@ pub fn summarize(runs: &[(u64, PathBuf, SweepResults)]) -> Result<SeedsSummary> 
 /// (module doc), then `OUT/sweep/seeds.json` and `seeds.md`; returns the text to print.
 pub fn command(
     config: &Path,
+    sets: &[String],
     out: Option<PathBuf>,
     seeds: &[u64],
     deterministic: bool,
     device: &Device,
 ) -> Result<String> {
     let t0 = Instant::now();
-    let (cfg, source) = read_experiment(config)?;
+    let (cfg, source) = read_experiment(config, sets)?;
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&cfg.name));
     let mut runs = vec![];
     for (i, &seed) in seeds.iter().enumerate() {
