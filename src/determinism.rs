@@ -10,6 +10,11 @@
 //!    where the CPU has AVX-512 FP16), AVX2 (`V3`) or SSE4 (`V2`) at run time. Each keeps as many
 //!    partial sums as its vector has lanes, so the summation order (and the rounding) follows
 //!    the vector width.
+//!    The matrix products (`gemm`) have AVX2 kernels only, unless the binary is built with
+//!    the `avx512` feature ([`matmul_kernels`]): then an AVX-512 CPU runs 16-lane kernels whose
+//!    matrix-vector products keep 16 partial sums instead of 8 and whose inner-dimension blocks
+//!    are sized for the wider panels, so `--deterministic` no longer gives an AVX2 machine's
+//!    bits ([`fixed_order_caveat`]; measured 2.9e-5 on the tiny shape after 4 steps).
 //! 2. **Matrix-product blocking by cache size.** `gemm` splits the inner dimension into blocks
 //!    of `kc` elements, with `kc` derived from the L1 data cache's size and associativity read
 //!    from `/sys` (at least 512). Products whose inner dimension exceeds `kc` add their blocks in
@@ -50,6 +55,36 @@ pub struct MachineInfo {
     /// L1 data / L2 cache sizes as `gemm` reads them from `/sys` (bytes; 0 when unreadable).
     pub l1d_bytes: usize,
     pub l2_bytes: usize,
+    /// The kernels the matrix products run ([`matmul_kernels`]; empty in records made before
+    /// the field existed).
+    #[serde(default)]
+    pub matmul: String,
+}
+
+/// The kernels `gemm` runs the matrix products with on this machine: `avx512` (only in a build
+/// with the `avx512` feature, on a CPU with AVX-512F), `avx2-fma`, or `scalar` (no FMA).
+pub fn matmul_kernels() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("fma") { "avx2-fma" } else { "scalar" }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    "native"
+}
+
+/// Why `--deterministic` cannot promise the same bits as an AVX2 machine here, if it cannot:
+/// this build's AVX-512 matrix kernels split long inner dimensions into other blocks and keep
+/// 16 partial sums where the AVX2 kernels keep 8 (docs/results.md section 19).
+pub fn fixed_order_caveat() -> Option<String> {
+    (matmul_kernels() == "avx512").then(|| {
+        "this build runs the AVX-512 matrix kernels (feature `avx512`): --deterministic gives the same \
+         bits only among AVX-512 processors with the same L1 cache; build without the feature for the \
+         same bits on AVX2 and AVX-512 processors"
+            .to_string()
+    })
 }
 
 fn sys_cache_bytes(index: usize) -> usize {
@@ -101,6 +136,7 @@ impl MachineInfo {
             threads: rayon::current_num_threads(),
             l1d_bytes: sys_cache_bytes(0),
             l2_bytes: sys_cache_bytes(2),
+            matmul: matmul_kernels().into(),
         }
     }
 }
@@ -248,10 +284,11 @@ pub fn probe(
     })?;
     let mut out = vec![
         format!(
-            "machine: {} | simd {} | fma {} | threads {} | L1d {} KiB | L2 {} KiB",
+            "machine: {} | simd {} | fma {} | matmul {} | threads {} | L1d {} KiB | L2 {} KiB",
             info.cpu,
             info.simd,
             info.fma,
+            info.matmul,
             info.threads,
             info.l1d_bytes / 1024,
             info.l2_bytes / 1024

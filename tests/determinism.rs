@@ -7,7 +7,9 @@
 //!    dispatches on the CPU's features takes its AVX2 path). With the backend's reductions the
 //!    weights differ (this shows the emulated processor really changes the kernels); with
 //!    `--deterministic` they are identical. Needs `qemu-user` (installed by `.ci/run`; without
-//!    it the check is skipped with a message, and fails when `CI` is set).
+//!    it the check is skipped with a message, and fails when `CI` is set). In a build with the
+//!    `avx512` feature on an AVX-512 processor the matrix kernels themselves differ and the
+//!    check asserts the opposite (a difference), so the docs stay true.
 //!
 //! Bit equality is the claim here, so the weight difference asserted is exactly zero.
 
@@ -100,7 +102,14 @@ fn deterministic_mode_gives_the_same_weights_on_an_avx2_processor() {
         assert!(simd(&emulated).contains("simd avx2"), "qemu did not present an AVX2 processor: {emulated}");
         let d = max_delta(&emulated);
         println!("deterministic {deterministic}: max |Δ weight| native vs Haswell after 4 steps: {d:.3e}");
-        if deterministic {
+        if deterministic && native.contains("matmul avx512") {
+            // A build with the `avx512` feature on an AVX-512 processor: its matrix kernels
+            // block and sum differently from the AVX2 ones, which `--deterministic` does not
+            // remove (measured 2.9e-5 on the tiny shape, docs/results.md section 19). CI builds
+            // without the feature, where the assertion below holds.
+            println!("(this build runs the AVX-512 matrix kernels: no equality promised)");
+            assert!(d > 0.0, "AVX-512 and AVX2 matrix kernels gave identical weights: update the docs");
+        } else if deterministic {
             assert_eq!(d, 0.0, "--deterministic differs between this processor and an AVX2 one");
         } else if simd(&native).contains("simd avx2") {
             println!("(this processor is itself AVX2: no difference expected from the backend either)");

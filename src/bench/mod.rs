@@ -268,7 +268,8 @@ pub struct BenchRequest {
 /// the matmul peak first, then a table row (and a JSON line) per shape.
 pub fn run(req: &BenchRequest, device: &Device, out: &mut dyn FnMut(String)) -> crate::Result<()> {
     let peak = matmul_peak(2048, 5, device);
-    out(format!("matmul 2048^3 f32 (burn, {device:?}): {peak:.1} GFLOP/s"));
+    let kernels = crate::determinism::matmul_kernels();
+    out(format!("matmul 2048^3 f32 (burn, {device:?}, {kernels} kernels): {peak:.1} GFLOP/s"));
     if req.what == "matmul" {
         return Ok(());
     }

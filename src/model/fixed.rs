@@ -16,7 +16,9 @@
 //!
 //! What it does not remove: `gemm` still differs between CPUs with and without FMA, and for
 //! inner dimensions above its cache-derived block `kc` (at least 512) the block order follows
-//! the L1 cache size.
+//! the L1 cache size. All of this holds for `gemm`'s AVX2 kernels, the only ones in a default
+//! build; a build with the `avx512` feature runs other kernels on AVX-512 CPUs
+//! ([`crate::determinism::fixed_order_caveat`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
