@@ -16,7 +16,8 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
     /// Fixed-order reductions: the same bits on any x86-64 CPU with FMA (AVX2 or AVX-512),
-    /// whatever its vector width or core count, at some speed (docs/results.md).
+    /// whatever its vector width or core count, at some speed (docs/results.md); not in a build
+    /// with the `avx512` feature, whose AVX-512 matrix kernels differ (it warns).
     #[arg(long, global = true)]
     pub deterministic: bool,
     #[command(subcommand)]
