@@ -205,8 +205,9 @@ pub enum Cmd {
         #[arg(long, value_delimiter = ',')]
         attack_seeds: Vec<u64>,
         /// Override one setting of the file, KEY=VALUE (repeatable): a dotted key
-        /// (`align.train.seed=1`, `defenses.1.patcher.lr=2e-5`) and a TOML value (a bare word is
-        /// a string); checked like the file's own settings and recorded in config.json.
+        /// (`align.train.seed=1`; `defenses.2.patcher.outer_lr=1e-4` for the third defense) and
+        /// a TOML value (a bare word is a string); checked like the file's own settings and
+        /// recorded in config.json.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },

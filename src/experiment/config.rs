@@ -48,8 +48,8 @@ pub struct DataConfig {
     pub refusals: Vec<String>,
     /// Benign data (`D_benign`). The default includes PHTest's pseudo-harmful prompts with
     /// compliant answers (`preset:benign-phtest`): the SFT baseline's over-refusal on XSTest's
-    /// safe prompts went from 55% and 47% to 18% and 46% on two alignment seeds, its harmful
-    /// score from 0.5% and 3.5% to 1.5% and 8% (docs/results.md §17).
+    /// safe prompts went from 55% and 47% (two alignment seeds) to 18%, 46% and 58% (three),
+    /// its harmful score from 0.5% and 3.5% to 1.5%, 8% and 0% (docs/results.md §17-18).
     pub benign: Vec<String>,
     /// The defender's harmful data for simulated attacks.
     pub defender_harmful: Vec<String>,

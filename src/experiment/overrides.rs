@@ -3,7 +3,8 @@
 //! Each `KEY=VALUE` replaces (or adds) one setting of the TOML document before the typed parse,
 //! so an override is checked exactly like a setting written in the file (an unknown key or a
 //! value of the wrong type is an error that names it). KEY is a dotted path through tables,
-//! created where missing; a number indexes an array of tables (`defenses.1.patcher.lr=2e-5`).
+//! created where missing; a number indexes an array of tables, from 0
+//! (`defenses.2.patcher.outer_lr=1e-4` sets the third defense's outer learning rate).
 //! VALUE is a TOML value (`3`, `5e-5`, `true`, `"adamw"`, `[0, 1]`, `{ kind = "cosine" }`); a
 //! value that does not parse as one is taken as a bare string (`base.path=models/x`).
 //!
