@@ -39,9 +39,6 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let device = patcher::device_from_name(&cli.device)?;
     patcher::model::fixed::set_fixed_order(cli.deterministic);
-    if let (true, Some(why)) = (cli.deterministic, patcher::determinism::fixed_order_caveat()) {
-        eprintln!("warning: {why}");
-    }
     match cli.cmd {
         Cmd::Fetch { name, out } => {
             if name != "smollm2-135m" {

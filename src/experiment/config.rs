@@ -305,8 +305,13 @@ impl ExperimentConfig {
     /// such as `weight = "Linear"` shows its line, or its key inside a defense's overrides,
     /// and the allowed values).
     pub fn from_toml(text: &str, source: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Format { file: source.into(), why: e.to_string() })?;
-        cfg.validate().map_err(|e| Error::Format { file: source.into(), why: e.to_string() })?;
+        Self::checked(toml::from_str(text), source)
+    }
+
+    /// A parsed config, validated; either error becomes a format error of `file`.
+    fn checked(parsed: std::result::Result<Self, toml::de::Error>, file: &str) -> Result<Self> {
+        let cfg = parsed.map_err(|e| Error::Format { file: file.into(), why: e.to_string() })?;
+        cfg.validate().map_err(|e| Error::Format { file: file.into(), why: e.to_string() })?;
         Ok(cfg)
     }
 
@@ -317,12 +322,7 @@ impl ExperimentConfig {
             return Self::from_toml(text, source);
         }
         let doc = super::overrides::apply(text, source, sets)?;
-        let what = format!("{source}{}", super::overrides::flags(sets));
-        let cfg: Self = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Format { file: what.clone(), why: e.to_string() })?;
-        cfg.validate().map_err(|e| Error::Format { file: what, why: e.to_string() })?;
-        Ok(cfg)
+        Self::checked(toml::Value::Table(doc).try_into(), &format!("{source}{}", super::overrides::flags(sets)))
     }
 
     /// Check the inputs the config names, before a run writes anything: the base model (a

@@ -122,9 +122,6 @@ impl Runner {
     pub fn new(dir: &Path, cfg: ExperimentConfig, device: Device, progress: bool) -> Result<Self> {
         if cfg.deterministic {
             crate::model::fixed::set_fixed_order(true);
-            if let Some(why) = crate::determinism::fixed_order_caveat() {
-                eprintln!("warning: {why}");
-            }
         }
         let resolved = serde_json::to_value(&cfg).expect("json");
         let path = dir.join("config.json");

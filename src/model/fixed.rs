@@ -26,9 +26,15 @@ use burn::prelude::*;
 
 static FIXED_ORDER: AtomicBool = AtomicBool::new(false);
 
-/// Turn deterministic (fixed-order) reductions on or off for the whole process.
+/// Turn deterministic (fixed-order) reductions on or off for the whole process. Turning them on
+/// in a build whose matrix kernels break the promise prints why, once per process
+/// ([`crate::determinism::fixed_order_caveat`]).
 pub fn set_fixed_order(on: bool) {
     FIXED_ORDER.store(on, Ordering::SeqCst);
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let (true, Some(why)) = (on, crate::determinism::fixed_order_caveat()) {
+        WARNED.call_once(|| eprintln!("warning: {why}"));
+    }
 }
 
 /// Whether deterministic reductions are on (`--deterministic`, or `PATCHER_DETERMINISTIC=1`).
