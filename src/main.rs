@@ -41,27 +41,35 @@ fn run(cli: Cli) -> Result<()> {
     patcher::model::fixed::set_fixed_order(cli.deterministic);
     match cli.cmd {
         Cmd::Fetch { name, out } => {
-            if name != "smollm2-135m" {
-                bail!("unknown model `{name}` (known: smollm2-135m)");
+            let known = patcher::io::fetch::fetchable(&name)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(known.default_dir));
+            let t0 = Instant::now();
+            let outcome = patcher::io::fetch::fetch(&name, &out)?;
+            println!("{outcome}");
+            if let patcher::io::fetch::FetchOutcome::Imported(_) = outcome {
+                println!("fetched {name} into {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
             }
-            let out = out.unwrap_or_else(|| PathBuf::from("models/smollm2-135m-instruct"));
-            println!("{}", patcher::io::fetch::fetch_smollm2(&out)?);
         }
         Cmd::Import { gguf, out } => {
             let t0 = Instant::now();
             println!("{}", patcher::io::gguf::import::import_gguf(&gguf, &out)?);
             println!("wrote {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
         }
-        Cmd::Chat { model, question, max_new_tokens, temperature, top_p, seed, system } => {
+        Cmd::Chat { model, question, max_new_tokens, temperature, top_p, seed, system, raw } => {
             let tok = ChatTokenizer::from_dir(&model)?;
             let m =
                 patcher::io::hf::load_model(&model, &device).with_context(|| format!("loading {}", model.display()))?;
-            let mut msgs: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
-            msgs.push(ChatMessage::new("user", &question));
-            let prompt = tok.encode_prompt(&msgs)?;
+            let prompt = if raw {
+                tok.encode_text(&question)?
+            } else {
+                let mut msgs: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s)).collect();
+                msgs.push(ChatMessage::new("user", &question));
+                tok.encode_prompt(&msgs)?
+            };
             let cfg = SamplingConfig { max_new_tokens, temperature, top_p, seed };
             let out = generate(&m, &[prompt], &tok.stop_ids, tok.pad_id, &cfg);
-            println!("{}", tok.decode(&out[0], true)?);
+            let answer = tok.decode(&out[0], true)?;
+            if raw { println!("{question}{answer}") } else { println!("{answer}") }
         }
         Cmd::Generate { model, prompts, split, limit, max_new_tokens, batch_size, out } => {
             let split: Split = split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e}"))?;

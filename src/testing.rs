@@ -62,6 +62,7 @@ pub fn micro_config_sized(vocab_size: usize, intermediate_size: usize, tied: boo
         bos_token_id: None,
         eos_token_ids: vec![],
         pad_token_id: None,
+        gemma: None,
     }
 }
 

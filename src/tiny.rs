@@ -90,6 +90,7 @@ impl TinyConfig {
             bos_token_id: Some(1),
             eos_token_ids: vec![2],
             pad_token_id: Some(2),
+            gemma: None,
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Wraps a Hugging Face `tokenizers` tokenizer (from `tokenizer.json`) and renders the model's
 //! Jinja chat template (from `tokenizer_config.json`) with `minijinja`, which renders the
-//! SmolLM2 template identically to Python's jinja2. [`ChatTokenizer::encode_chat`] returns the
-//! token ids of a conversation and a mask marking the assistant tokens (each assistant message
-//! plus its end-of-turn token), which is where the training loss is taken.
+//! SmolLM2 (ChatML) and Gemma (`<start_of_turn>` ... `<end_of_turn>`) templates identically to
+//! Python's jinja2. [`ChatTokenizer::encode_chat`] returns the token ids of a conversation and a
+//! mask marking the assistant tokens (each assistant message plus its end-of-turn token), which
+//! is where the training loss is taken. Templates write their own BOS (`<bos>` for Gemma), so
+//! rendered text is encoded without adding special tokens: BOS appears once.
 
 use std::path::Path;
 
@@ -22,7 +24,8 @@ pub struct ChatTokenizer {
     pub chat_template: Option<String>,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
-    /// Token ids that end an assistant turn (eos, `<|im_end|>`, `<|eot_id|>`, ... when present).
+    /// Token ids that end an assistant turn (eos, `<|im_end|>`, `<|eot_id|>`, Gemma's
+    /// `<end_of_turn>`, ... when present).
     pub stop_ids: Vec<u32>,
     pub pad_id: u32,
 }
@@ -88,7 +91,13 @@ impl ChatTokenizer {
         pad_token: Option<String>,
     ) -> Self {
         let mut stop_ids = Vec::new();
-        let candidates = [eos_token.as_deref(), Some("<|im_end|>"), Some("<|eot_id|>"), Some("<|endoftext|>")];
+        let candidates = [
+            eos_token.as_deref(),
+            Some("<|im_end|>"),
+            Some("<|eot_id|>"),
+            Some("<end_of_turn>"),
+            Some("<|endoftext|>"),
+        ];
         for name in candidates.into_iter().flatten() {
             if let Some(id) = tokenizer.token_to_id(name)
                 && !stop_ids.contains(&id)
@@ -107,6 +116,14 @@ impl ChatTokenizer {
     /// Token ids of plain text (special tokens in the text are recognised, none are added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tokenizer.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of plain `text` with the tokenizer's own special tokens added, as
+    /// transformers' `tokenizer(text)` gives them (Gemma's `<bos>` first; nothing for SmolLM2):
+    /// the prompt of a plain completion, without the chat template.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -152,7 +169,7 @@ impl ChatTokenizer {
                     "the chat template does not render message {i} as a prefix of the conversation; cannot locate the assistant tokens"
                 )));
             }
-            // Drop the trailing whitespace after the end-of-turn tag (ChatML's "\n").
+            // Drop the trailing whitespace after the end-of-turn tag (ChatML's and Gemma's "\n").
             let end = after.trim_end().len();
             spans.push((before.len(), end));
         }
@@ -169,5 +186,68 @@ impl ChatTokenizer {
     /// Ids of a prompt ready for generation (template applied, generation prompt added).
     pub fn encode_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.encode(&self.render(messages, true)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::gguf::GgufFile;
+    use crate::io::gguf::test_writer::Writer;
+    use crate::io::gguf::tokenizer::tests::tiny_sentencepiece;
+    use crate::io::gguf::tokenizer::tokenizer_from_gguf;
+
+    /// A Gemma-style tokenizer (tiny SentencePiece vocabulary, Gemma's turn template, as the
+    /// GGUF import builds it).
+    fn gemma_style() -> ChatTokenizer {
+        let mut w = Writer::new();
+        tiny_sentencepiece(&mut w);
+        let t = tokenizer_from_gguf(&GgufFile::from_bytes("sp.gguf", w.to_bytes()).unwrap()).unwrap();
+        let s = |x: &str| Some(x.to_string());
+        ChatTokenizer::new(t.tokenizer, t.chat_template, s("<bos>"), s("<eos>"), s("<pad>"))
+    }
+
+    #[test]
+    fn gemma_turns_mask_replies_and_end_of_turn_with_one_bos() {
+        let tok = gemma_style();
+        let (bos, eos, sot, eot) = (2, 1, 4, 5);
+        assert_eq!(tok.stop_ids, [eos, eot], "<eos> and <end_of_turn> stop generation");
+        assert_eq!(tok.pad_id, 0);
+        let msgs = vec![
+            ChatMessage::new("system", "a"),
+            ChatMessage::new("user", "the"),
+            ChatMessage::new("assistant", " the the "),
+            ChatMessage::new("user", "a"),
+            ChatMessage::new("assistant", "he"),
+        ];
+        let text = tok.render(&msgs, false).unwrap();
+        assert_eq!(
+            text,
+            "<bos><start_of_turn>user\na\n\nthe<end_of_turn>\n<start_of_turn>model\nthe the<end_of_turn>\n\
+             <start_of_turn>user\na<end_of_turn>\n<start_of_turn>model\nhe<end_of_turn>\n"
+        );
+        let (ids, mask) = tok.encode_chat(&msgs).unwrap();
+        assert_eq!(ids.len(), mask.len());
+        assert_eq!((ids[0], ids[1]), (bos, sot));
+        assert_eq!(ids.iter().filter(|&&i| i == bos).count(), 1, "BOS once: {ids:?}");
+        let masked: Vec<u32> = ids.iter().zip(&mask).filter(|(_, m)| **m == 1).map(|(i, _)| *i).collect();
+        let mut want = tok.encode("the the").unwrap();
+        want.push(eot);
+        want.extend(tok.encode("he").unwrap());
+        want.push(eot);
+        assert_eq!(masked, want, "masked tokens are exactly the (trimmed) replies and their <end_of_turn>");
+        // The generation prompt ends with the model's turn header; one BOS.
+        let prompt = tok.encode_prompt(&msgs[..2]).unwrap();
+        assert_eq!(prompt.iter().filter(|&&i| i == bos).count(), 1);
+        assert_eq!(prompt[..2], [bos, sot]);
+        assert!(tok.render(&msgs[..2], true).unwrap().ends_with("<end_of_turn>\n<start_of_turn>model\n"));
+        // A plain completion's prompt: BOS, then the text.
+        let plain = tok.encode_text("the the").unwrap();
+        assert_eq!(plain[0], bos);
+        assert_eq!(plain[1..], tok.encode("the the").unwrap()[..]);
+        // Roles must alternate, as in Gemma's own template.
+        let bad = [ChatMessage::new("user", "a"), ChatMessage::new("user", "b")];
+        let e = tok.render(&bad, false).unwrap_err().to_string();
+        assert!(e.contains("alternate"), "{e}");
     }
 }

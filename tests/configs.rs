@@ -72,3 +72,20 @@ fn overrides_reproduce_the_seed_variant_files() {
         .to_string();
     assert!(e.contains("phtest-r50.toml --set align.train.stepz=3") && e.contains("stepz"), "{e}");
 }
+
+/// Size transfer (issue 17) means the same recipe on another model: the Gemma 3 files are the
+/// SmolLM2 files with only the base model and the name changed.
+#[test]
+fn size_transfer_configs_are_the_smollm2_recipes_on_gemma() {
+    use patcher::experiment::ExperimentConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let json = |c: &ExperimentConfig| serde_json::to_value(c).unwrap();
+    for (smollm2, gemma) in [("sft-pareto/phtest-r50", "gemma3-270m-sft"), ("sft-pareto/shipped", "gemma3-270m-base")] {
+        let sets = vec!["base.path=models/gemma3-270m".to_string(), format!("name=size-transfer-{gemma}")];
+        let made =
+            ExperimentConfig::from_toml_with(&read(&root.join(format!("{smollm2}.toml"))), smollm2, &sets).unwrap();
+        let path = root.join(format!("size-transfer/{gemma}.toml"));
+        let file = ExperimentConfig::from_toml(&read(&path), gemma).unwrap();
+        assert_eq!(json(&made), json(&file), "{smollm2} + {sets:?} vs {}", path.display());
+    }
+}

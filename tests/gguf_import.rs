@@ -1,8 +1,11 @@
 //! GGUF import against the Python references in `tests/fixtures` (made by
 //! `scripts/make_fixtures.py` with the `gguf` and `tokenizers` packages): every tensor of
 //! `tiny-llama.gguf` dequantized and un-permuted as gguf-py does, the model config, and the
-//! token ids of tricky strings. Also: the reader survives truncated and mutated copies of the
-//! fixture without panicking or making an allocation out of proportion to the file.
+//! token ids of tricky strings; and `tiny-gemma3.gguf` (a Gemma 3 with a truncated copy of the
+//! real SentencePiece vocabulary) against transformers' own GGUF loader: every tensor (norms
+//! shifted back by 1), the config, and the ids of its converted tokenizer. Also: the reader
+//! survives truncated and mutated copies of the fixture without panicking or making an
+//! allocation out of proportion to the file.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -65,13 +68,27 @@ impl Drop for TestDir {
 
 /// Import the fixture GGUF into a private temporary directory.
 fn imported(tag: &str) -> TestDir {
-    let out = std::env::temp_dir().join(format!("patcher-gguf-it-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let dir = TestDir(out);
+    let dir = imported_file("tiny-llama.gguf", tag);
     let summary = import_gguf(&fixture("tiny-llama.gguf"), &dir.0).unwrap();
     assert_eq!(summary.architecture, "llama");
     assert_eq!(summary.n_tensors, 21);
     assert!(!summary.tied_embeddings);
+    dir
+}
+
+/// A fresh private directory for importing the fixture `file`.
+fn imported_file(file: &str, tag: &str) -> TestDir {
+    let out = std::env::temp_dir().join(format!("patcher-gguf-it-{file}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    TestDir(out)
+}
+
+/// `tiny-gemma3.gguf` imported into a private temporary directory.
+fn imported_gemma3(tag: &str) -> TestDir {
+    let dir = imported_file("tiny-gemma3.gguf", tag);
+    let summary = import_gguf(&fixture("tiny-gemma3.gguf"), &dir.0).unwrap();
+    assert_eq!((summary.architecture.as_str(), summary.n_tensors, summary.n_layers), ("gemma3", 28, 2));
+    assert!(summary.tied_embeddings);
     dir
 }
 
@@ -82,9 +99,24 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 #[test]
 fn fixture_tensors_match_gguf_py() {
     let dir = imported("tensors");
-    let ours = std::fs::read(dir.0.join("model.safetensors")).unwrap();
+    let worst = max_tensor_diff(&dir.0.join("model.safetensors"), &fixture("tiny-llama.gguf.expected.safetensors"));
+    assert!(worst <= 1e-6, "max abs difference {worst}");
+}
+
+#[test]
+fn gemma3_fixture_tensors_match_transformers_gguf_load() {
+    let dir = imported_gemma3("tensors");
+    let worst = max_tensor_diff(&dir.0.join("model.safetensors"), &fixture("tiny-gemma3.gguf.expected.safetensors"));
+    // The same dequantization and the same f32 subtraction: bit-identical.
+    assert_eq!(worst, 0.0);
+}
+
+/// Largest absolute difference between two safetensors files, which must hold the same f32
+/// tensors by name and shape; prints it with the tensor where it occurs.
+fn max_tensor_diff(ours: &Path, reference: &Path) -> f32 {
+    let ours = std::fs::read(ours).unwrap();
     let ours = safetensors::SafeTensors::deserialize(&ours).unwrap();
-    let want = std::fs::read(fixture("tiny-llama.gguf.expected.safetensors")).unwrap();
+    let want = std::fs::read(reference).unwrap();
     let want = safetensors::SafeTensors::deserialize(&want).unwrap();
     let mut names: Vec<String> = want.names().into_iter().map(String::from).collect();
     names.sort();
@@ -103,7 +135,54 @@ fn fixture_tensors_match_gguf_py() {
         }
     }
     eprintln!("{} tensors, max abs difference {:e} ({})", names.len(), worst.0, worst.1);
-    assert!(worst.0 <= 1e-6, "max abs difference {} in {}", worst.0, worst.1);
+    worst.0
+}
+
+#[test]
+fn gemma3_fixture_config_matches_transformers() {
+    let dir = imported_gemma3("config");
+    let ours = json(&dir.0.join("config.json"));
+    let want = json(&fixture("tiny-gemma3.gguf.expected.json"));
+    let want = &want["config"];
+    for (key, value) in want.as_object().unwrap() {
+        match key.as_str() {
+            // transformers' GGUF loader leaves Gemma3TextConfig's default (256) here; the import
+            // follows llama.cpp, which scales by the head size (16) for every size but 27B.
+            "query_pre_attn_scalar" => {
+                assert_eq!((value, &ours[key]), (&serde_json::json!(256), &serde_json::json!(16)));
+            }
+            "rms_norm_eps" => assert!((ours[key].as_f64().unwrap() - value.as_f64().unwrap()).abs() < 1e-12),
+            _ => assert_eq!(&ours[key], value, "config.json {key}"),
+        }
+    }
+    assert_eq!(ours["architectures"], serde_json::json!(["Gemma3ForCausalLM"]));
+    let tc = json(&dir.0.join("tokenizer_config.json"));
+    assert_eq!(tc["chat_template"], patcher::io::gguf::tokenizer::GEMMA_CHAT_TEMPLATE);
+    assert_eq!((tc["bos_token"].as_str(), tc["eos_token"].as_str()), (Some("<bos>"), Some("<eos>")));
+    assert_eq!((tc["pad_token"].as_str(), tc["add_bos_token"].as_bool()), (Some("<pad>"), Some(true)));
+    let g = json(&dir.0.join("generation_config.json"));
+    assert_eq!(g["eos_token_id"], serde_json::json!([1, 106]));
+}
+
+#[test]
+fn gemma3_fixture_tokenizer_matches_transformers_conversion() {
+    let dir = imported_gemma3("tokenizer");
+    let ours = tokenizers::Tokenizer::from_file(dir.0.join("tokenizer.json")).unwrap();
+    let want = json(&fixture("tiny-gemma3.gguf.expected.json"));
+    let want = &want["tokenizer"];
+    assert_eq!(ours.get_vocab_size(true) as u64, want["vocab_size"].as_u64().unwrap());
+    let tj = json(&dir.0.join("tokenizer.json"));
+    assert_eq!(tj["model"]["merges"].as_array().unwrap().len() as u64, want["n_merges"].as_u64().unwrap());
+    let cases = want["cases"].as_array().unwrap();
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
+        assert_eq!(ours.encode(text, false).unwrap().get_ids(), ids, "ids of {text:?}");
+        let with_bos: Vec<u32> = std::iter::once(2).chain(ids.iter().copied()).collect();
+        assert_eq!(ours.encode(text, true).unwrap().get_ids(), with_bos, "ids of {text:?} with BOS");
+        assert_eq!(ours.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap(), "decode of {text:?}");
+    }
+    eprintln!("{} Gemma tokenizer cases identical", cases.len());
 }
 
 #[test]

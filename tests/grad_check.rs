@@ -1,11 +1,12 @@
 //! Finite-difference gradient check of the masked cross-entropy on a tiny random model, in
 //! f64, for every kind of parameter (embedding, norms, q/k/v/o with biases, gate/up/down,
-//! untied head). Central differences with h = 1e-6 have O(h²) truncation error, far below the
+//! untied head; Gemma 3's four norms per block, q/k norms, GELU MLP and sliding layers). Central differences with h = 1e-6 have O(h²) truncation error, far below the
 //! 1e-4 relative tolerance; the max relative difference is printed.
 
 use burn::prelude::*;
 use burn::tensor::DType;
 use patcher::model::LlamaConfig;
+use patcher::model::gemma3::Gemma3Config;
 use patcher::model::llama::Llama;
 use patcher::rng::Rng;
 use patcher::train::step::{Batch, Example, loss_and_grads};
@@ -28,6 +29,26 @@ fn tiny_cfg(tied: bool, bias: bool) -> LlamaConfig {
         bos_token_id: None,
         eos_token_ids: vec![],
         pad_token_id: None,
+        gemma: None,
+    }
+}
+
+/// A micro Gemma 3: multi-query attention, one sliding layer (window 3, shorter than the
+/// 7-token examples) and one global layer, attention scale != head_dim.
+fn gemma_cfg() -> LlamaConfig {
+    let gemma = Gemma3Config {
+        query_pre_attn_scalar: 3,
+        sliding_window: 3,
+        sliding: vec![true, false],
+        rope_local_theta: 10.0,
+    };
+    LlamaConfig {
+        model_type: "gemma3_text".into(),
+        num_kv_heads: 1,
+        head_dim: 4,
+        rope_theta: 1_000.0,
+        gemma: Some(gemma),
+        ..tiny_cfg(true, false)
     }
 }
 
@@ -45,10 +66,11 @@ fn to_f64(model: &Llama, device: &Device, rng: &mut Rng) -> Llama {
     Llama { cfg: model.cfg.clone(), params }
 }
 
-fn check(tied: bool, bias: bool) {
+fn check(cfg: LlamaConfig) {
     let device = Device::flex();
     let mut rng = Rng::new(42);
-    let base = Llama::init(tiny_cfg(tied, bias), 0.5, 1, &device);
+    let label = format!("{}, tied={}, bias={}", cfg.model_type, cfg.tie_word_embeddings, cfg.qkv_bias);
+    let base = Llama::init(cfg, 0.5, 1, &device);
     let model = to_f64(&base, &device, &mut rng);
     let examples: Vec<Example> = (0..2)
         .map(|_| {
@@ -89,7 +111,7 @@ fn check(tied: bool, bias: bool) {
             assert!(rel < 1e-4, "{}[{j}]: analytic {an:.8e} vs finite difference {fd:.8e} (rel {rel:.2e})", spec.name);
         }
     }
-    println!("gradient check (tied={tied}, bias={bias}): {} tensors, max relative difference {worst:.3e}", specs.len());
+    println!("gradient check ({label}): {} tensors, max relative difference {worst:.3e}", specs.len());
 }
 
 fn loss_f64(model: &Llama, batch: &Batch) -> f64 {
@@ -101,10 +123,15 @@ fn loss_f64(model: &Llama, batch: &Batch) -> f64 {
 
 #[test]
 fn gradients_match_finite_differences_untied_with_bias() {
-    check(false, true);
+    check(tiny_cfg(false, true));
 }
 
 #[test]
 fn gradients_match_finite_differences_tied_no_bias() {
-    check(true, false);
+    check(tiny_cfg(true, false));
+}
+
+#[test]
+fn gemma3_gradients_match_finite_differences() {
+    check(gemma_cfg());
 }

@@ -1,6 +1,6 @@
 //! Parity with Hugging Face transformers on tiny random checkpoints made by
 //! `scripts/make_fixtures.py`: logits (Llama with an untied head; Qwen2 with q/k/v bias and a
-//! tied head), greedy generation with and without the KV cache, batched left-padded
+//! tied head; Gemma 3 with sliding and global layers, q/k norms and multi-query attention), greedy generation with and without the KV cache, batched left-padded
 //! generation, save/load round trips, and precise errors for broken checkpoints.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +46,15 @@ fn qwen2_with_bias_logits_match_transformers() {
     assert!(check_logits(&d, &d.join("expected_logits.json")) < 1e-4);
 }
 
+#[test]
+fn gemma3_logits_match_transformers() {
+    let d = fixture("tiny-gemma3");
+    let cfg = patcher::io::hf::load_config(&d).unwrap();
+    let g = cfg.gemma.as_ref().expect("a Gemma 3 config");
+    assert_eq!((g.sliding.as_slice(), g.sliding_window, cfg.num_kv_heads), ([true, false, true].as_slice(), 4, 1));
+    assert!(check_logits(&d, &d.join("expected_logits.json")) < 1e-4);
+}
+
 fn greedy_case(dir: &Path) {
     let device = Device::flex();
     let model = load_model(dir, &device).unwrap();
@@ -70,6 +79,8 @@ fn greedy_case(dir: &Path) {
 fn greedy_generation_matches_transformers_with_and_without_cache() {
     greedy_case(&fixture("tiny-llama"));
     greedy_case(&fixture("tiny-qwen2"));
+    // 8 prompt + 16 new tokens against a 4-token window: the cache must mask by window too.
+    greedy_case(&fixture("tiny-gemma3"));
 }
 
 /// Batched greedy generation (left padding, rows stopping at different steps and leaving the
@@ -108,7 +119,7 @@ fn batched_greedy_with_rows_stopping_at_different_steps_equals_one_prompt_at_a_t
 #[test]
 fn save_then_load_round_trips_bit_exactly() {
     let device = Device::flex();
-    for name in ["tiny-llama", "tiny-qwen2"] {
+    for name in ["tiny-llama", "tiny-qwen2", "tiny-gemma3"] {
         let src = fixture(name);
         let model = load_model(&src, &device).unwrap();
         let out = tempdir(name);
@@ -119,7 +130,7 @@ fn save_then_load_round_trips_bit_exactly() {
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         }
         assert_eq!(*model.cfg, *back.cfg);
-        assert!(out.join("tokenizer.json").exists());
+        assert_eq!(out.join("tokenizer.json").exists(), src.join("tokenizer.json").exists());
         // The original checkpoint's tensors are reproduced too (same names, shapes, values).
         let orig = read_model_tensors(&src).unwrap();
         let mine = read_model_tensors(&out).unwrap();

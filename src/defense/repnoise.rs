@@ -47,7 +47,7 @@ use crate::defense::{DefenseData, HardenOptions, Hardening, Outer, check_data};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::model::fixed;
-use crate::model::llama::{Probe, float_like, int_tensor, rms_norm, to_vec_f32};
+use crate::model::llama::{Probe, float_like, int_tensor, to_vec_f32};
 use crate::rng::Rng;
 use crate::train::batches::Mixture;
 use crate::train::driver;
@@ -188,12 +188,6 @@ pub fn answer_token_rows(batch: &Batch, h: Tensor<3>) -> Option<Tensor<2>> {
     Some(h.reshape([b * t, d]).select(0, int_tensor(idx, [n], &batch.targets.device())))
 }
 
-/// The final norm's weight `[1, d]` (the logit lens reads every layer through it).
-fn final_norm(model: &Llama) -> Tensor<2> {
-    let i = model.specs().iter().position(|s| s.name == "model.norm.weight").expect("a final norm");
-    model.params[i].clone()
-}
-
 /// The harmful terms at `tracked` (a [`Llama::tracked`] model) on `harm`, for 1-based `step`:
 /// `(H, CE of the output, (1/L)·Σ_l MMD²(h_l, z_l))` as one-element tensors.
 pub fn harmful_terms(
@@ -205,13 +199,11 @@ pub fn harmful_terms(
     let mut probe = Probe::keeping();
     let out = tracked.hidden_probed(harm.inputs.clone(), &mut probe);
     let layers = probe.layers.len();
-    let norm = final_norm(tracked);
-    let eps = tracked.cfg.rms_norm_eps;
     let d = tracked.cfg.hidden_size;
     let mut ce: Option<Tensor<1>> = None;
     let mut noise_term: Option<Tensor<1>> = None;
     for (l, h) in probe.layers.into_iter().enumerate() {
-        let lens = harm.loss_from_hidden(tracked, rms_norm(h.clone(), norm.clone(), eps));
+        let lens = harm.loss_from_hidden(tracked, tracked.apply_final_norm(h.clone()));
         ce = Some(match ce {
             Some(acc) => acc + lens,
             None => lens,
@@ -323,7 +315,7 @@ impl Hardening for RepNoiseConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::llama::linear;
+    use crate::model::llama::{linear, rms_norm};
     use crate::testing::{max_diff, micro_data, micro_model};
 
     fn cfg() -> RepNoiseConfig {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::gemma3::{Gemma3Config, is_gemma3};
 
 /// The subset of a Hugging Face `config.json` that Llama-family decoders (Llama, SmolLM2,
 /// Qwen2, Mistral) need. Unknown keys are ignored here on purpose: real config files carry
@@ -47,6 +48,25 @@ pub struct HfConfig {
     pub eos_token_id: Option<serde_json::Value>,
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    // Gemma 3 (`model_type = "gemma3_text"`, see [`crate::model::gemma3`]).
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<usize>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default, alias = "_sliding_window_pattern")]
+    pub sliding_window_pattern: Option<usize>,
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    #[serde(default)]
+    pub final_logit_softcapping: Option<serde_json::Value>,
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<serde_json::Value>,
+    #[serde(default)]
+    pub use_bidirectional_attention: Option<bool>,
 }
 
 fn default_eps() -> f64 {
@@ -77,6 +97,10 @@ pub struct LlamaConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
+    /// Gemma 3's norms, local/global layers and attention scale ([`crate::model::gemma3`]);
+    /// `None` for the Llama family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemma: Option<Gemma3Config>,
 }
 
 impl LlamaConfig {
@@ -84,14 +108,16 @@ impl LlamaConfig {
     pub fn from_hf(hf: &HfConfig, source: &str) -> Result<Self> {
         let model_type = hf.model_type.clone().unwrap_or_else(|| "llama".into());
         let bad = |field: &str, why: String| Error::Config { file: source.to_string(), field: field.to_string(), why };
-        if !matches!(model_type.as_str(), "llama" | "qwen2" | "mistral") {
+        let gemma = is_gemma3(&model_type);
+        if !gemma && !matches!(model_type.as_str(), "llama" | "qwen2" | "mistral") {
             return Err(bad(
                 "model_type",
-                format!("`{model_type}` is not a Llama-family decoder (llama, qwen2, mistral)"),
+                format!("`{model_type}` is not a supported decoder (llama, qwen2, mistral, gemma3_text)"),
             ));
         }
         if let Some(act) = &hf.hidden_act
             && act != "silu"
+            && !gemma
         {
             return Err(bad("hidden_act", format!("only silu is implemented, got `{act}`")));
         }
@@ -106,6 +132,7 @@ impl LlamaConfig {
         {
             return Err(bad("rope_parameters.rope_type", format!("only default rope is implemented, got `{kind}`")));
         }
+        let gemma = if gemma { Some(Gemma3Config::from_hf(hf, source)?) } else { None };
         let rope_theta = hf
             .rope_theta
             .or_else(|| params.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64()))
@@ -128,7 +155,12 @@ impl LlamaConfig {
             Some(other) => return Err(bad("eos_token_id", format!("expected an integer or a list, got {other}"))),
         };
         let default_tie = model_type != "mistral" && model_type != "llama";
+        let (gemma, rope_theta) = match gemma {
+            Some((g, global)) => (Some(g), global),
+            None => (None, rope_theta),
+        };
         Ok(Self {
+            gemma,
             qkv_bias: hf.attention_bias.unwrap_or(model_type == "qwen2"),
             tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(default_tie),
             model_type,
@@ -152,6 +184,7 @@ impl LlamaConfig {
     pub fn to_hf_json(&self) -> serde_json::Value {
         let arch = match self.model_type.as_str() {
             "qwen2" => "Qwen2ForCausalLM",
+            "gemma3_text" => "Gemma3ForCausalLM",
             "mistral" => "MistralForCausalLM",
             _ => "LlamaForCausalLM",
         };
@@ -177,6 +210,9 @@ impl LlamaConfig {
         if self.model_type == "llama" {
             o.insert("attention_bias".into(), self.qkv_bias.into());
             o.insert("mlp_bias".into(), false.into());
+        }
+        if let Some(g) = &self.gemma {
+            g.hf_json_fields(self.rope_theta, o);
         }
         if let Some(b) = self.bos_token_id {
             o.insert("bos_token_id".into(), b.into());

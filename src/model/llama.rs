@@ -1,5 +1,7 @@
 //! The Llama-family decoder: Llama 2/3, SmolLM2, Mistral (no sliding window) and Qwen2
-//! (q/k/v bias), as in Hugging Face transformers' `modeling_llama.py`.
+//! (q/k/v bias), as in Hugging Face transformers' `modeling_llama.py`; and, on the same
+//! parameter list and passes, Gemma 3's text decoder, whose differences (four `1 + w` norms per
+//! block, q/k norms, GELU, local and global layers) live in [`crate::model::gemma3`].
 //!
 //! Design choices:
 //! - Pre-norm blocks with RMSNorm (Zhang and Sennrich, 2019), SwiGLU MLP (Shazeer, 2020),
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
-use crate::model::fixed;
+use crate::model::{fixed, gemma3};
 
 use crate::model::config::LlamaConfig;
 
@@ -61,10 +63,18 @@ pub enum Slot {
     Gate,
     Up,
     Down,
+    /// Gemma 3's per-head q/k norms and the norms around its MLP.
+    QNorm,
+    KNorm,
+    PreFfnNorm,
+    PostFfnNorm,
 }
 
 fn layer_slots(cfg: &LlamaConfig) -> Vec<Slot> {
     use Slot::*;
+    if cfg.gemma.is_some() {
+        return vec![InputNorm, Q, K, V, QNorm, KNorm, O, PostNorm, PreFfnNorm, Gate, Up, Down, PostFfnNorm];
+    }
     let mut s = vec![InputNorm, Q, K, V];
     if cfg.qkv_bias {
         s.extend([QBias, KBias, VBias]);
@@ -93,6 +103,10 @@ pub fn param_specs(cfg: &LlamaConfig) -> Vec<ParamSpec> {
                 Slot::Gate => ("mlp.gate_proj.weight", vec![f, d]),
                 Slot::Up => ("mlp.up_proj.weight", vec![f, d]),
                 Slot::Down => ("mlp.down_proj.weight", vec![d, f]),
+                Slot::QNorm => ("self_attn.q_norm.weight", vec![hd]),
+                Slot::KNorm => ("self_attn.k_norm.weight", vec![hd]),
+                Slot::PreFfnNorm => ("pre_feedforward_layernorm.weight", vec![d]),
+                Slot::PostFfnNorm => ("post_feedforward_layernorm.weight", vec![d]),
             };
             out.push(ParamSpec { name: format!("model.layers.{i}.{name}"), shape });
         }
@@ -146,8 +160,13 @@ pub struct LayerWeights<'a> {
     pub v: &'a Tensor<2>,
     /// q/k/v biases (Qwen2).
     pub qkv_bias: Option<[&'a Tensor<2>; 3]>,
+    /// Per-head q and k norms (Gemma 3).
+    pub qk_norm: Option<[&'a Tensor<2>; 2]>,
     pub o: &'a Tensor<2>,
+    /// `post_attention_layernorm`: before the MLP (Llama), on the attention output (Gemma 3).
     pub post_norm: &'a Tensor<2>,
+    /// The norms before and after the MLP (Gemma 3).
+    pub ffn_norms: Option<[&'a Tensor<2>; 2]>,
     pub gate: &'a Tensor<2>,
     pub up: &'a Tensor<2>,
     pub down: &'a Tensor<2>,
@@ -205,7 +224,8 @@ impl Llama {
             .map(|s| {
                 let n = s.numel();
                 let data: Vec<f32> = if s.name.ends_with("norm.weight") {
-                    vec![1.0; n]
+                    // Gemma's norms multiply by (1 + w).
+                    vec![if cfg.gemma.is_some() { 0.0 } else { 1.0 }; n]
                 } else if s.name.ends_with(".bias") {
                     vec![0.0; n]
                 } else {
@@ -242,18 +262,28 @@ impl Llama {
 
     /// The weights of layer `layer`.
     pub fn layer(&self, layer: usize) -> LayerWeights<'_> {
-        let n = self.per_layer();
-        let p = &self.params[1 + layer * n..1 + (layer + 1) * n];
-        if self.cfg.qkv_bias {
-            let [input_norm, q, k, v, qb, kb, vb, o, post_norm, gate, up, down] = p else {
-                unreachable!("layer_slots has 12 slots with q/k/v bias")
-            };
-            LayerWeights { input_norm, q, k, v, qkv_bias: Some([qb, kb, vb]), o, post_norm, gate, up, down }
-        } else {
-            let [input_norm, q, k, v, o, post_norm, gate, up, down] = p else {
-                unreachable!("layer_slots has 9 slots without bias")
-            };
-            LayerWeights { input_norm, q, k, v, qkv_bias: None, o, post_norm, gate, up, down }
+        let slots = layer_slots(&self.cfg);
+        let p = &self.params[1 + layer * slots.len()..1 + (layer + 1) * slots.len()];
+        let get = |slot: Slot| slots.iter().position(|s| *s == slot).map(|i| &p[i]);
+        let one = |slot: Slot| get(slot).expect("every architecture has this slot");
+        let qkv_bias = match (get(Slot::QBias), get(Slot::KBias), get(Slot::VBias)) {
+            (Some(q), Some(k), Some(v)) => Some([q, k, v]),
+            _ => None,
+        };
+        let pair = |a: Slot, b: Slot| get(a).zip(get(b)).map(|(a, b)| [a, b]);
+        LayerWeights {
+            input_norm: one(Slot::InputNorm),
+            q: one(Slot::Q),
+            k: one(Slot::K),
+            v: one(Slot::V),
+            qkv_bias,
+            qk_norm: pair(Slot::QNorm, Slot::KNorm),
+            o: one(Slot::O),
+            post_norm: one(Slot::PostNorm),
+            ffn_norms: pair(Slot::PreFfnNorm, Slot::PostFfnNorm),
+            gate: one(Slot::Gate),
+            up: one(Slot::Up),
+            down: one(Slot::Down),
         }
     }
 
@@ -271,11 +301,11 @@ impl Llama {
 
     /// cos/sin tables `[B, 1, T, hd]` for the given positions (rotate-half layout: the
     /// frequencies repeated over both halves of the head dimension).
-    fn rope_tables(&self, positions: &[Vec<usize>]) -> (Tensor<4>, Tensor<4>) {
+    fn rope_tables(&self, positions: &[Vec<usize>], theta: f64) -> (Tensor<4>, Tensor<4>) {
         let hd = self.cfg.head_dim;
         let half = hd / 2;
         let (b, t) = (positions.len(), positions[0].len());
-        let inv: Vec<f64> = (0..half).map(|i| 1.0 / self.cfg.rope_theta.powf((2 * i) as f64 / hd as f64)).collect();
+        let inv: Vec<f64> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f64 / hd as f64)).collect();
         let mut cos = Vec::with_capacity(b * t * hd);
         let mut sin = Vec::with_capacity(b * t * hd);
         for row in positions {
@@ -308,8 +338,7 @@ impl Llama {
     fn full_sequence_probed(&self, ids: Tensor<2, Int>, with_head: bool, probe: Option<&mut Probe>) -> Tensor<3> {
         let [b, t] = ids.dims();
         let positions = vec![(0..t).collect::<Vec<_>>(); b];
-        let mask = causal_mask(&vec![vec![true; t]; b], t, 0);
-        self.run_inner(ids, &positions, &mask, &mut None, with_head, probe)
+        self.run_inner(ids, &positions, &vec![vec![true; t]; b], &mut None, with_head, probe)
     }
 
     /// As [`Llama::hidden`], through `probe`: each decoder layer's output (the residual stream
@@ -352,23 +381,22 @@ impl Llama {
         cache: &mut KvCache,
         with_head: bool,
     ) -> Tensor<3> {
-        let t = ids.dims()[1];
-        let past = cache.len();
-        let mask = causal_mask(key_valid, t, past);
         if cache.layers.is_empty() {
             cache.layers = vec![None; self.cfg.num_layers];
         }
         let mut c = Some(std::mem::take(cache));
-        let out = self.run_inner(ids, positions, &mask, &mut c, with_head, None);
+        let out = self.run_inner(ids, positions, key_valid, &mut c, with_head, None);
         *cache = c.expect("cache");
         out
     }
 
+    /// The decoder over new tokens `ids` `[B, T]` at `positions`, attending to the cached and
+    /// new keys that `key_valid` marks real.
     fn run_inner(
         &self,
         ids: Tensor<2, Int>,
         positions: &[Vec<usize>],
-        mask: &[f32],
+        key_valid: &[Vec<bool>],
         cache: &mut Option<KvCache>,
         with_head: bool,
         mut probe: Option<&mut Probe>,
@@ -378,18 +406,44 @@ impl Llama {
         let d = cfg.hidden_size;
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let s = past + t;
-        let (cos, sin) = self.rope_tables(positions);
-        let mask = float_like(mask.to_vec(), [b, 1, t, s], &self.params[0]); // (B, 1, T, S)
+        let like = &self.params[0];
+        let global = self.rope_tables(positions, cfg.rope_theta);
+        let mask = float_like(causal_mask(key_valid, t, past), [b, 1, t, s], like); // (B, 1, T, S)
+        // Gemma 3's sliding layers: their own rotary base and a windowed mask.
+        let local = cfg.gemma.as_ref().filter(|g| g.sliding.iter().any(|s| *s)).map(|g| {
+            let (cos, sin) = self.rope_tables(positions, g.rope_local_theta);
+            let m = gemma3::sliding_mask(key_valid, t, past, g.sliding_window);
+            (cos, sin, float_like(m, [b, 1, t, s], like)) // (B, 1, T, S)
+        });
         let ids = ids.to_device(&self.device().without_autodiff());
         let mut x = self.embed().select(0, ids.reshape([b * t])).reshape([b, t, d]); // (B, T, d)
+        if cfg.gemma.is_some() {
+            x = x.mul_scalar((d as f64).sqrt() as f32); // Gemma's embedding scale, rounded to f32
+        }
+        let eps = cfg.rms_norm_eps;
         for layer in 0..cfg.num_layers {
             let w = self.layer(layer);
-            let h = rms_norm(x.clone(), w.input_norm.clone(), cfg.rms_norm_eps);
             let kv = cache.as_mut().map(|c| &mut c.layers[layer]);
-            let a = self.attention(&w, h, &cos, &sin, &mask, kv); // (B, T, d)
-            x = x + a;
-            let h = rms_norm(x.clone(), w.post_norm.clone(), cfg.rms_norm_eps);
-            x = x + mlp(&w, h);
+            match &cfg.gemma {
+                None => {
+                    let h = rms_norm(x.clone(), w.input_norm.clone(), eps);
+                    x = x + self.attention(&w, h, &global.0, &global.1, &mask, kv); // (B, T, d)
+                    let h = rms_norm(x.clone(), w.post_norm.clone(), eps);
+                    x = x + mlp(&w, h);
+                }
+                Some(g) => {
+                    let (cos, sin, mask) = match &local {
+                        Some((c, s, m)) if g.sliding[layer] => (c, s, m),
+                        _ => (&global.0, &global.1, &mask),
+                    };
+                    let [pre_ffn, post_ffn] = w.ffn_norms.expect("Gemma 3 layers have MLP norms");
+                    let h = gemma3::norm(x.clone(), w.input_norm, eps);
+                    let a = self.attention(&w, h, cos, sin, mask, kv); // (B, T, d)
+                    x = x + gemma3::norm(a, w.post_norm, eps);
+                    let h = gemma3::norm(x.clone(), pre_ffn, eps);
+                    x = x + gemma3::norm(gemma3::mlp(w.gate, w.up, w.down, h), post_ffn, eps);
+                }
+            }
             if let Some(p) = probe.as_deref_mut() {
                 if let Some(Some(e)) = p.add.get(layer) {
                     x = x + e.clone(); // (B, T, d)
@@ -399,12 +453,21 @@ impl Llama {
                 }
             }
         }
-        let x = rms_norm(x, self.final_norm(), cfg.rms_norm_eps);
+        let x = self.apply_final_norm(x);
         if !with_head {
             return x; // (B, T, d)
         }
         let v = cfg.vocab_size;
         linear(x, self.head()).reshape([b, t, v]) // (B, T, V)
+    }
+
+    /// The model's final norm on residual-stream states `x` `[B, T, d]` (the logit lens reads
+    /// every layer through it).
+    pub fn apply_final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        match self.cfg.gemma {
+            None => rms_norm(x, self.final_norm(), self.cfg.rms_norm_eps),
+            Some(_) => gemma3::norm(x, &self.final_norm(), self.cfg.rms_norm_eps),
+        }
     }
 
     /// Final hidden states `[B, T, d]` (after the last norm, before the head): losses that need
@@ -439,6 +502,10 @@ impl Llama {
             k = k + kb.clone().unsqueeze::<3>();
             v = v + vb.clone().unsqueeze::<3>();
         }
+        if let Some([qn, kn]) = w.qk_norm {
+            q = gemma3::head_norm(q, qn, cfg.rms_norm_eps); // (B, T, nh*hd)
+            k = gemma3::head_norm(k, kn, cfg.rms_norm_eps); // (B, T, nkv*hd)
+        }
         let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2); // (B, nh, T, hd)
         let k = k.reshape([b, t, nkv, hd]).swap_dims(1, 2); // (B, nkv, T, hd)
         let v = v.reshape([b, t, nkv, hd]).swap_dims(1, 2); // (B, nkv, T, hd)
@@ -463,7 +530,8 @@ impl Llama {
         } else {
             mask.clone().unsqueeze_dim::<5>(2).expand([b, 1, g, t, s]).reshape([b, 1, g * t, s]) // (B, 1, g*T, S)
         };
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()) + mask; // (B, KV, g*T, S)
+        let scale = (cfg.gemma.as_ref().map(|g| g.query_pre_attn_scalar).unwrap_or(hd) as f64).sqrt();
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar(scale) + mask; // (B, KV, g*T, S)
         let probs = fixed::softmax(scores); // over the keys
         let out = probs.matmul(v).reshape([b, nh, t, hd]); // (B, nh, T, hd)
         let out = out.swap_dims(1, 2).reshape([b, t, nh * hd]);

@@ -1,7 +1,8 @@
-//! Llama-family decoders and text generation.
+//! Llama-family and Gemma 3 decoders, and text generation.
 
 pub mod config;
 pub mod fixed;
+pub mod gemma3;
 pub mod generate;
 pub mod llama;
 

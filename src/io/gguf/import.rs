@@ -1,13 +1,22 @@
-//! `patcher import`: turn a GGUF `llama` or `qwen2` model into a Hugging Face model directory
-//! (`model.safetensors` in f32, `config.json`, `generation_config.json`, `tokenizer.json`,
-//! `tokenizer_config.json`) that transformers and patcher's own loader read.
+//! `patcher import`: turn a GGUF `llama`, `qwen2` or `gemma3` model into a Hugging Face model
+//! directory (`model.safetensors` in f32, `config.json`, `generation_config.json`,
+//! `tokenizer.json`, `tokenizer_config.json`) that transformers and patcher's own loader read.
 //!
 //! Tensor names are mapped back through gguf-py's `tensor_mapping.py` (e.g. `blk.3.attn_q.weight`
 //! -> `model.layers.3.self_attn.q_proj.weight`). For `llama`, llama.cpp's converter
 //! (`convert_hf_to_gguf.py`, `LlamaModel.permute`) reorders the rows of q and k inside each head
 //! so that rotary pairs are adjacent (GPT-J style); Hugging Face uses the half-split (GPT-NeoX)
-//! layout, so the import undoes that permutation (see [`unpermute_qk`]). `qwen2` is stored
-//! unpermuted. Hyperparameters come from the `{arch}.*` keys of the GGUF spec.
+//! layout, so the import undoes that permutation (see [`unpermute_qk`]). `qwen2` and `gemma3`
+//! are stored unpermuted. Hyperparameters come from the `{arch}.*` keys of the GGUF spec.
+//!
+//! `gemma3` (text-only Gemma 3, `Gemma3ForCausalLM`): four norms per block (`attn_norm`,
+//! `post_attention_norm`, `ffn_norm` = HF `pre_feedforward_layernorm`, `post_ffw_norm`) plus
+//! per-head `attn_q_norm` / `attn_k_norm`. Gemma's RMSNorm scales by `1 + w` and llama.cpp's
+//! converter (`Gemma3Model.modify_tensors`) stores `w + 1`, so the import subtracts 1 from every
+//! norm weight. Layers alternate five sliding-window layers and one global one (llama.cpp's
+//! `set_swa_pattern(6)`; all global when the file has no `attention.sliding_window`); the
+//! sliding ones use rope base 10,000, the global ones `rope.freq_base`. The attention scale
+//! (`query_pre_attn_scalar`) is llama.cpp's: the head size, except for the 27B model.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use super::tokenizer::{GgufTokenizer, TokenRef, tokenizer_from_gguf};
+use super::tokenizer::{ChatTemplateSource, GgufTokenizer, TokenRef, tokenizer_from_gguf};
 use super::{GgufError, GgufFile};
 use crate::io::write_atomic;
 
@@ -37,6 +46,9 @@ pub struct ImportSummary {
     pub n_layers: usize,
     pub vocab_size: usize,
     pub tokenizer_pre: String,
+    /// `tokenizer.ggml.model` (`gpt2` or `llama`).
+    pub tokenizer_model: String,
+    pub chat_template: ChatTemplateSource,
 }
 
 impl fmt::Display for ImportSummary {
@@ -45,7 +57,7 @@ impl fmt::Display for ImportSummary {
         write!(
             f,
             "imported {} model into {}: {} tensors ({}), {} parameters, {} layers, vocab {}{}, \
-             tokenizer pre {:?}",
+             tokenizer {} (pre {:?}){}",
             self.architecture,
             self.out_dir.display(),
             self.n_tensors,
@@ -54,7 +66,13 @@ impl fmt::Display for ImportSummary {
             self.n_layers,
             self.vocab_size,
             if self.tied_embeddings { ", tied embeddings" } else { "" },
+            self.tokenizer_model,
             self.tokenizer_pre,
+            match self.chat_template {
+                ChatTemplateSource::File => ", chat template from the file",
+                ChatTemplateSource::GemmaDefault => ", Gemma's turn format as chat template (the file has none)",
+                ChatTemplateSource::Absent => ", no chat template",
+            },
         )
     }
 }
@@ -67,12 +85,22 @@ struct Arch {
     permute_qk: bool,
     /// q/k/v biases are required (qwen2) rather than optional (llama).
     qkv_bias: bool,
+    /// Gemma 3's block: sandwich norms, q/k norms, norm weights stored as `1 + w`.
+    gemma: bool,
 }
 
-const ARCHES: [Arch; 2] = [
-    Arch { name: "llama", hf_class: "LlamaForCausalLM", permute_qk: true, qkv_bias: false },
-    Arch { name: "qwen2", hf_class: "Qwen2ForCausalLM", permute_qk: false, qkv_bias: true },
+const ARCHES: [Arch; 3] = [
+    Arch { name: "llama", hf_class: "LlamaForCausalLM", permute_qk: true, qkv_bias: false, gemma: false },
+    Arch { name: "qwen2", hf_class: "Qwen2ForCausalLM", permute_qk: false, qkv_bias: true, gemma: false },
+    Arch { name: "gemma3", hf_class: "Gemma3ForCausalLM", permute_qk: false, qkv_bias: false, gemma: true },
 ];
+
+/// Gemma 3's layer pattern (llama.cpp `set_swa_pattern(6)`, transformers' `sliding_window_pattern`):
+/// every sixth layer attends globally, the others within the sliding window.
+const GEMMA3_SWA_PATTERN: usize = 6;
+/// Rope base of Gemma 3's sliding-window layers (llama.cpp `rope_freq_base_train_swa`,
+/// transformers' `rope_local_base_freq`), unless the file says otherwise.
+const GEMMA3_LOCAL_ROPE_THETA: f32 = 10_000.0;
 
 /// Model hyperparameters from the `{arch}.*` metadata keys.
 #[derive(Debug, Clone)]
@@ -86,8 +114,24 @@ struct HParams {
     eps: f32,
     rope_theta: f32,
     n_ctx: usize,
-    /// Linear rope scaling factor, if any.
+    /// Linear rope scaling factor, if any (for Gemma 3, of the global layers only).
     rope_scaling: Option<f64>,
+    /// Gemma 3 only.
+    gemma: Option<GemmaParams>,
+}
+
+/// Gemma 3's extra hyperparameters.
+#[derive(Debug, Clone)]
+struct GemmaParams {
+    /// The window (the context length when the file has none: then no layer slides).
+    sliding_window: usize,
+    /// Per layer: whether it attends within the sliding window (else globally).
+    sliding: Vec<bool>,
+    rope_local_theta: f32,
+    /// Queries are scaled by `query_pre_attn_scalar^-0.5`.
+    query_pre_attn_scalar: usize,
+    final_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
 }
 
 fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
@@ -125,8 +169,13 @@ fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
         Some("linear") => Some(pretty_f64(g.get_f32(&key("rope.scaling.factor"))?)),
         Some(other) => return Err(bad(format!("rope scaling type {other:?} is not supported"))),
     };
+    let (n_layer, n_ctx) = (u("block_count")?, u("context_length")?);
+    let gemma = match arch.gemma {
+        true => Some(gemma_params(g, arch, n_layer, n_embd, n_head, head_dim, n_ctx)?),
+        false => None,
+    };
     Ok(HParams {
-        n_layer: u("block_count")?,
+        n_layer,
         n_embd,
         n_ff: u("feed_forward_length")?,
         n_head,
@@ -134,8 +183,35 @@ fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
         head_dim,
         eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
         rope_theta: g.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10_000.0),
-        n_ctx: u("context_length")?,
+        n_ctx,
         rope_scaling,
+        gemma,
+    })
+}
+
+fn gemma_params(
+    g: &GgufFile,
+    arch: &Arch,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    head_dim: usize,
+    n_ctx: usize,
+) -> Result<GemmaParams, GgufError> {
+    let key = |k: &str| format!("{}.{k}", arch.name);
+    // As llama.cpp's gemma3 loader: a cap of 0 (its default) means none.
+    let softcap = |k: &str| g.get_f32_opt(&key(k)).map(|v| v.filter(|&c| c != 0.0).map(pretty_f64));
+    // Likewise a missing or zero window: every layer attends globally.
+    let window = g.get_u32_opt(&key("attention.sliding_window"))?.filter(|&w| w > 0).map(|w| w as usize);
+    Ok(GemmaParams {
+        sliding_window: window.unwrap_or(n_ctx),
+        sliding: (0..n_layer).map(|i| window.is_some() && (i + 1) % GEMMA3_SWA_PATTERN != 0).collect(),
+        rope_local_theta: g.get_f32_opt(&key("rope.freq_base_swa"))?.unwrap_or(GEMMA3_LOCAL_ROPE_THETA),
+        // As llama.cpp's gemma3 (`f_attention_scale`): the 27B model (62 layers) scales by
+        // hidden / heads, every other size by the head size.
+        query_pre_attn_scalar: if n_layer == 62 { n_embd / n_head } else { head_dim },
+        final_logit_softcapping: softcap("final_logit_softcapping")?,
+        attn_logit_softcapping: softcap("attn_logit_softcapping")?,
     })
 }
 
@@ -153,6 +229,8 @@ struct Plan {
     shape: Vec<usize>,
     /// `Some(n_head)`: undo the rotary row permutation with that many heads.
     unpermute: Option<usize>,
+    /// Gemma norm stored as `1 + w`: subtract 1.
+    minus_one: bool,
 }
 
 /// Map every GGUF tensor to its Hugging Face name and expected shape; error on any tensor that
@@ -164,6 +242,7 @@ fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError>
         .ok_or_else(|| GgufError::MissingTensor { path: g.path().to_path_buf(), name: "token_embd.weight".into() })?;
     let vocab = embd.shape().first().copied().unwrap_or(0);
     let (e, q, kv, ff) = (hp.n_embd, hp.n_head * hp.head_dim, hp.n_head_kv * hp.head_dim, hp.n_ff);
+    let hd = hp.head_dim;
     let perm = |n: usize| arch.permute_qk.then_some(n);
     let mut plans = Vec::with_capacity(g.tensors().len());
     for t in g.tensors() {
@@ -171,6 +250,31 @@ fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError>
             "token_embd.weight" => ("model.embed_tokens.weight".into(), vec![vocab, e], None),
             "output.weight" => ("lm_head.weight".into(), vec![vocab, e], None),
             "output_norm.weight" => ("model.norm.weight".into(), vec![e], None),
+            name if arch.gemma => {
+                let Some((layer, part)) = split_block(name) else {
+                    return Err(unknown(g, arch, name));
+                };
+                if layer >= hp.n_layer {
+                    return Err(bad(format!("tensor {name:?}: layer {layer} >= block_count {}", hp.n_layer)));
+                }
+                let (sub, shape) = match part {
+                    "attn_norm.weight" => ("input_layernorm.weight", vec![e]),
+                    "post_attention_norm.weight" => ("post_attention_layernorm.weight", vec![e]),
+                    "ffn_norm.weight" => ("pre_feedforward_layernorm.weight", vec![e]),
+                    "post_ffw_norm.weight" => ("post_feedforward_layernorm.weight", vec![e]),
+                    "attn_q_norm.weight" => ("self_attn.q_norm.weight", vec![hd]),
+                    "attn_k_norm.weight" => ("self_attn.k_norm.weight", vec![hd]),
+                    "attn_q.weight" => ("self_attn.q_proj.weight", vec![q, e]),
+                    "attn_k.weight" => ("self_attn.k_proj.weight", vec![kv, e]),
+                    "attn_v.weight" => ("self_attn.v_proj.weight", vec![kv, e]),
+                    "attn_output.weight" => ("self_attn.o_proj.weight", vec![e, q]),
+                    "ffn_gate.weight" => ("mlp.gate_proj.weight", vec![ff, e]),
+                    "ffn_up.weight" => ("mlp.up_proj.weight", vec![ff, e]),
+                    "ffn_down.weight" => ("mlp.down_proj.weight", vec![e, ff]),
+                    _ => return Err(unknown(g, arch, name)),
+                };
+                (format!("model.layers.{layer}.{sub}"), shape, None)
+            }
             name => {
                 let Some((layer, part)) = split_block(name) else {
                     return Err(unknown(g, arch, name));
@@ -204,7 +308,8 @@ fn plan(g: &GgufFile, arch: &Arch, hp: &HParams) -> Result<Vec<Plan>, GgufError>
                 arch.name
             )));
         }
-        plans.push(Plan { gguf_name: t.name.clone(), hf_name: hf, shape, unpermute });
+        let minus_one = arch.gemma && t.name.ends_with("norm.weight");
+        plans.push(Plan { gguf_name: t.name.clone(), hf_name: hf, shape, unpermute, minus_one });
     }
     check_complete(g, arch, hp, &plans)?;
     Ok(plans)
@@ -226,6 +331,23 @@ fn split_block(name: &str) -> Option<(usize, &str)> {
     Some((layer.parse().ok()?, part))
 }
 
+/// The tensors of one Gemma 3 block.
+const GEMMA3_BLOCK: [&str; 13] = [
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_output.weight",
+    "attn_q_norm.weight",
+    "attn_k_norm.weight",
+    "post_attention_norm.weight",
+    "ffn_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+    "post_ffw_norm.weight",
+];
+
 fn check_complete(g: &GgufFile, arch: &Arch, hp: &HParams, plans: &[Plan]) -> Result<(), GgufError> {
     // Each block has at least 9 tensors; a block_count the file cannot hold is refused before
     // the list of required names is built (block_count = 2^32 - 1 would be 38 billion names).
@@ -244,6 +366,10 @@ fn check_complete(g: &GgufFile, arch: &Arch, hp: &HParams, plans: &[Plan]) -> Re
     let mut required = vec!["token_embd.weight".to_string(), "output_norm.weight".to_string()];
     let has_bias = arch.qkv_bias || have("blk.0.attn_q.bias");
     for i in 0..hp.n_layer {
+        if arch.gemma {
+            required.extend(GEMMA3_BLOCK.iter().map(|p| format!("blk.{i}.{p}")));
+            continue;
+        }
         let mut parts = vec![
             "attn_norm.weight",
             "ffn_norm.weight",
@@ -326,6 +452,9 @@ fn safetensors_image(g: &GgufFile, plans: &[Plan]) -> Result<(Vec<u8>, u64), Ggu
             let cols = shape.get(1).copied().unwrap_or(1);
             data = unpermute_qk(&data, shape[0], cols, n_head);
         }
+        if p.minus_one {
+            data.iter_mut().for_each(|x| *x -= 1.0);
+        }
         n_params += data.len() as u64;
         for x in &data {
             out.extend_from_slice(&x.to_le_bytes());
@@ -373,11 +502,14 @@ pub fn convert_gguf(g: &GgufFile) -> Result<Converted, GgufError> {
         msg: format!("serializing tokenizer.json: {e}"),
     })?;
     let (image, n_params) = safetensors_image(g, &plans)?;
-    let config = model_config(arch, &hp, &tok, vocab, tied, has_bias);
+    let config = match &hp.gemma {
+        Some(gp) => gemma3_config(arch, &hp, gp, &tok, vocab, tied),
+        None => model_config(arch, &hp, &tok, vocab, tied, has_bias),
+    };
     let files = vec![
         ("tokenizer.json", tok_json.into_bytes()),
         ("tokenizer_config.json", json_bytes(&tokenizer_config(&tok, hp.n_ctx))),
-        ("generation_config.json", json_bytes(&generation_config(&tok))),
+        ("generation_config.json", json_bytes(&generation_config(&tok, arch))),
         ("model.safetensors", image),
         ("config.json", json_bytes(&config)),
     ];
@@ -395,6 +527,8 @@ pub fn convert_gguf(g: &GgufFile) -> Result<Converted, GgufError> {
         n_layers: hp.n_layer,
         vocab_size: vocab,
         tokenizer_pre: tok.pre.clone(),
+        tokenizer_model: tok.model.clone(),
+        chat_template: tok.chat_template_source,
     };
     Ok(Converted { files, summary })
 }
@@ -480,10 +614,70 @@ fn model_config(arch: &Arch, hp: &HParams, tok: &GgufTokenizer, vocab: usize, ti
     c
 }
 
-fn generation_config(tok: &GgufTokenizer) -> Value {
+/// Gemma 3's `config.json` as transformers writes a `Gemma3TextConfig`, plus the hub-style
+/// top-level `rope_theta` / `rope_local_base_freq` / `rope_scaling` that older versions read.
+fn gemma3_config(arch: &Arch, hp: &HParams, gp: &GemmaParams, tok: &GgufTokenizer, vocab: usize, tied: bool) -> Value {
+    let (global, local) = (pretty_f64(hp.rope_theta), pretty_f64(gp.rope_local_theta));
+    let (rope_scaling, full_attention) = match hp.rope_scaling {
+        None => (Value::Null, json!({ "rope_type": "default", "rope_theta": global })),
+        Some(factor) => (
+            json!({ "rope_type": "linear", "factor": factor }),
+            json!({ "rope_type": "linear", "factor": factor, "rope_theta": global }),
+        ),
+    };
+    let layer_types: Vec<&str> =
+        gp.sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
     json!({
+        "architectures": [arch.hf_class],
+        "model_type": "gemma3_text",
+        "vocab_size": vocab,
+        "hidden_size": hp.n_embd,
+        "intermediate_size": hp.n_ff,
+        "num_hidden_layers": hp.n_layer,
+        "num_attention_heads": hp.n_head,
+        "num_key_value_heads": hp.n_head_kv,
+        "head_dim": hp.head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": hp.n_ctx,
+        "rms_norm_eps": pretty_f64(hp.eps),
+        "rope_parameters": {
+            "sliding_attention": { "rope_type": "default", "rope_theta": local },
+            "full_attention": full_attention,
+        },
+        "rope_theta": global,
+        "rope_local_base_freq": local,
+        "rope_scaling": rope_scaling,
+        "query_pre_attn_scalar": gp.query_pre_attn_scalar,
+        "sliding_window": gp.sliding_window,
+        "layer_types": layer_types,
+        "_sliding_window_pattern": GEMMA3_SWA_PATTERN,
+        "final_logit_softcapping": gp.final_logit_softcapping,
+        "attn_logit_softcapping": gp.attn_logit_softcapping,
+        "attention_bias": false,
+        "attention_dropout": 0.0,
+        "use_bidirectional_attention": false,
+        "initializer_range": 0.02,
+        "use_cache": true,
+        "tie_word_embeddings": tied,
         "bos_token_id": id_of(&tok.bos),
         "eos_token_id": id_of(&tok.eos),
+        "pad_token_id": id_of(&tok.pad),
+        "torch_dtype": "float32",
+        "dtype": "float32",
+    })
+}
+
+/// `generation_config.json`. For Gemma, generation also stops at `<end_of_turn>`, which ends
+/// every turn of its chat format.
+fn generation_config(tok: &GgufTokenizer, arch: &Arch) -> Value {
+    let end_of_turn = tok.token_id("<end_of_turn>").filter(|_| arch.gemma);
+    let eos = match (&tok.eos, end_of_turn) {
+        (Some(e), Some(t)) if e.id != t => json!([e.id, t]),
+        _ => id_of(&tok.eos),
+    };
+    json!({
+        "bos_token_id": id_of(&tok.bos),
+        "eos_token_id": eos,
         "pad_token_id": id_of(&tok.pad),
     })
 }

@@ -259,3 +259,137 @@ fn qwen2_keeps_rows_and_needs_biases() {
     let qb = st.tensor("model.layers.1.self_attn.k_proj.bias").unwrap();
     assert_eq!(qb.shape(), [KV_HEADS * HD]);
 }
+
+/// A Gemma 3 GGUF of `layers` blocks (F32 tensors, norms stored as `1 + w` as llama.cpp's
+/// converter writes them) over the tiny SentencePiece vocabulary, and the HF tensors it must
+/// import to.
+fn tiny_gemma3(layers: usize) -> (Writer, Tensors) {
+    use crate::io::gguf::tokenizer::tests::tiny_sentencepiece;
+    const V: usize = 272; // tiny_sentencepiece's vocabulary
+    let mut w = Writer::new();
+    tiny_sentencepiece(&mut w);
+    w.u32("gemma3.block_count", layers as u32)
+        .u32("gemma3.context_length", 64)
+        .u32("gemma3.embedding_length", E as u32)
+        .u32("gemma3.feed_forward_length", FF as u32)
+        .u32("gemma3.attention.head_count", HEADS as u32)
+        .u32("gemma3.attention.head_count_kv", KV_HEADS as u32)
+        .u32("gemma3.attention.key_length", HD as u32)
+        .u32("gemma3.attention.value_length", HD as u32)
+        .u32("gemma3.attention.sliding_window", 16)
+        .f32("gemma3.attention.layer_norm_rms_epsilon", 1e-6)
+        .f32("gemma3.rope.freq_base", 1e6);
+    let mut want = Tensors::new();
+    let mut seed = 0.0f32;
+    let mut add = |w: &mut Writer, gguf: &str, hf: &str, shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.001 - 0.5).collect();
+        seed += 0.25;
+        let stored: Vec<f32> =
+            if gguf.ends_with("norm.weight") { data.iter().map(|x| x + 1.0).collect() } else { data };
+        // The expected value is what f32 arithmetic gives back, as transformers computes it.
+        let back =
+            if gguf.ends_with("norm.weight") { stored.iter().map(|x| x - 1.0).collect() } else { stored.clone() };
+        w.tensor_f32(gguf, &shape, &stored);
+        want.insert(hf.to_string(), (shape, back));
+    };
+    add(&mut w, "token_embd.weight", "model.embed_tokens.weight", vec![V, E]);
+    let (q, kv) = (HEADS * HD, KV_HEADS * HD);
+    for l in 0..layers {
+        let hf = |s: &str| format!("model.layers.{l}.{s}");
+        let g = |s: &str| format!("blk.{l}.{s}");
+        add(&mut w, &g("attn_norm.weight"), &hf("input_layernorm.weight"), vec![E]);
+        add(&mut w, &g("attn_q.weight"), &hf("self_attn.q_proj.weight"), vec![q, E]);
+        add(&mut w, &g("attn_k.weight"), &hf("self_attn.k_proj.weight"), vec![kv, E]);
+        add(&mut w, &g("attn_v.weight"), &hf("self_attn.v_proj.weight"), vec![kv, E]);
+        add(&mut w, &g("attn_output.weight"), &hf("self_attn.o_proj.weight"), vec![E, q]);
+        add(&mut w, &g("attn_q_norm.weight"), &hf("self_attn.q_norm.weight"), vec![HD]);
+        add(&mut w, &g("attn_k_norm.weight"), &hf("self_attn.k_norm.weight"), vec![HD]);
+        add(&mut w, &g("post_attention_norm.weight"), &hf("post_attention_layernorm.weight"), vec![E]);
+        add(&mut w, &g("ffn_norm.weight"), &hf("pre_feedforward_layernorm.weight"), vec![E]);
+        add(&mut w, &g("ffn_gate.weight"), &hf("mlp.gate_proj.weight"), vec![FF, E]);
+        add(&mut w, &g("ffn_up.weight"), &hf("mlp.up_proj.weight"), vec![FF, E]);
+        add(&mut w, &g("ffn_down.weight"), &hf("mlp.down_proj.weight"), vec![E, FF]);
+        add(&mut w, &g("post_ffw_norm.weight"), &hf("post_feedforward_layernorm.weight"), vec![E]);
+    }
+    add(&mut w, "output_norm.weight", "model.norm.weight", vec![E]);
+    (w, want)
+}
+
+#[test]
+fn imports_gemma3_with_norms_shifted_back_and_its_layer_pattern() {
+    let (w, want) = tiny_gemma3(7);
+    let (summary, out, _dir) = import(&w, "gemma3").unwrap();
+    assert_eq!((summary.architecture.as_str(), summary.n_tensors, summary.n_layers), ("gemma3", 2 + 7 * 13, 7));
+    assert!(summary.tied_embeddings);
+    assert_eq!(summary.chat_template, ChatTemplateSource::GemmaDefault);
+    assert!(summary.to_string().contains("Gemma's turn format"), "{summary}");
+    let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), want.len());
+    for (name, (shape, data)) in &want {
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.shape(), shape.as_slice(), "{name}");
+        let got: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        assert_eq!(&got, data, "{name}");
+    }
+
+    let c = read_json(&out.join("config.json"));
+    assert_eq!(
+        (c["architectures"].clone(), c["model_type"].clone()),
+        (json!(["Gemma3ForCausalLM"]), json!("gemma3_text"))
+    );
+    assert_eq!((c["head_dim"].clone(), c["query_pre_attn_scalar"].clone()), (json!(HD), json!(HD)));
+    let mut layer_types = vec!["sliding_attention"; 7];
+    layer_types[5] = "full_attention"; // every sixth layer attends globally
+    assert_eq!(c["layer_types"], json!(layer_types));
+    assert_eq!(c["sliding_window"], 16);
+    assert_eq!(c["rope_parameters"]["full_attention"], json!({ "rope_type": "default", "rope_theta": 1e6 }));
+    assert_eq!(c["rope_parameters"]["sliding_attention"], json!({ "rope_type": "default", "rope_theta": 1e4 }));
+    assert_eq!((c["rope_theta"].clone(), c["rope_local_base_freq"].clone()), (json!(1e6), json!(1e4)));
+    assert_eq!((c["rms_norm_eps"].clone(), c["hidden_activation"].clone()), (json!(1e-6), json!("gelu_pytorch_tanh")));
+    assert_eq!(c["final_logit_softcapping"], Value::Null);
+    assert_eq!(
+        (c["bos_token_id"].clone(), c["eos_token_id"].clone(), c["pad_token_id"].clone()),
+        (json!(2), json!(1), json!(0))
+    );
+    let g = read_json(&out.join("generation_config.json"));
+    assert_eq!(g["eos_token_id"], json!([1, 5]), "generation stops at <eos> and <end_of_turn>");
+    let tc = read_json(&out.join("tokenizer_config.json"));
+    assert_eq!(tc["chat_template"], crate::io::gguf::tokenizer::GEMMA_CHAT_TEMPLATE);
+    assert_eq!((tc["bos_token"].clone(), tc["add_bos_token"].clone()), (json!("<bos>"), json!(true)));
+
+    // Without a sliding window every layer is global (llama.cpp's gemma3 loader).
+    let (mut w, _) = tiny_gemma3(2);
+    w.set("gemma3.attention.sliding_window", GgufValue::U32(0));
+    let (_, out, _dir) = import(&w, "gemma3-noswa").unwrap();
+    let c = read_json(&out.join("config.json"));
+    assert_eq!(c["layer_types"], json!(["full_attention", "full_attention"]));
+}
+
+#[test]
+fn gemma3_errors_name_the_tensor() {
+    let err = |w: &Writer, name: &str| import(w, name).unwrap_err().to_string();
+    // A block without its post-feed-forward norm.
+    let (w, _) = tiny_gemma3(2);
+    let f = GgufFile::from_bytes("x", w.to_bytes()).unwrap();
+    let mut short = Writer::new();
+    for (k, v) in f.metadata() {
+        short.kv(k, v.clone());
+    }
+    for t in f.tensors().iter().filter(|t| t.name != "blk.1.post_ffw_norm.weight") {
+        short.tensor(&t.name, &t.dims, t.ggml_type, f.tensor_bytes(&t.name).unwrap().to_vec());
+    }
+    assert!(err(&short, "gemma3-missing").contains("\"blk.1.post_ffw_norm.weight\""));
+    // A q norm sized by the hidden size instead of the head size.
+    let (mut w, _) = tiny_gemma3(1);
+    w.set("gemma3.attention.key_length", GgufValue::U32(2));
+    w.set("gemma3.attention.value_length", GgufValue::U32(2));
+    let e = err(&w, "gemma3-shape");
+    assert!(e.contains("blk.0.attn_q.weight") && e.contains("expected [4, 8]"), "{e}");
+    // q/k biases have no Gemma 3 equivalent.
+    let (mut w, _) = tiny_gemma3(1);
+    w.tensor_f32("blk.0.attn_q.bias", &[HEADS * HD], &[0.0; HEADS * HD]);
+    let e = err(&w, "gemma3-bias");
+    assert!(e.contains("blk.0.attn_q.bias") && e.contains("gemma3"), "{e}");
+}
