@@ -118,8 +118,14 @@ pub struct TrainStepBench {
     pub head_loss_forward_s: f64,
     pub head_loss_backward_s: f64,
     /// Peak resident memory (MiB) of those head-and-loss steps above what was resident when
-    /// they began: the logits, log-probabilities and their gradients.
+    /// they began: a chunk's logits and softmax, and the gradients.
     pub head_loss_extra_mb: Option<f64>,
+    /// The same through autodiff of the full `[N, V]` log-softmax
+    /// ([`Batch::loss_from_hidden_unfused`], what training ran before the chunked loss),
+    /// timed in the same run after it.
+    pub head_loss_unfused_forward_s: f64,
+    pub head_loss_unfused_backward_s: f64,
+    pub head_loss_unfused_extra_mb: Option<f64>,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -180,7 +186,9 @@ pub fn train_step(
         last_grads = g;
     }
     let mem = watch.read();
-    let (head_loss_forward_s, head_loss_backward_s, head_loss_extra_mb) = head_loss(&model, &b, warmup, steps);
+    let (head_loss_forward_s, head_loss_backward_s, head_loss_extra_mb) = head_loss(&model, &b, warmup, steps, true);
+    let (head_loss_unfused_forward_s, head_loss_unfused_backward_s, head_loss_unfused_extra_mb) =
+        head_loss(&model, &b, warmup, steps, false);
     // The optimizer's tensor-operation chain on its own moments and a copy of the weights
     // (shared with the model until written, as training's are with the tracked model), on the
     // last step's gradients: its cost does not depend on their values.
@@ -221,12 +229,16 @@ pub fn train_step(
         head_loss_forward_s,
         head_loss_backward_s,
         head_loss_extra_mb,
+        head_loss_unfused_forward_s,
+        head_loss_unfused_backward_s,
+        head_loss_unfused_extra_mb,
     }
 }
 
 /// Median seconds of the head and the loss alone (forward; backward to the head weight and
-/// the hidden states) on `b`'s final hidden states, and their peak memory above the start.
-fn head_loss(model: &Llama, b: &Batch, warmup: usize, steps: usize) -> (f64, f64, Option<f64>) {
+/// the hidden states) on `b`'s final hidden states, and their peak memory above the start:
+/// the chunked loss training runs (`chunked`), or autodiff through the full log-softmax.
+fn head_loss(model: &Llama, b: &Batch, warmup: usize, steps: usize, chunked: bool) -> (f64, f64, Option<f64>) {
     let device = model.device();
     let h = model.hidden(b.inputs.clone()); // (B, T, d), no graph
     let _ = device.sync();
@@ -236,7 +248,11 @@ fn head_loss(model: &Llama, b: &Batch, warmup: usize, steps: usize) -> (f64, f64
         let tracked = model.tracked();
         let hh = h.clone().autodiff().require_grad();
         let t0 = Instant::now();
-        let loss = b.loss_from_hidden(&tracked, hh.clone());
+        let loss = if chunked {
+            b.loss_from_hidden(&tracked, hh.clone())
+        } else {
+            b.loss_from_hidden_unfused(&tracked, hh.clone())
+        };
         let _ = loss.clone().inner().into_scalar::<f32>();
         let t1 = Instant::now();
         let grads = loss.backward();
@@ -435,6 +451,13 @@ pub fn run(req: &BenchRequest, device: &Device, out: &mut dyn FnMut(String)) -> 
             mb(r.head_loss_extra_mb)
         ));
         out(format!(
+            "  the same through autodiff of the full log-softmax, in the same run: fwd {:.3} s, bwd {:.3} s, its peak {} MiB above the resident ({:.2}x the chunked loss's time)",
+            r.head_loss_unfused_forward_s,
+            r.head_loss_unfused_backward_s,
+            mb(r.head_loss_unfused_extra_mb),
+            (r.head_loss_unfused_forward_s + r.head_loss_unfused_backward_s) / head
+        ));
+        out(format!(
             "  optimizer: fused {:.3} s against the tensor-operation chain {:.3} s in the same run ({:.2}x)",
             r.optimizer_s,
             r.optimizer_chain_s,
@@ -525,6 +548,8 @@ mod tests {
             ("chain", r.optimizer_chain_s),
             ("head forward", r.head_loss_forward_s),
             ("head backward", r.head_loss_backward_s),
+            ("unfused head forward", r.head_loss_unfused_forward_s),
+            ("unfused head backward", r.head_loss_unfused_backward_s),
         ] {
             assert!(s > 0.0 && s.is_finite(), "{what}: {s} s");
         }
@@ -536,5 +561,6 @@ mod tests {
             other => panic!("half a memory reading: {other:?}"),
         }
         assert_eq!(r.head_loss_extra_mb.is_some(), r.peak_rss_mb.is_some());
+        assert_eq!(r.head_loss_unfused_extra_mb.is_some(), r.peak_rss_mb.is_some());
     }
 }

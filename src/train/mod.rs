@@ -4,6 +4,7 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod chunked_ce;
 pub mod driver;
 pub mod engine;
 pub mod lora;

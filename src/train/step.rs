@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use crate::model::Llama;
 use crate::model::llama::{float_like, int_tensor, masked_cross_entropy};
+use crate::train::chunked_ce;
 
 /// One tokenized training example: ids and a 0/1 loss mask (1 on assistant tokens).
 #[derive(Debug, Clone, PartialEq)]
@@ -145,8 +146,24 @@ impl Batch {
     }
 
     /// The training loss from final hidden states `h` `[B, T, d]` of this batch's inputs (e.g.
-    /// from [`Llama::hidden_probed`]). A batch without loss-carrying positions gives 0.
+    /// from [`Llama::hidden_probed`]). A batch without loss-carrying positions gives 0. The head
+    /// and the cross-entropy run fused, in chunks of rows, with their backward pass written by
+    /// hand ([`chunked_ce`]): no `[N, V]` tensor is kept for the backward pass.
     pub fn loss_from_hidden(&self, model: &Llama, h: Tensor<3>) -> Tensor<1> {
+        let Some(a) = self.answer_rows(h) else {
+            return model.params[0].clone().sum().mul_scalar(0.0);
+        };
+        let denom = if self.mean { a.weight_sum.max(1.0) } else { 1.0 };
+        let weights = a.weights.into_data().convert::<f64>().try_into_vec::<f64>().expect("float weights");
+        let scale: Vec<f64> = weights.iter().map(|w| w / denom).collect();
+        let head = model.head_weight();
+        let chunk = chunked_ce::chunk_rows(head.dims()[0]);
+        chunked_ce::head_nll(a.rows, head, a.targets, &scale, chunk)
+    }
+
+    /// [`Batch::loss_from_hidden`] through autodiff of the full `[N, V]` log-softmax: the
+    /// reference the chunked loss is tested against.
+    pub fn loss_from_hidden_unfused(&self, model: &Llama, h: Tensor<3>) -> Tensor<1> {
         let Some(a) = self.answer_rows(h) else {
             return model.params[0].clone().sum().mul_scalar(0.0);
         };
