@@ -80,7 +80,11 @@ fn size_transfer_configs_are_the_smollm2_recipes_on_gemma() {
     use patcher::experiment::ExperimentConfig;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
     let json = |c: &ExperimentConfig| serde_json::to_value(c).unwrap();
-    for (smollm2, gemma) in [("sft-pareto/phtest-r50", "gemma3-270m-sft"), ("sft-pareto/shipped", "gemma3-270m-base")] {
+    for (smollm2, gemma) in [
+        ("sft-pareto/phtest-r50", "gemma3-270m-sft"),
+        ("sft-pareto/shipped", "gemma3-270m-base"),
+        ("smollm2-quick", "gemma3-270m-quick"),
+    ] {
         let sets = vec!["base.path=models/gemma3-270m".to_string(), format!("name=size-transfer-{gemma}")];
         let made =
             ExperimentConfig::from_toml_with(&read(&root.join(format!("{smollm2}.toml"))), smollm2, &sets).unwrap();

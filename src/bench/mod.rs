@@ -31,19 +31,6 @@ use crate::rng::Rng;
 use crate::train::optim::{self, OptimState, OptimizerConfig};
 use crate::train::step::{Batch, Example};
 
-/// Gemma 3 270M's `config.json` as the hub publishes it (the same text as the unit test of
-/// [`crate::model::gemma3`]): the benchmark shape goes through [`LlamaConfig::from_hf`] as the
-/// checkpoint's would, so it has the real layer pattern, window and rotary bases.
-const GEMMA3_270M_CONFIG: &str = r#"{"_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"],
-    "attention_bias": false, "attn_logit_softcapping": null, "bos_token_id": 2, "eos_token_id": 1,
-    "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
-    "hidden_size": 640, "intermediate_size": 2048, "max_position_embeddings": 32768,
-    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 18,
-    "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
-    "rope_local_base_freq": 10000.0, "rope_scaling": null, "rope_theta": 1000000.0,
-    "sliding_window": 512, "torch_dtype": "bfloat16", "use_bidirectional_attention": false,
-    "vocab_size": 262144}"#;
-
 /// Every named benchmark shape.
 pub const SHAPES: [&str; 3] = ["tiny", "smollm2-135m", "gemma3-270m"];
 
@@ -81,7 +68,8 @@ pub fn shape(name: &str) -> Option<(LlamaConfig, usize, usize)> {
         // Gemma 3 270M at SmolLM2's batch, 4 x 128 (inside the 512-token window: at this length
         // sliding and global layers compute the same thing).
         "gemma3-270m" => {
-            let hf: HfConfig = serde_json::from_str(GEMMA3_270M_CONFIG).expect("the bench's Gemma 3 config is JSON");
+            let hf: HfConfig = serde_json::from_str(crate::model::gemma3::HUB_270M_CONFIG)
+                .expect("the bench's Gemma 3 config is JSON");
             Some((LlamaConfig::from_hf(&hf, "bench gemma3-270m").expect("the bench's Gemma 3 config resolves"), 4, 128))
         }
         _ => None,

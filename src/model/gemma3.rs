@@ -47,6 +47,20 @@ pub struct Gemma3Config {
     pub rope_local_theta: f64,
 }
 
+/// Gemma 3 270M's `config.json` as published on the hub (transformers 4.55 style: top-level
+/// rope bases, the layer pattern as `_sliding_window_pattern`): the unit tests' reference and
+/// the benchmark's shape, which goes through [`crate::model::LlamaConfig::from_hf`] as the
+/// checkpoint's would.
+pub const HUB_270M_CONFIG: &str = r#"{"_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"],
+    "attention_bias": false, "attn_logit_softcapping": null, "bos_token_id": 2, "eos_token_id": 1,
+    "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+    "hidden_size": 640, "intermediate_size": 2048, "max_position_embeddings": 32768,
+    "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 18,
+    "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+    "rope_local_base_freq": 10000.0, "rope_scaling": null, "rope_theta": 1000000.0,
+    "sliding_window": 512, "torch_dtype": "bfloat16", "use_bidirectional_attention": false,
+    "vocab_size": 262144}"#;
+
 /// The model types this file implements.
 pub fn is_gemma3(model_type: &str) -> bool {
     model_type == "gemma3_text"
@@ -228,25 +242,13 @@ mod tests {
         assert_eq!(m, [-1e9, -1e9, 0.0, 0.0]);
     }
 
-    /// Gemma 3 270M's `config.json` as published on the hub (transformers 4.55 style: top-level
-    /// rope bases, the layer pattern as `_sliding_window_pattern`).
-    const HUB_270M: &str = r#"{"_sliding_window_pattern": 6, "architectures": ["Gemma3ForCausalLM"],
-        "attention_bias": false, "attn_logit_softcapping": null, "bos_token_id": 2, "eos_token_id": 1,
-        "final_logit_softcapping": null, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
-        "hidden_size": 640, "intermediate_size": 2048, "max_position_embeddings": 32768,
-        "model_type": "gemma3_text", "num_attention_heads": 4, "num_hidden_layers": 18,
-        "num_key_value_heads": 1, "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
-        "rope_local_base_freq": 10000.0, "rope_scaling": null, "rope_theta": 1000000.0,
-        "sliding_window": 512, "torch_dtype": "bfloat16", "use_bidirectional_attention": false,
-        "vocab_size": 262144}"#;
-
     fn parse(text: &str) -> crate::error::Result<crate::model::LlamaConfig> {
         crate::model::LlamaConfig::from_hf(&serde_json::from_str(text).unwrap(), "config.json")
     }
 
     #[test]
     fn the_hub_config_of_gemma3_270m_resolves_to_its_architecture() {
-        let c = parse(HUB_270M).unwrap();
+        let c = parse(HUB_270M_CONFIG).unwrap();
         let g = c.gemma.as_ref().unwrap();
         let global: Vec<usize> = (0..18).filter(|&i| !g.sliding[i]).collect();
         assert_eq!(global, [5, 11, 17]);
@@ -267,7 +269,7 @@ mod tests {
             ("rope_scaling", serde_json::json!({"factor": 8.0, "rope_type": "linear"})),
             ("layer_types", serde_json::json!(["sliding_attention"])),
         ] {
-            let mut v: serde_json::Value = serde_json::from_str(HUB_270M).unwrap();
+            let mut v: serde_json::Value = serde_json::from_str(HUB_270M_CONFIG).unwrap();
             v[key] = value;
             let err = parse(&v.to_string()).unwrap_err().to_string();
             assert!(err.contains(key), "{key}: {err}");
