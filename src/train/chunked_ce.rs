@@ -39,6 +39,7 @@ pub fn head_nll(rows: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>, scale
     let (need_h, need_w) = (rows.is_tracked(), head.is_tracked());
     let h = rows.clone().inner(); // (N, d)
     let w = head.clone().inner(); // (V, d)
+    let targets = targets.inner(); // (N,)
     let (device, dtype) = (h.device(), h.dtype());
     let mut value = 0.0f64;
     let mut dh_chunks = Vec::new();
@@ -47,7 +48,7 @@ pub fn head_nll(rows: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>, scale
     while start < n {
         let c = chunk.min(n - start);
         let hc = h.clone().narrow(0, start, c); // (C, d)
-        let tc = targets.clone().inner().narrow(0, start, c).reshape([c, 1]); // (C, 1)
+        let tc = targets.clone().narrow(0, start, c).reshape([c, 1]); // (C, 1)
         let sc = &scale[start..start + c];
         let logits = hc.clone().matmul(w.clone().transpose()); // (C, V)
         let picked = logits.clone().gather(1, tc.clone()); // (C, 1)
@@ -136,8 +137,7 @@ mod tests {
                     let tracked = model.tracked();
                     let h = tracked.hidden(batch.inputs.clone());
                     let a = batch.answer_rows(h).unwrap();
-                    let denom = if batch.mean { a.weight_sum.max(1.0) } else { 1.0 };
-                    let scale: Vec<f64> = to_vec_f32(a.weights.clone()).iter().map(|&w| w as f64 / denom).collect();
+                    let scale = batch.row_scale(&a);
                     let loss = head_nll(a.rows, tracked.head_weight(), a.targets, &scale, chunk);
                     let (got, got_g) = grads_of(&tracked, loss);
                     worst_value = worst_value.max((got - want).abs() / want.abs());

@@ -39,6 +39,8 @@ pub struct AnswerRows {
     pub weights: Tensor<1>,
     /// Sum of the weights.
     pub weight_sum: f64,
+    /// The weights as read on the host when the rows were selected.
+    weight_values: Vec<f32>,
 }
 
 impl AnswerRows {
@@ -60,6 +62,7 @@ struct Selected {
     index: Tensor<1, Int>,
     targets: Tensor<1, Int>,
     weights: Tensor<1>,
+    host_weights: Vec<f32>,
     sum: f64,
 }
 
@@ -131,7 +134,8 @@ impl Batch {
         Some(Selected {
             index: int_tensor(idx, [n], &device),
             targets: int_tensor(sel_t, [n], &device),
-            weights: Tensor::<1>::from_data(TensorData::new(sel_w, [n]), (&device, self.weights.dtype())),
+            weights: Tensor::<1>::from_data(TensorData::new(sel_w.clone(), [n]), (&device, self.weights.dtype())),
+            host_weights: sel_w,
             sum,
         })
     }
@@ -153,12 +157,16 @@ impl Batch {
         let Some(a) = self.answer_rows(h) else {
             return model.params[0].clone().sum().mul_scalar(0.0);
         };
-        let denom = if self.mean { a.weight_sum.max(1.0) } else { 1.0 };
-        let weights = a.weights.into_data().convert::<f64>().try_into_vec::<f64>().expect("float weights");
-        let scale: Vec<f64> = weights.iter().map(|w| w / denom).collect();
+        let scale = self.row_scale(&a);
         let head = model.head_weight();
         let chunk = chunked_ce::chunk_rows(head.dims()[0]);
         chunked_ce::head_nll(a.rows, head, a.targets, &scale, chunk)
+    }
+
+    /// Each answer row's factor in this batch's loss: its weight, over the weight sum for a mean.
+    pub fn row_scale(&self, a: &AnswerRows) -> Vec<f64> {
+        let denom = if self.mean { a.weight_sum.max(1.0) } else { 1.0 };
+        a.weight_values.iter().map(|&w| w as f64 / denom).collect()
     }
 
     /// [`Batch::loss_from_hidden`] through autodiff of the full `[N, V]` log-softmax: the
@@ -178,7 +186,13 @@ impl Batch {
         let sel = self.selected()?;
         let [b, t, d] = h.dims();
         let rows = h.reshape([b * t, d]).select(0, sel.index); // (N, d)
-        Some(AnswerRows { rows, targets: sel.targets, weights: sel.weights, weight_sum: sel.sum })
+        Some(AnswerRows {
+            rows,
+            targets: sel.targets,
+            weights: sel.weights,
+            weight_sum: sel.sum,
+            weight_values: sel.host_weights,
+        })
     }
 
     /// The training loss of `logits` `[B, T, V]` on this batch (a one-element tensor).
