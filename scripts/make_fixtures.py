@@ -416,6 +416,40 @@ def greedy(model, prompt, n_new=16, eos=2):
     return manual
 
 
+def save_with_expectations(model, cls, name: str, edit_config=None, tokenizer=False):
+    """Saves `model` to tests/fixtures/NAME (config.json, model.safetensors and
+    generation_config.json only; `edit_config` may change the config's dict in place; the tiny
+    tokenizer beside it if `tokenizer`), reloads it from disk with `cls`, checks the reloaded
+    logits equal the in-memory model's, and writes expected_logits.json and expected_greedy.json
+    from the reloaded model."""
+    import torch
+
+    outdir = FIX / name
+    if outdir.exists():
+        shutil.rmtree(outdir)
+    model.save_pretrained(str(outdir), safe_serialization=True)
+    for p in outdir.iterdir():
+        if p.name not in ("config.json", "model.safetensors", "generation_config.json"):
+            p.unlink()
+    cfgj = json.loads((outdir / "config.json").read_text())
+    if edit_config is not None:
+        edit_config(cfgj)
+    write_json(outdir / "config.json", dict(sorted(cfgj.items())), indent=2)
+    if tokenizer:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(FIX / "tokenizer" / f, outdir / f)
+
+    reloaded = cls.from_pretrained(str(outdir), dtype=torch.float32, attn_implementation="eager").eval()
+    input_ids, prompt = model_inputs()
+    lg = logits_of(reloaded, input_ids)
+    assert torch.equal(lg, logits_of(model, input_ids)), "reloaded model differs from in-memory model"
+    write_json(outdir / "expected_logits.json", {"input_ids": input_ids, "logits": round7(lg.tolist())})
+    gen = greedy(reloaded, prompt)
+    write_json(outdir / "expected_greedy.json", {"prompt_ids": prompt, "generated_ids": gen})
+    print(f"[{name}] logits std {lg.std().item():.3f}, range [{lg.min().item():.3f}, {lg.max().item():.3f}]; "
+          f"greedy {gen}")
+
+
 def make_tiny_checkpoint(kind: str, seed: int):
     import torch
     import transformers
@@ -430,33 +464,12 @@ def make_tiny_checkpoint(kind: str, seed: int):
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
-    outdir = FIX / f"tiny-{kind}"
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    model.save_pretrained(str(outdir), safe_serialization=True)
-    # Keep only the three files we want (plus tokenizer files copied below).
-    for p in outdir.iterdir():
-        if p.name not in ("config.json", "model.safetensors", "generation_config.json"):
-            p.unlink()
-    # Also write the legacy top-level rope_theta key (transformers 5 only writes
-    # rope_parameters.rope_theta; real checkpoints on the hub use the top-level key).
-    cfgj = json.loads((outdir / "config.json").read_text())
-    cfgj["rope_theta"] = cfgj["rope_parameters"]["rope_theta"]
-    write_json(outdir / "config.json", dict(sorted(cfgj.items())), indent=2)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(FIX / "tokenizer" / name, outdir / name)
+    def legacy_rope_theta(cfgj):
+        # Also write the legacy top-level rope_theta key (transformers 5 only writes
+        # rope_parameters.rope_theta; real checkpoints on the hub use the top-level key).
+        cfgj["rope_theta"] = cfgj["rope_parameters"]["rope_theta"]
 
-    # Reload from disk and compute the expectations from the reloaded model.
-    reloaded = cls.from_pretrained(str(outdir), dtype=torch.float32, attn_implementation="eager").eval()
-    input_ids, prompt = model_inputs()
-    lg = logits_of(reloaded, input_ids)
-    lg0 = logits_of(model, input_ids)
-    assert torch.equal(lg, lg0), "reloaded model differs from in-memory model"
-    write_json(outdir / "expected_logits.json", {"input_ids": input_ids, "logits": round7(lg.tolist())})
-    gen = greedy(reloaded, prompt)
-    write_json(outdir / "expected_greedy.json", {"prompt_ids": prompt, "generated_ids": gen})
-    print(f"[tiny-{kind}] logits std {lg.std().item():.3f}, range [{lg.min().item():.3f}, {lg.max().item():.3f}]; "
-          f"greedy {gen}")
+    save_with_expectations(model, cls, f"tiny-{kind}", edit_config=legacy_rope_theta, tokenizer=True)
     return model
 
 
@@ -505,27 +518,7 @@ def make_tiny_gemma3(seed: int):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
 
-    outdir = FIX / "tiny-gemma3"
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    model.save_pretrained(str(outdir), safe_serialization=True)
-    for p in outdir.iterdir():
-        if p.name not in ("config.json", "model.safetensors", "generation_config.json"):
-            p.unlink()
-    cfgj = json.loads((outdir / "config.json").read_text())
-    write_json(outdir / "config.json", dict(sorted(cfgj.items())), indent=2)
-
-    cls = transformers.Gemma3ForCausalLM
-    reloaded = cls.from_pretrained(str(outdir), dtype=torch.float32, attn_implementation="eager").eval()
-    input_ids, prompt = model_inputs()
-    lg = logits_of(reloaded, input_ids)
-    assert torch.equal(lg, logits_of(model, input_ids)), "reloaded model differs from in-memory model"
-    write_json(outdir / "expected_logits.json", {"input_ids": input_ids, "logits": round7(lg.tolist())})
-    gen = greedy(reloaded, prompt)
-    write_json(outdir / "expected_greedy.json", {"prompt_ids": prompt, "generated_ids": gen})
-    print(f"[tiny-gemma3] logits std {lg.std().item():.3f}, range [{lg.min().item():.3f}, {lg.max().item():.3f}]; "
-          f"greedy {gen}")
-
+    save_with_expectations(model, transformers.Gemma3ForCausalLM, "tiny-gemma3")
 
 GEMMA3_TEXTS = [
     "The capital of France is",

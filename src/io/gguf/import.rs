@@ -114,8 +114,6 @@ struct HParams {
     eps: f32,
     rope_theta: f32,
     n_ctx: usize,
-    /// Linear rope scaling factor, if any (for Gemma 3, of the global layers only).
-    rope_scaling: Option<f64>,
     /// Gemma 3 only.
     gemma: Option<GemmaParams>,
 }
@@ -164,11 +162,15 @@ fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
     if arch.permute_qk && head_dim % 2 != 0 {
         return Err(bad(format!("head size {head_dim} is odd")));
     }
-    let rope_scaling = match g.get_str_opt(&key("rope.scaling.type"))? {
-        None | Some("none") => None,
-        Some("linear") => Some(pretty_f64(g.get_f32(&key("rope.scaling.factor"))?)),
-        Some(other) => return Err(bad(format!("rope scaling type {other:?} is not supported"))),
-    };
+    // The engine has no rope scaling (src/model/config.rs refuses it), so a model that needs
+    // it is refused here rather than imported into a directory `patcher` cannot load.
+    match g.get_str_opt(&key("rope.scaling.type"))? {
+        None | Some("none") => {}
+        Some(kind) => {
+            let factor = g.get_f32_opt(&key("rope.scaling.factor"))?.map_or("?".into(), |f| f.to_string());
+            return Err(bad(format!("rope scaling ({kind}, factor {factor}) is not implemented in the engine")));
+        }
+    }
     let (n_layer, n_ctx) = (u("block_count")?, u("context_length")?);
     let gemma = match arch.gemma {
         true => Some(gemma_params(g, arch, n_layer, n_embd, n_head, head_dim, n_ctx)?),
@@ -184,7 +186,6 @@ fn hparams(g: &GgufFile, arch: &Arch) -> Result<HParams, GgufError> {
         eps: g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
         rope_theta: g.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10_000.0),
         n_ctx,
-        rope_scaling,
         gemma,
     })
 }
@@ -566,13 +567,6 @@ fn text_of(t: &Option<TokenRef>) -> Value {
 
 fn model_config(arch: &Arch, hp: &HParams, tok: &GgufTokenizer, vocab: usize, tied: bool, bias: bool) -> Value {
     let theta = pretty_f64(hp.rope_theta);
-    let (rope_scaling, rope_parameters) = match hp.rope_scaling {
-        None => (Value::Null, json!({ "rope_type": "default", "rope_theta": theta })),
-        Some(factor) => (
-            json!({ "rope_type": "linear", "type": "linear", "factor": factor }),
-            json!({ "rope_type": "linear", "factor": factor, "rope_theta": theta }),
-        ),
-    };
     let mut c = json!({
         "architectures": [arch.hf_class],
         "model_type": arch.name,
@@ -584,9 +578,9 @@ fn model_config(arch: &Arch, hp: &HParams, tok: &GgufTokenizer, vocab: usize, ti
         "head_dim": hp.head_dim,
         "rms_norm_eps": pretty_f64(hp.eps),
         "rope_theta": theta,
-        "rope_scaling": rope_scaling,
+        "rope_scaling": Value::Null,
         // transformers >= 5 reads this; older versions read rope_theta / rope_scaling.
-        "rope_parameters": rope_parameters,
+        "rope_parameters": { "rope_type": "default", "rope_theta": theta },
         "max_position_embeddings": hp.n_ctx,
         "vocab_size": vocab,
         "tie_word_embeddings": tied,
@@ -618,13 +612,6 @@ fn model_config(arch: &Arch, hp: &HParams, tok: &GgufTokenizer, vocab: usize, ti
 /// top-level `rope_theta` / `rope_local_base_freq` / `rope_scaling` that older versions read.
 fn gemma3_config(arch: &Arch, hp: &HParams, gp: &GemmaParams, tok: &GgufTokenizer, vocab: usize, tied: bool) -> Value {
     let (global, local) = (pretty_f64(hp.rope_theta), pretty_f64(gp.rope_local_theta));
-    let (rope_scaling, full_attention) = match hp.rope_scaling {
-        None => (Value::Null, json!({ "rope_type": "default", "rope_theta": global })),
-        Some(factor) => (
-            json!({ "rope_type": "linear", "factor": factor }),
-            json!({ "rope_type": "linear", "factor": factor, "rope_theta": global }),
-        ),
-    };
     let layer_types: Vec<&str> =
         gp.sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect();
     json!({
@@ -642,11 +629,11 @@ fn gemma3_config(arch: &Arch, hp: &HParams, gp: &GemmaParams, tok: &GgufTokenize
         "rms_norm_eps": pretty_f64(hp.eps),
         "rope_parameters": {
             "sliding_attention": { "rope_type": "default", "rope_theta": local },
-            "full_attention": full_attention,
+            "full_attention": { "rope_type": "default", "rope_theta": global },
         },
         "rope_theta": global,
         "rope_local_base_freq": local,
-        "rope_scaling": rope_scaling,
+        "rope_scaling": Value::Null,
         "query_pre_attn_scalar": gp.query_pre_attn_scalar,
         "sliding_window": gp.sliding_window,
         "layer_types": layer_types,

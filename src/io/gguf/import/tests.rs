@@ -392,4 +392,10 @@ fn gemma3_errors_name_the_tensor() {
     w.tensor_f32("blk.0.attn_q.bias", &[HEADS * HD], &[0.0; HEADS * HD]);
     let e = err(&w, "gemma3-bias");
     assert!(e.contains("blk.0.attn_q.bias") && e.contains("gemma3"), "{e}");
+    // Rope scaling (Gemma 3 4B and up): the engine has none, so the import refuses it
+    // instead of writing a directory that would not load.
+    let (mut w, _) = tiny_gemma3(1);
+    w.str("gemma3.rope.scaling.type", "linear").f32("gemma3.rope.scaling.factor", 8.0);
+    let e = err(&w, "gemma3-rope-scaling");
+    assert!(e.contains("rope scaling (linear, factor 8)") && e.contains("not implemented"), "{e}");
 }
