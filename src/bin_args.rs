@@ -245,6 +245,20 @@ pub enum Cmd {
     },
     /// Re-render report.md / report.html from a run directory's results.json.
     Report { run: PathBuf },
+    /// Several runs side by side (for example one experiment on two model sizes): a markdown
+    /// table per measure (HS by each judge, over-refusal, utility) with a column per run, and
+    /// steps-to-break; printed, or written to --out.
+    Compare {
+        /// Run directories (or results.json files), at least two.
+        #[arg(required = true, num_args = 2..)]
+        runs: Vec<PathBuf>,
+        /// Column labels, one per run, in order (default: each run's experiment name).
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Write the markdown here (atomically) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Harden a model with Patcher (sequential, or parallel with --parallel P) or a baseline
     /// defense (--method tar, booster, repnoise, vaccine).
     Harden {

@@ -234,6 +234,28 @@ fn run(cli: Cli) -> Result<()> {
             let p = patcher::report::write_report(&run, &r)?;
             println!("wrote {} and {}", p.markdown.display(), p.html.display());
         }
+        Cmd::Compare { runs, labels, out } => {
+            if !labels.is_empty() && labels.len() != runs.len() {
+                bail!("--labels: {} labels for {} runs", labels.len(), runs.len());
+            }
+            let results = runs.iter().map(|r| patcher::report::read_results(r)).collect::<Result<Vec<_>, _>>()?;
+            let cols: Vec<_> = results
+                .iter()
+                .enumerate()
+                .map(|(i, r)| patcher::report::compare::Run {
+                    label: labels.get(i).cloned().unwrap_or_else(|| r.experiment.clone()),
+                    results: r,
+                })
+                .collect();
+            let md = patcher::report::compare::render(&cols);
+            match out {
+                Some(path) => {
+                    patcher::io::write_atomic(&path, md.as_bytes()).with_context(|| path.display().to_string())?;
+                    println!("wrote {}", path.display());
+                }
+                None => print!("{md}"),
+            }
+        }
         Cmd::Harden { model, method, config, out, refusals, benign, harmful, parallel } => {
             let defense = pipeline::defense_named(&method, config.as_deref(), parallel)?;
             let (m, tok) = load(&model, &device)?;

@@ -612,6 +612,19 @@ fn run_killed_and_rerun_matches_an_uninterrupted_run() {
         let q = killed.join("evals").join(p.file_name().unwrap());
         assert_eq!(eval_rows(&p), eval_rows(&q), "{}", p.display());
     }
+    // `patcher compare` on the two runs: equal results give equal columns on every line.
+    let md_path = d.join("compare.md");
+    ok(&strings(&["compare", &s(&reference), &s(&killed), "--labels", "reference,resumed", "--out", &s(&md_path)]));
+    let md = std::fs::read_to_string(&md_path).unwrap();
+    assert!(md.contains("| Defense, attack @ steps | reference | resumed |"), "{md}");
+    let lines: Vec<&str> = md.lines().filter(|l| l.starts_with("| SFT") || l.starts_with("| Patcher")).collect();
+    assert!(lines.len() >= 8, "{md}");
+    for l in lines {
+        let cells: Vec<&str> = l.split(" | ").skip(1).collect();
+        assert_eq!(cells[0], cells[1].trim_end_matches(" |"), "{l}");
+    }
+    let bad = run(&strings(&["compare", &s(&reference), &s(&killed), "--labels", "one"]));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("1 labels for 2 runs"));
     let _ = std::fs::remove_dir_all(&d);
 }
 

@@ -3,12 +3,13 @@
 //! reader never sees half a report.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer};
 
 use super::{ReportPaths, Results, figures, html, markdown, paths_in};
+use crate::io::write_atomic;
 
 /// Writes `results.json`, one standalone SVG per figure, `report.md` and `report.html` into `dir`
 /// (created if missing). Fails with `InvalidData` before writing anything if the results do not
@@ -38,22 +39,6 @@ pub fn read_results(path: &Path) -> io::Result<Results> {
     let text = fs::read_to_string(&file).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))?;
     serde_json::from_str(&text)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a results file: {e}", file.display())))
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("report");
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Curve points as written by `serde_json`, which turns a non-finite y into `null`: read it back as

@@ -15,6 +15,7 @@
 //! elements and the browser picks the font.
 
 pub mod aggregate;
+pub mod compare;
 mod figures;
 mod files;
 pub(crate) mod fmt;
@@ -44,7 +45,7 @@ pub use summary::{
 pub use text::{curve_text, eval_text, notes, safety_line, summary_table};
 
 /// Everything one experiment measured, as written to `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Results {
     /// Experiment name, e.g. `demo`.
     pub experiment: String,

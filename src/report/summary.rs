@@ -391,19 +391,10 @@ mod tests {
         ];
         let results = Results {
             experiment: "t".into(),
-            created: String::new(),
-            commit: String::new(),
-            version: String::new(),
-            commands: vec![],
             judge: "refusal-keyword".into(),
             utility_metric: "accuracy".into(),
-            stages: vec![],
             rows,
-            k_scaling: vec![],
-            training_curves: vec![],
-            samples: vec![],
-            notes: vec![],
-            passes_per_step: vec![],
+            ..Default::default()
         };
         let h = headline(&results);
         assert!(
