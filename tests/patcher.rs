@@ -764,4 +764,9 @@ fn harden_benchmark_reports_both_critical_paths() {
     assert_eq!(expected, 2, "the chosen step is one where worker 0 is outside S = {s:?}");
     assert_eq!(r.parallel_passes, expected, "S = {s:?}: {r:?}");
     assert_eq!(r.speedup.to_bits(), (r.sequential_s / r.parallel_s).to_bits(), "{r:?}");
+    // Peak memory per algorithm, where the kernel lets the high-water mark be reset (the
+    // benchmark prints `-` elsewhere): at least what was resident before the run.
+    if let (Some(base), Some(seq), Some(par)) = (r.resident_mb, r.sequential_peak_mb, r.parallel_peak_mb) {
+        assert!(seq >= base - 1.0 && par >= base - 1.0, "{r:?}");
+    }
 }

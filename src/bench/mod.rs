@@ -293,6 +293,11 @@ pub struct HardenBench {
     pub sequential_passes: usize,
     pub parallel_passes: usize,
     pub speedup: f64,
+    /// Peak resident memory during each run of outer steps (MiB; `None` where the high-water
+    /// mark cannot be reset), and what was resident before it (the model and the data).
+    pub sequential_peak_mb: Option<f64>,
+    pub parallel_peak_mb: Option<f64>,
+    pub resident_mb: Option<f64>,
 }
 
 /// Time `steps` outer steps (after `warmup`) of sequential Patcher with constant K and of
@@ -319,7 +324,8 @@ pub fn harden_step(
     let bc = BatchConfig { batch_size: batch, max_len: seq + 1, bucket_window: 1 };
     let mut pc = PatcherConfig { outer_steps: warmup + steps, k: KSchedule::constant(k), ..Default::default() };
     (pc.retain_batch, pc.tr_batch, pc.attack.batch) = (bc.clone(), bc.clone(), bc);
-    let time = |p: Option<usize>| -> crate::Result<(f64, usize)> {
+    let time = |p: Option<usize>| -> crate::Result<(f64, usize, memory::Peak)> {
+        let watch = memory::PeakWatch::start();
         let mut secs = vec![];
         let mut passes = 0;
         let mut cb = |st: &crate::defense::patcher::OuterStats| -> crate::Result<()> {
@@ -333,10 +339,10 @@ pub fn harden_step(
         let method = p.map_or(HardenMethod::Sequential, HardenMethod::Parallel);
         let out = crate::experiment::pipeline::harden(&model, &pc, &data, method, opts)?;
         let _ = out.params[0].clone().sum().into_scalar::<f32>();
-        Ok((median(secs), passes))
+        Ok((median(secs), passes, watch.read()))
     };
-    let (sequential_s, sequential_passes) = time(None)?;
-    let (parallel_s, parallel_passes) = time(Some(workers))?;
+    let (sequential_s, sequential_passes, seq_mem) = time(None)?;
+    let (parallel_s, parallel_passes, par_mem) = time(Some(workers))?;
     Ok(HardenBench {
         what: "harden_step",
         shape: name.into(),
@@ -350,6 +356,9 @@ pub fn harden_step(
         sequential_passes,
         parallel_passes,
         speedup: sequential_s / parallel_s,
+        sequential_peak_mb: seq_mem.peak_mb,
+        parallel_peak_mb: par_mem.peak_mb,
+        resident_mb: seq_mem.start_mb,
     })
 }
 
@@ -385,9 +394,16 @@ pub fn run(req: &BenchRequest, device: &Device, out: &mut dyn FnMut(String)) -> 
         for name in shapes {
             let (cfg, b, t) = known(name)?;
             let r = harden_step(name, &cfg, b, t, k, workers, req.warmup, req.steps, device)?;
+            let mb = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.0} MiB"));
             out(format!(
                 "{name}: Patcher outer step, K = {k}: sequential {:.3} s ({} dependent passes), parallel x{workers} {:.3} s ({} passes) -> {:.2}x",
                 r.sequential_s, r.sequential_passes, r.parallel_s, r.parallel_passes, r.speedup
+            ));
+            out(format!(
+                "{name}: peak resident memory: sequential {}, parallel x{workers} {} (resident before: {})",
+                mb(r.sequential_peak_mb),
+                mb(r.parallel_peak_mb),
+                mb(r.resident_mb)
             ));
             out(serde_json::to_string(&r).expect("json"));
         }
