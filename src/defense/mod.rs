@@ -266,7 +266,11 @@ pub fn run<C: Serialize, M: driver::Method>(
     method: &mut M,
     opts: HardenOptions,
 ) -> Result<Llama> {
-    let options =
-        driver::Options { out_dir: opts.out_dir, progress: opts.progress, stop_after: opts.stop_after, on_step: None };
+    let options = driver::Options {
+        out_dir: opts.out_dir,
+        progress: opts.progress,
+        stop_after: opts.stop_after,
+        ..Default::default()
+    };
     drive_from(model, (outer.steps, outer.checkpoint_every), run_key, label, method, options)
 }

@@ -921,6 +921,7 @@ pub fn drive<C: Serialize, M: driver::Method<Stats = OuterStats>>(
         progress,
         stop_after,
         on_step: forward.as_mut().map(|f| f as &mut driver::OnStep<OuterStats>),
+        ..Default::default()
     };
     crate::defense::drive_from(model, (cfg.outer_steps, cfg.checkpoint_every), run_key, label, method, options)
 }

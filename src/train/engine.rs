@@ -219,6 +219,7 @@ pub fn run(state: TrainState, cfg: &TrainConfig, data: &Mixture, pad_id: u32, op
         progress: opts.progress,
         stop_after: opts.stop_after,
         on_step: opts.on_step,
+        ..Default::default()
     };
     driver::drive(state, &plan, &mut Sft { cfg, data, pad_id }, options)
 }
