@@ -132,13 +132,15 @@ mod tests {
     use super::*;
     use crate::train::engine::TrainConfig;
 
-    /// A method whose step only counts.
-    struct Count;
+    /// A method whose step only counts: the run's step, and the steps this instance took.
+    #[derive(Default)]
+    struct Count(usize);
 
     impl Method for Count {
         type Stats = usize;
         fn step(&mut self, state: &mut TrainState) -> Result<usize> {
             state.step += 1;
+            self.0 += 1;
             Ok(state.step)
         }
         fn describe(&self, _: &usize) -> String {
@@ -166,16 +168,19 @@ mod tests {
             checkpoint_after: after,
             ..Default::default()
         };
-        drive(state(), &plan, &mut Count, opts(&timed, Some(Duration::ZERO))).unwrap();
-        drive(state(), &plan, &mut Count, opts(&stepped, None)).unwrap();
+        drive(state(), &plan, &mut Count::default(), opts(&timed, Some(Duration::ZERO))).unwrap();
+        drive(state(), &plan, &mut Count::default(), opts(&stepped, None)).unwrap();
         assert_eq!(latest_step(&timed), Some(3));
         assert_eq!(latest_step(&stepped), None);
         // The default waits CHECKPOINT_AFTER, far longer than this run.
         let default = root.join("default");
-        drive(state(), &plan, &mut Count, opts(&default, Options::<usize>::default().checkpoint_after)).unwrap();
+        drive(state(), &plan, &mut Count::default(), opts(&default, Options::<usize>::default().checkpoint_after))
+            .unwrap();
         assert_eq!(latest_step(&default), None);
-        let resumed = drive(state(), &plan, &mut Count, Options { out_dir: Some(timed.clone()), ..Default::default() });
-        assert_eq!(resumed.unwrap().step, 5);
+        // Resuming starts at the saved step 3: two more steps, not five.
+        let mut count = Count::default();
+        let resumed = drive(state(), &plan, &mut count, Options { out_dir: Some(timed.clone()), ..Default::default() });
+        assert_eq!((resumed.unwrap().step, count.0), (5, 2));
         assert_eq!(latest_step(&timed), Some(5));
         let _ = std::fs::remove_dir_all(&root);
     }
