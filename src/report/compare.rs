@@ -23,13 +23,18 @@ pub struct Run<'a> {
 type Key = (String, String, usize);
 
 /// Every line any run measured: defenses and attacks in first-seen order over the runs (the
-/// unattacked line first), budgets ascending.
+/// unattacked line first), budgets ascending. An attack's budget-0 row is the unattacked model
+/// again (the runner keeps it as each curve's first point), so it gets no line of its own where
+/// every run has the defense's unattacked row.
 fn keys(runs: &[Run]) -> Vec<Key> {
     let mut out: Vec<Key> = Vec::new();
     let (mut ds, mut atts): (Vec<&str>, Vec<&str>) = (Vec::new(), vec!["none"]);
+    let unattacked_everywhere =
+        |d: &str| runs.iter().all(|run| run.results.rows.iter().any(|r| r.defense == d && r.attack == "none"));
     for r in runs.iter().flat_map(|run| &run.results.rows) {
         let k = (r.defense.clone(), r.attack.clone(), r.budget);
-        if !out.contains(&k) {
+        let copy = r.attack != "none" && r.budget == 0 && unattacked_everywhere(&r.defense);
+        if !copy && !out.contains(&k) {
             out.push(k);
         }
         for (seen, name) in [(&mut ds, r.defense.as_str()), (&mut atts, r.attack.as_str())] {
@@ -192,7 +197,8 @@ mod tests {
     }
 
     /// Lines are the union of both runs' rows (defenses and attacks in first-seen order, budgets
-    /// ascending); a run without a row shows `–`;
+    /// ascending, an attack's budget-0 copy of the unattacked row left out); a run without a row
+    /// shows `–`;
     /// intervals and the other judges' HS appear in their groups; steps-to-break is each run's own.
     #[test]
     fn side_by_side_lines_up_rows_and_marks_missing_cells() {
@@ -201,12 +207,17 @@ mod tests {
         base.over_refusal = Some(0.25);
         let i = |lo, hi| Interval { mean: 0.0, lo, hi };
         base.ci = Some(RowIntervals { harmful_score: i(0.05, 0.2), over_refusal: Some(i(0.2, 0.3)), utility: None });
-        let a = results("small", vec![base.clone(), row("sft", "adamw", 25, 0.7), row("sft", "sgd", 100, 0.3)]);
+        let a = results(
+            "small",
+            vec![base.clone(), row("sft", "adamw", 0, 0.1), row("sft", "adamw", 25, 0.7), row("sft", "sgd", 100, 0.3)],
+        );
         let b = results("large", vec![base, row("sft", "adamw", 25, 0.4), row("sft", "adamw", 50, 0.6)]);
         let md = render(&[Run { label: "small".into(), results: &a }, Run { label: "large".into(), results: &b }]);
         assert!(md.contains("| Defense, attack @ steps | small | large |"), "{md}");
         assert!(md.contains("| SFT alignment | 10% [5.0–20] | 10% [5.0–20] |"), "{md}");
         assert!(md.contains("| SFT alignment, adamw @ 25 | 70% | 40% |"), "{md}");
+        // The attack's budget-0 row repeats the unattacked model: no line of its own.
+        assert!(!md.contains("adamw @ 0"), "{md}");
         assert!(
             md.contains("| SFT alignment, adamw @ 50 | – | 60% |\n| SFT alignment, sgd\\* @ 100 | 30% | – |"),
             "{md}"
