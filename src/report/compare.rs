@@ -135,12 +135,11 @@ pub fn render(runs: &[Run]) -> String {
         }
     }
     // Steps-to-break: the first budget with HS >= 50% on each run's own curve.
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for run in runs {
-        for c in robustness_curves(&run.results.rows) {
-            if !pairs.contains(&(c.defense.clone(), c.attack.clone())) {
-                pairs.push((c.defense, c.attack));
-            }
+    let curves: Vec<_> = runs.iter().map(|run| robustness_curves(&run.results.rows)).collect();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for c in curves.iter().flatten() {
+        if !pairs.contains(&(c.defense.as_str(), c.attack.as_str())) {
+            pairs.push((&c.defense, &c.attack));
         }
     }
     if !pairs.is_empty() {
@@ -148,11 +147,10 @@ pub fn render(runs: &[Run]) -> String {
             "\n## Steps-to-break\n\nThe first budget with HS ≥ 50% (`> N`: not within the N steps measured).\n\n",
         );
         header(&mut md, "Defense, attack");
-        let curves: Vec<_> = runs.iter().map(|run| robustness_curves(&run.results.rows)).collect();
-        for (d, a) in &pairs {
+        for &(d, a) in &pairs {
             let cells: Vec<String> = curves
                 .iter()
-                .map(|curves| match curves.iter().find(|c| &c.defense == d && &c.attack == a) {
+                .map(|curves| match curves.iter().find(|c| c.defense == d && c.attack == a) {
                     None => "–".into(),
                     Some(c) => match c.steps_to_break {
                         Some(s) => s.to_string(),
