@@ -8,7 +8,8 @@
 //!   its tamper-resistance gradients at the engine's LoRA-attacked weights;
 //! - the KL retain term against a direct f64 computation and finite differences, and in an
 //!   outer step;
-//! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1;
+//! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1, full-parameter or LoRA, and
+//!   a LoRA trajectory equals the engine's LoRA attack;
 //! - for P = 2 and 3 each worker's trajectory equals a separately computed attack, and the
 //!   all-reduced gradient equals the sum of the workers' separately computed contributions.
 
@@ -24,6 +25,7 @@ use patcher::model::llama::{Llama, to_vec_f32};
 use patcher::rng::Rng;
 use patcher::train::batches::BatchConfig;
 use patcher::train::engine::{RunOptions, TrainConfig, TrainState, run};
+use patcher::train::lora::Lora;
 use patcher::train::optim::{self, OptimState, OptimizerConfig};
 use patcher::train::schedule::{ScheduleConfig, ScheduleKind};
 use patcher::train::step::{Batch, add_scaled, loss_and_grads};
@@ -560,18 +562,11 @@ fn an_outer_step_with_a_lora_attack_takes_tamper_resistance_gradients_at_the_mer
     let diff = max_diff(&exposed, &direct);
     println!("outer gradient with a LoRA attack ({variant}) vs direct: {diff:e}");
     assert!(diff < 1e-5, "{diff}");
-    // Parallel Patcher refuses LoRA and schedules instead of ignoring them.
-    for (lora, sched, word) in [(true, false, "attack.lora"), (false, true, "attack.schedules")] {
-        let mut p = c.clone();
-        if !lora {
-            p.attack.lora = None;
-        }
-        if !sched {
-            p.attack.schedules = vec![];
-        }
-        let Err(e) = parallel::harden(&m, &p, &d, 2, HardenOptions::default()) else { panic!("{word} accepted") };
-        assert!(e.to_string().contains(word), "{e}");
-    }
+    // Parallel Patcher refuses schedules instead of ignoring them (it has LoRA trajectories).
+    let mut p = c.clone();
+    p.attack.lora = None;
+    let Err(e) = parallel::harden(&m, &p, &d, 2, HardenOptions::default()) else { panic!("schedules accepted") };
+    assert!(e.to_string().contains("attack.schedules"), "{e}");
 }
 
 /// Sampling: a distribution without schedules or LoRA draws what it always drew (an optimizer,
@@ -623,6 +618,73 @@ fn parallel_with_one_worker_and_k1_equals_sequential_k1() {
     assert!(max_diff(&seq.params, &m.params) > 1e-4, "training moved the weights");
 }
 
+/// The same with LoRA attacks on every outer step (share 1, ranks 2 and 4 drawn per step): a
+/// trajectory of one step is the sequential algorithm's one-step LoRA attack from θ.
+#[test]
+fn parallel_with_one_worker_and_k1_equals_sequential_k1_with_lora_attacks() {
+    let m = model();
+    let d = data();
+    let mut c = PatcherConfig {
+        k: KSchedule::constant(1),
+        inner: InnerSelection { kind: InnerKind::All, ..Default::default() },
+        outer_steps: 4,
+        ..base_cfg()
+    };
+    c.attack.lora = Some(LoraAttacks { share: 1.0, ranks: vec![2, 4], lrs: vec![2e-2], ..Default::default() });
+    let seq = harden(&m, &c, &d, HardenOptions::default()).unwrap();
+    let par = parallel::harden(&m, &c, &d, 1, HardenOptions::default()).unwrap();
+    let diff = max_diff(&seq.params, &par.params);
+    println!("LoRA attacks: parallel P=1 K=1 vs sequential K=1 after 4 outer steps: max |weight difference| {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+    // The LoRA attacks reached the outer gradient: without them the result differs.
+    c.attack.lora = None;
+    let full = parallel::harden(&m, &c, &d, 1, HardenOptions::default()).unwrap();
+    let moved = max_diff(&full.params, &par.params);
+    assert!(moved > 1e-4, "LoRA attacks changed nothing: {moved}");
+}
+
+/// A LoRA trajectory with θ frozen (outer lr 0): after s outer steps its adapters equal s steps
+/// of a separately computed LoRA attack from θ on the worker's batches (batch index
+/// `t·K + age`, ages starting at ⌊jK/P⌋), whose adapters are drawn from the sampled attack's
+/// seed; a share-0.5 distribution mixes LoRA and full-parameter trajectories.
+#[test]
+fn parallel_lora_trajectories_equal_separately_computed_lora_attacks() {
+    let m = model();
+    let d = data();
+    let (k, p, steps) = (6usize, 2usize, 2usize);
+    let mut c = PatcherConfig { outer_lr: 0.0, k: KSchedule::constant(k), ..base_cfg() };
+    c.attack.lora = Some(LoraAttacks { share: 1.0, ranks: vec![4], lrs: vec![2e-2], ..Default::default() });
+    let base = Streams::new(&c, &d);
+    let streams: Vec<Streams> = (0..p).map(|j| parallel_streams(&base, &c, j)).collect();
+    let mut st = state(&m);
+    let mut trajs = parallel::init_trajectories(&m, &c, p).unwrap();
+    let ages0: Vec<usize> = trajs.iter().map(|t| t.age).collect();
+    for _ in 0..steps {
+        parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap();
+    }
+    for j in 0..p {
+        assert!(ages0[j] + steps < k, "the check needs unrestarted trajectories");
+        let a = sample_attack(&c, 0, j);
+        let (lc, seed) = a.lora.clone().unwrap();
+        let mut lora = Lora::new(&m, lc, seed).unwrap();
+        let mut opt = OptimState::new(lora.params.len());
+        for s in 0..steps {
+            let hb = Batch::new(&streams[j].harmful.batch(s * k + ages0[j] + s), 0, 32, &m);
+            let (_, g) = lora.loss_and_grads(&m, &hb);
+            optim::step(&a.optimizer, &mut opt, &mut lora.params, &g, a.lr);
+        }
+        let traj = trajs[j].lora.as_ref().expect("a LoRA trajectory");
+        assert!(trajs[j].offset.is_empty());
+        let diff = max_diff(&traj.merge(&m).params, &lora.merge(&m).params);
+        println!("LoRA trajectory of worker {j} vs a separate LoRA attack: {diff:e}");
+        assert!(diff < 1e-6, "worker {j}: {diff}");
+        assert!(max_diff(&traj.merge(&m).params, &m.params) > 1e-4, "the attack moved nothing");
+    }
+    c.attack.lora.as_mut().unwrap().share = 0.5;
+    let kinds: Vec<bool> = (0..40).map(|t| sample_attack(&c, t, 1).lora.is_some()).collect();
+    assert!(kinds.iter().any(|&l| l) && kinds.iter().any(|&l| !l));
+}
+
 #[test]
 fn parallel_trajectories_and_all_reduce_match_direct_computations() {
     let m = model();
@@ -635,7 +697,7 @@ fn parallel_trajectories_and_all_reduce_match_direct_computations() {
         let base = Streams::new(&c, &d);
         let streams: Vec<Streams> = (0..p).map(|j| parallel_streams(&base, &c, j)).collect();
         let mut st = state(&m);
-        let mut trajs = parallel::init_trajectories(&m, &c, p);
+        let mut trajs = parallel::init_trajectories(&m, &c, p).unwrap();
         let ages0: Vec<usize> = trajs.iter().map(|t| t.age).collect();
         assert_eq!(ages0, (0..p).map(|j| j * k / p).collect::<Vec<_>>());
         let steps = 2usize;
@@ -673,7 +735,7 @@ fn parallel_trajectories_and_all_reduce_match_direct_computations() {
         let base = Streams::new(&c, &d);
         let streams: Vec<Streams> = (0..p).map(|j| parallel_streams(&base, &c, j)).collect();
         let mut st = state(&m);
-        let mut trajs = parallel::init_trajectories(&m, &c, p);
+        let mut trajs = parallel::init_trajectories(&m, &c, p).unwrap();
         let ages0: Vec<usize> = trajs.iter().map(|t| t.age).collect();
         parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap();
         let g_par = neg_delta(&m.params, &st.model.params);
@@ -714,19 +776,32 @@ fn killed_and_resumed_hardening_equals_an_uninterrupted_run_sequential_and_paral
     let m = model();
     let d = data();
     let c = PatcherConfig { outer_steps: 5, checkpoint_every: 2, ..base_cfg() };
-    for p in [0usize, 2] {
+    // Full-parameter attacks, LoRA attacks on every outer step, and a mix (the checkpoint at
+    // step 2 then holds one trajectory of each kind: checked below).
+    let lora = |share: f64| {
+        let mut c = c.clone();
+        c.attack.lora = Some(LoraAttacks { share, ranks: vec![2], lrs: vec![2e-2], ..Default::default() });
+        c
+    };
+    let mixed = lora(0.5);
+    // After 2 outer steps at K = 3, worker 0's trajectory started at step 0, worker 1's at 2.
+    assert_ne!(sample_attack(&mixed, 0, 0).lora.is_some(), sample_attack(&mixed, 2, 1).lora.is_some());
+    for (c, p) in [(&c, 0usize), (&c, 2), (&mixed, 0), (&mixed, 2), (&lora(1.0), 2)] {
         let run = |opts: HardenOptions| {
             if p == 0 { harden(&m, &c, &d, opts) } else { parallel::harden(&m, &c, &d, p, opts) }
         };
         let full = run(HardenOptions::default()).unwrap();
-        let dir = std::env::temp_dir().join(format!("patcher-harden-resume-{p}-{}", std::process::id()));
+        let share = c.attack.lora.as_ref().map_or(0.0, |l| l.share);
+        let dir = std::env::temp_dir().join(format!("patcher-harden-resume-{p}-{share}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         // Killed after outer step 3: the last checkpoint is step 2 (with the worker trajectories).
         run(HardenOptions { out_dir: Some(dir.clone()), stop_after: Some(3), ..Default::default() }).unwrap();
         let resumed = run(HardenOptions { out_dir: Some(dir.clone()), ..Default::default() }).unwrap();
         let diff = max_diff(&full.params, &resumed.params);
-        println!("P={p} (0 = sequential): resumed vs uninterrupted hardening: max |weight difference| {diff:e}");
-        assert!(diff < 1e-6, "P={p}: {diff}");
+        println!(
+            "P={p} (0 = sequential), LoRA share {share}: resumed vs uninterrupted hardening: max |weight difference| {diff:e}"
+        );
+        assert!(diff < 1e-6, "P={p}, share {share}: {diff}");
         let lines = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
         assert!(lines.lines().count() >= 5, "per-step metrics are logged");
         let _ = std::fs::remove_dir_all(&dir);

@@ -12,6 +12,12 @@
 //! a newly sampled attack). The `K/P` factor makes the expected tamper-resistance weight per
 //! outer step equal the sequential algorithm's (Σ_S w = 1); with P = 1 and K = 1 the two
 //! algorithms coincide exactly (a test).
+//!
+//! LoRA attacks in the train-time distribution (`attack.lora`): a trajectory whose sampled
+//! attack is LoRA carries adapters instead of an offset, and its attacked weights are the
+//! adapters merged onto the *current* θ, `θ + s·BA` (the same transplant as an offset's); the
+//! attacker's optimizer state is over the adapters. A restart draws new adapters from the new
+//! attack's seed, as the sequential algorithm does.
 
 use std::time::Instant;
 
@@ -21,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
     HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, drive, inner_step,
-    retain_grads, sample_attack, tr_grads,
+    attack_batch, retain_grads, sample_attack, tr_grads,
 };
 use crate::error::{Error, Result};
 use crate::model::Llama;
@@ -29,13 +35,17 @@ use crate::rng::Rng;
 use crate::train::batches::Mixture;
 use crate::train::checkpoint::Extra;
 use crate::train::engine::TrainState;
-use crate::train::optim::OptimState;
+use crate::train::lora::Lora;
+use crate::train::optim::{self, OptimState};
 
 /// One worker's attack trajectory.
 #[derive(Debug, Clone)]
 pub struct Trajectory {
-    /// Δ: attacked weights minus the current θ.
+    /// Δ: attacked weights minus the current θ (empty for a LoRA trajectory).
     pub offset: Vec<Tensor<2>>,
+    /// A LoRA trajectory's adapters (merged onto the current θ); `None`: full-parameter.
+    pub lora: Option<Lora>,
+    /// The attacker's optimizer state (over the adapters for a LoRA trajectory).
     pub opt: OptimState,
     pub age: usize,
     pub attack: SampledAttack,
@@ -54,18 +64,22 @@ fn zeros_like(params: &[Tensor<2>]) -> Vec<Tensor<2>> {
     params.iter().map(|p| p.clone().inner().zeros_like()).collect()
 }
 
+/// A fresh trajectory of worker `j` started at outer step `t` and age `age`: a zero offset, or
+/// new adapters when the sampled attack is LoRA.
+fn fresh(theta: &Llama, cfg: &PatcherConfig, t: usize, j: usize, age: usize) -> Result<Trajectory> {
+    let attack = sample_attack(cfg, t, j);
+    let lora = attack.lora.as_ref().map(|(l, seed)| Lora::new(theta, l.clone(), *seed)).transpose()?;
+    let (offset, n) = match &lora {
+        Some(l) => (vec![], l.params.len()),
+        None => (zeros_like(&theta.params), theta.params.len()),
+    };
+    Ok(Trajectory { offset, lora, opt: OptimState::new(n), age, attack, started: t })
+}
+
 /// Fresh, staggered trajectories: worker j starts at age ⌊j·K/P⌋.
-pub fn init_trajectories(model: &Llama, cfg: &PatcherConfig, p: usize) -> Vec<Trajectory> {
+pub fn init_trajectories(model: &Llama, cfg: &PatcherConfig, p: usize) -> Result<Vec<Trajectory>> {
     let k = cfg.k.k_at(0, cfg.outer_steps);
-    (0..p)
-        .map(|j| Trajectory {
-            offset: zeros_like(&model.params),
-            opt: OptimState::new(model.params.len()),
-            age: (j * k) / p,
-            attack: sample_attack(cfg, 0, j),
-            started: 0,
-        })
-        .collect()
+    (0..p).map(|j| fresh(model, cfg, 0, j, (j * k) / p)).collect()
 }
 
 /// Worker j's streams: worker 0 uses the sequential algorithm's streams (so P = 1 reproduces
@@ -110,21 +124,33 @@ fn worker_step(
 ) -> (Vec<Option<Tensor<2>>>, WorkerOut, f64) {
     let k_total = cfg.k.k_at(t, cfg.outer_steps);
     let kmax = cfg.k.max();
-    // θ + Δ from the current θ.
-    let mut attacked = theta.clone();
-    for (a, d) in attacked.params.iter_mut().zip(&traj.offset) {
-        *a = a.clone() + d.clone();
-    }
-    let before: Vec<Tensor<2>> = attacked.params.clone();
     // Batch index: the sequential algorithm's `t*kmax + k - 1` when P = 1 and K = 1.
     let idx = t * kmax + traj.age;
-    let harm_loss =
-        inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, cfg.attack.batch.max_len, idx);
+    let max_len = cfg.attack.batch.max_len;
+    let (attacked, harm_loss) = match &mut traj.lora {
+        // One step of the adapters on the current θ, then θ + s·BA.
+        Some(lora) => {
+            let b = attack_batch(theta, streams, data, max_len, idx);
+            let (l, g) = lora.loss_and_grads(theta, &b);
+            optim::step(&traj.attack.optimizer, &mut traj.opt, &mut lora.params, &g, traj.attack.lr);
+            (lora.merge(theta), l)
+        }
+        None => {
+            // θ + Δ from the current θ.
+            let mut attacked = theta.clone();
+            for (a, d) in attacked.params.iter_mut().zip(&traj.offset) {
+                *a = a.clone() + d.clone();
+            }
+            let before: Vec<Tensor<2>> = attacked.params.clone();
+            let l = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, max_len, idx);
+            // Δ ← Δ + (θ' − (θ + Δ)).
+            for ((d, a), b) in traj.offset.iter_mut().zip(&attacked.params).zip(&before) {
+                *d = d.clone() + (a.clone() - b.clone());
+            }
+            (attacked, l)
+        }
+    };
     traj.age += 1;
-    // Δ ← Δ + (θ' − (θ + Δ)).
-    for ((d, a), b) in traj.offset.iter_mut().zip(&attacked.params).zip(&before) {
-        *d = d.clone() + (a.clone() - b.clone());
-    }
     let mut passes = 1;
     let mut g: Vec<Option<Tensor<2>>> = vec![None; theta.params.len()];
     let mut tr_loss = None;
@@ -143,12 +169,9 @@ fn worker_step(
         passes += 1;
     }
     if traj.age >= k_total {
-        // Restart: fresh trajectory with a new attack sample.
-        traj.offset = zeros_like(&theta.params);
-        traj.opt = OptimState::new(theta.params.len());
-        traj.age = 0;
-        traj.started = t + 1;
-        traj.attack = sample_attack(cfg, t + 1, j);
+        // Restart: fresh trajectory with a new attack sample (LoRA configs were validated with
+        // the config, so drawing adapters cannot fail here).
+        *traj = fresh(theta, cfg, t + 1, j, 0).expect("LoRA settings validated with the config");
     }
     let summed = comm.all_reduce_sum(j, g);
     (summed, WorkerOut { harm_loss, tr_loss, passes }, retain_loss)
@@ -197,7 +220,7 @@ pub fn outer_step(
         grad_norm,
         lr,
         attack_optimizer: trajs[0].attack.optimizer.kind.to_string(),
-        attack_variant: None,
+        attack_variant: trajs[0].attack.variant(),
         attack_lr: trajs[0].attack.lr,
         passes,
         seconds: t0.elapsed().as_secs_f64(),
@@ -210,6 +233,9 @@ fn save_trajectories(trajs: &[Trajectory]) -> Extra {
     for (j, tr) in trajs.iter().enumerate() {
         for (i, d) in tr.offset.iter().enumerate() {
             tensors.push((format!("w{j}/delta/{i}"), d.clone()));
+        }
+        for (i, a) in tr.lora.iter().flat_map(|l| &l.params).enumerate() {
+            tensors.push((format!("w{j}/lora/{i}"), a.clone()));
         }
         for (i, m) in tr.opt.m.iter().enumerate() {
             if let Some(m) = m {
@@ -226,25 +252,36 @@ fn save_trajectories(trajs: &[Trajectory]) -> Extra {
     Extra { tensors, json: serde_json::to_value(meta).expect("json") }
 }
 
-fn load_trajectories(extra: Extra, cfg: &PatcherConfig, n_params: usize) -> Result<Vec<Trajectory>> {
+/// The trajectories of a checkpoint. Each one's attack is re-drawn from its start step (a pure
+/// function of the seed), which says whether it carries an offset or adapters (`theta` gives the
+/// adapters' targets and shapes).
+fn load_trajectories(extra: Extra, cfg: &PatcherConfig, theta: &Llama) -> Result<Vec<Trajectory>> {
     let meta: Vec<TrajectoryMeta> = serde_json::from_value(extra.json)
         .map_err(|e| Error::Invalid(format!("checkpoint: parallel trajectories: {e}")))?;
     let mut map: std::collections::HashMap<String, Tensor<2>> = extra.tensors.into_iter().collect();
     meta.iter()
         .enumerate()
         .map(|(j, m)| {
-            let offset = (0..n_params)
-                .map(|i| {
-                    map.remove(&format!("w{j}/delta/{i}"))
-                        .ok_or_else(|| Error::Invalid(format!("checkpoint: missing w{j}/delta/{i}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let opt = OptimState {
-                step: m.optim_step,
-                m: (0..n_params).map(|i| map.remove(&format!("w{j}/m/{i}"))).collect(),
-                v: (0..n_params).map(|i| map.remove(&format!("w{j}/v/{i}"))).collect(),
+            let mut tr = fresh(theta, cfg, m.started, j, m.age)?;
+            let mut take = |kind: &str, n: usize| {
+                (0..n)
+                    .map(|i| {
+                        map.remove(&format!("w{j}/{kind}/{i}"))
+                            .ok_or_else(|| Error::Invalid(format!("checkpoint: missing w{j}/{kind}/{i}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
             };
-            Ok(Trajectory { offset, opt, age: m.age, attack: sample_attack(cfg, m.started, j), started: m.started })
+            match &mut tr.lora {
+                Some(l) => l.params = take("lora", l.params.len())?,
+                None => tr.offset = take("delta", theta.params.len())?,
+            }
+            let n = tr.opt.m.len();
+            tr.opt = OptimState {
+                step: m.optim_step,
+                m: (0..n).map(|i| map.remove(&format!("w{j}/m/{i}"))).collect(),
+                v: (0..n).map(|i| map.remove(&format!("w{j}/v/{i}"))).collect(),
+            };
+            Ok(tr)
         })
         .collect()
 }
@@ -254,7 +291,8 @@ struct Parallel<'a> {
     data: &'a PatcherData,
     streams: Vec<Streams>,
     trajs: Vec<Trajectory>,
-    n_params: usize,
+    /// The starting model (an O(1) clone): the adapters' shapes when a checkpoint is restored.
+    start: Llama,
 }
 
 impl crate::train::driver::Method for Parallel<'_> {
@@ -267,7 +305,7 @@ impl crate::train::driver::Method for Parallel<'_> {
         save_trajectories(&self.trajs)
     }
     fn restore(&mut self, extra: Extra) -> Result<()> {
-        self.trajs = load_trajectories(extra, self.cfg, self.n_params)?;
+        self.trajs = load_trajectories(extra, self.cfg, &self.start)?;
         Ok(())
     }
 
@@ -290,8 +328,8 @@ pub fn harden(model: &Llama, cfg: &PatcherConfig, data: &PatcherData, p: usize, 
         cfg,
         data,
         streams: (0..p).map(|j| worker_streams(&base, cfg, j)).collect(),
-        trajs: init_trajectories(model, cfg, p),
-        n_params: model.params.len(),
+        trajs: init_trajectories(model, cfg, p)?,
+        start: model.clone(),
     };
     drive(model, cfg, &(cfg, p), &format!("patcher x{p}"), &mut method, opts)
 }

@@ -346,8 +346,6 @@ impl PatcherConfig {
     pub fn sequential_only(&self) -> Option<&'static str> {
         if self.meta_steps > 0 {
             Some("`meta_steps` (the meta-gradient correction)")
-        } else if self.attack.lora.is_some() {
-            Some("`attack.lora` (LoRA attacks in the train-time distribution)")
         } else if self.retain_kl > 0.0 {
             Some("`retain_kl` (the KL term to the starting model)")
         } else if !self.attack.schedules.is_empty() {
@@ -700,8 +698,8 @@ fn full_step(
 }
 
 /// One simulated full-parameter attack step on `at` with `opt_state`, at the attack's peak
-/// learning rate (parallel Patcher's, which refuses schedules and LoRA): returns the
-/// attacker's loss.
+/// learning rate (parallel Patcher's full-parameter trajectories; it refuses schedules):
+/// returns the attacker's loss.
 pub fn inner_step(
     at: &mut Llama,
     opt_state: &mut OptimState,
