@@ -788,7 +788,7 @@ fn killed_and_resumed_hardening_equals_an_uninterrupted_run_sequential_and_paral
     assert_ne!(sample_attack(&mixed, 0, 0).lora.is_some(), sample_attack(&mixed, 2, 1).lora.is_some());
     for (c, p) in [(&c, 0usize), (&c, 2), (&mixed, 0), (&mixed, 2), (&lora(1.0), 2)] {
         let run = |opts: HardenOptions| {
-            if p == 0 { harden(&m, &c, &d, opts) } else { parallel::harden(&m, &c, &d, p, opts) }
+            if p == 0 { harden(&m, c, &d, opts) } else { parallel::harden(&m, c, &d, p, opts) }
         };
         let full = run(HardenOptions::default()).unwrap();
         let share = c.attack.lora.as_ref().map_or(0.0, |l| l.share);

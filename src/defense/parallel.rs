@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::defense::collective::{Collective, InProcess};
 use crate::defense::patcher::{
-    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, drive, inner_step,
-    attack_batch, retain_grads, sample_attack, tr_grads,
+    HardenOptions, OuterStats, PatcherConfig, PatcherData, SampledAttack, Streams, apply_outer, attack_batch, drive,
+    inner_step, retain_grads, sample_attack, tr_grads,
 };
 use crate::error::{Error, Result};
 use crate::model::Llama;
