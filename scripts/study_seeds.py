@@ -87,7 +87,7 @@ def main(args):
             losses.append((a, held, d, lrow))
         print(f"| {a}{'*' if held else ''} | " + " | ".join(cells) + " |")
     print(f"\nSteps-to-break per seed counting only cells whose held-out benign loss stays within 1/{LOSS_GUARD} of the "
-          f"defense's unattacked loss (the sweep's `guard_on = \"benign_loss\"`); \"-\" = no such cell reaches HS 50%:\n")
+          f"defense's unattacked loss (the sweep's `guard_on = \"benign-loss\"`); \"-\" = no such cell reaches HS 50%:\n")
     print("| attack | " + " | ".join(attacked) + " |")
     print("|---|" + "---|" * len(attacked))
     for a, held in attacks:
