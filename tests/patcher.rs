@@ -9,7 +9,7 @@
 //! - the KL retain term against a direct f64 computation and finite differences, and in an
 //!   outer step;
 //! - parallel Patcher with P = 1, K = 1 reproduces sequential K = 1, full-parameter or LoRA, and
-//!   a LoRA trajectory equals the engine's LoRA attack;
+//!   a LoRA trajectory equals a separately computed LoRA attack;
 //! - for P = 2 and 3 each worker's trajectory equals a separately computed attack, and the
 //!   all-reduced gradient equals the sum of the workers' separately computed contributions.
 
