@@ -79,6 +79,7 @@ impl Default for Protocol {
                 train: TrainConfig { steps: 100, lr: 1e-3, batch: batch(16), ..Default::default() },
                 refusal_weight: 0.5,
                 benign_weight: 0.5,
+                ..Default::default()
             },
             patcher,
             attack_lr: 5e-4,

@@ -1,0 +1,111 @@
+//! Vanilla SFT safety alignment: supervised fine-tuning on a mixture of refusals (harmful
+//! prompt → refusal) and benign instruction data. This is the baseline Patcher must beat.
+//! With `[align.select] every > 0` the released model is the checkpoint chosen on validation
+//! sets rather than the last step ([`select`]).
+
+pub mod select;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Conversation;
+use crate::error::Result;
+use crate::model::Llama;
+use crate::tokenizer::ChatTokenizer;
+use crate::train::batches::mixture_of;
+use crate::train::engine::{RunOptions, StepStats, TrainConfig, TrainState, run};
+use select::{SelectConfig, Validator};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignConfig {
+    pub train: TrainConfig,
+    pub refusal_weight: f64,
+    pub benign_weight: f64,
+    /// End-point selection on validation sets (off by default).
+    pub select: SelectConfig,
+}
+
+impl Default for AlignConfig {
+    fn default() -> Self {
+        Self {
+            train: TrainConfig { steps: 200, lr: 2e-5, ..TrainConfig::default() },
+            refusal_weight: 0.5,
+            benign_weight: 0.5,
+            select: SelectConfig::default(),
+        }
+    }
+}
+
+impl AlignConfig {
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate("train.")?;
+        self.select.validate("select.")
+    }
+}
+
+/// SFT-align `model` on `refusals` + `benign`; `opts` carries the output dir (checkpoints,
+/// metrics, resume) and progress settings. With end-point selection on, the returned model is
+/// the chosen checkpoint (its scores are in `select.jsonl` and `select.json` of the output dir).
+pub fn align(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    cfg: &AlignConfig,
+    refusals: &[Conversation],
+    benign: &[Conversation],
+    opts: RunOptions,
+) -> Result<Llama> {
+    cfg.validate()?;
+    let sets = [("refusals", refusals, cfg.refusal_weight), ("benign", benign, cfg.benign_weight)];
+    let mix = mixture_of(tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
+    let start = TrainState::new(model.clone(), &cfg.train)?;
+    if cfg.select.every == 0 {
+        return Ok(run(start, &cfg.train, &mix, tok.pad_id, opts)?.merged());
+    }
+    let dir = opts.out_dir.clone();
+    let mut validator = Validator::new(&cfg.select, dir.as_deref())?;
+    let total = cfg.train.steps;
+    let RunOptions { out_dir, progress, name, on_step: mut outer, stop_after } = opts;
+    let state = {
+        let mut on_step = |state: &TrainState, stats: &StepStats| -> Result<()> {
+            if let Some(cb) = outer.as_mut() {
+                cb(state, stats)?;
+            }
+            if validator.due(state.step, total) {
+                let r = validator.validate(&state.merged(), tok, state.step, state.step == total)?;
+                eprintln!(
+                    "[align] step {}: refuses {:.1}% of harmful and {:.1}% of safe validation prompts ({:.0}s)",
+                    r.step,
+                    100.0 * r.harmful_refusal,
+                    100.0 * r.over_refusal,
+                    r.seconds
+                );
+            }
+            Ok(())
+        };
+        let opts = RunOptions { out_dir, progress, name, on_step: Some(&mut on_step), stop_after };
+        run(start, &cfg.train, &mix, tok.pad_id, opts)?
+    };
+    if state.step < total {
+        // Stopped early on purpose: no choice to make yet.
+        return Ok(state.merged());
+    }
+    if !validator.records().iter().any(|r| r.step == total) {
+        // Resumed from the final checkpoint: the last step was not validated in this process.
+        validator.validate(&state.merged(), tok, total, true)?;
+    }
+    let (chosen, rec) = validator.finish(state.merged())?;
+    eprintln!(
+        "[align] end point: step {} of {total} (harmful refused {:.1}%, safe refused {:.1}%)",
+        rec.step,
+        100.0 * rec.harmful_refusal,
+        100.0 * rec.over_refusal
+    );
+    if let Some(d) = &dir {
+        let text = serde_json::to_string_pretty(&rec).expect("json");
+        crate::io::write_atomic(&d.join("select.json"), text.as_bytes()).map_err(|e| crate::Error::Io {
+            path: d.join("select.json"),
+            source: e,
+        })?;
+    }
+    Ok(chosen)
+}
