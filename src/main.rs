@@ -124,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
             let (out_dir, name) = (Some(out.join("train")), "align".into());
             let opts = RunOptions { out_dir, progress: true, name, ..Default::default() };
             let aligned = patcher::align::align(&m, &tok, &cfg, &r, &b, opts)?;
+            patcher::align::finish_dir(&out.join("train"), &model)?;
             patcher::io::hf::save_model(&aligned, &out, Some(&model))?;
             println!("aligned in {:.1}s -> {}", t0.elapsed().as_secs_f64(), out.display());
         }

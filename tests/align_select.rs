@@ -107,12 +107,12 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     }
     println!("chosen: step {}", pick.step);
     assert!(pick.step < TOTAL, "this setting is meant to choose an intermediate checkpoint (fixed-order reductions)");
-    // Only the best checkpoint stays on disk (none when the last step is chosen).
-    let kept: Vec<String> = std::fs::read_dir(full_dir.join("select"))
+    // Only the best checkpoint stays on disk, and the last step's model beside it.
+    let mut kept: Vec<String> = std::fs::read_dir(full_dir.join("select"))
         .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
-    let expect: Vec<String> = if pick.step < TOTAL { vec![format!("step-{}", pick.step)] } else { vec![] };
-    assert_eq!(kept, expect);
+    kept.sort();
+    assert_eq!(kept, vec!["last".to_string(), format!("step-{}", pick.step)]);
 
     // The released weights are the run's weights at the chosen step: a plain run stopped there.
     let plain = AlignConfig { select: SelectConfig::default(), ..cfg.clone() };
@@ -121,6 +121,12 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     let d = max_diff(&chosen, &at_pick);
     println!("max |chosen - plain run at step {}| = {d:.2e}", pick.step);
     assert!(d <= 1e-6, "the released model is not the step-{} model: {d:.2e}", pick.step);
+    // The kept last-step model is the plain run's end.
+    let plain_end = align(&base, &tok, &plain, &w.refuse_train, &w.benign_train, RunOptions::default()).unwrap();
+    let last = load_model(&full_dir.join("select").join("last"), &device).unwrap();
+    let d = max_diff(&last, &plain_end);
+    println!("max |select/last - plain run's end| = {d:.2e}");
+    assert!(d <= 1e-6, "select/last is not the last step's model: {d:.2e}");
 
     // Its scores are what the released model does, recomputed here (another generation batch
     // size, the same greedy answers).

@@ -109,3 +109,14 @@ pub fn align(
     }
     Ok(chosen)
 }
+
+/// Make the last step's model that end-point selection kept (`<train dir>/select/last/`, when
+/// an earlier checkpoint was chosen) a complete Hugging Face directory: copy `base`'s tokenizer
+/// files into it. Nothing to do otherwise.
+pub fn finish_dir(train_dir: &std::path::Path, base: &std::path::Path) -> Result<()> {
+    let last = train_dir.join("select").join(select::LAST_DIR);
+    if last.join("config.json").exists() {
+        crate::io::hf::copy_tokenizer_files(base, &last)?;
+    }
+    Ok(())
+}

@@ -19,7 +19,9 @@
 //!
 //! Nothing is lost to a kill: each record is appended to `select.jsonl` in the run's directory,
 //! and a checkpoint that becomes the best so far is written to `select/step-N/` before its
-//! record, so a resumed run knows every earlier score and has the best model on disk.
+//! record, so a resumed run knows every earlier score and has the best model on disk. When an
+//! earlier checkpoint is chosen, the last step's model is kept in `select/last/` to compare
+//! with.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +34,10 @@ use crate::eval::keyword::is_refusal;
 use crate::model::Llama;
 use crate::model::generate::SamplingConfig;
 use crate::tokenizer::{ChatMessage, ChatTokenizer};
+
+/// Where, under the run directory's `select/`, the last step's model is kept beside a chosen
+/// earlier one, for comparison.
+pub const LAST_DIR: &str = "last";
 
 /// Validation-based end-point selection (`[align.select]`); off unless `every > 0`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,7 +207,8 @@ impl Validator {
         let Ok(entries) = std::fs::read_dir(&sel) else { return Ok(()) };
         for e in entries {
             let e = e.at(&sel)?;
-            if Some(e.file_name().to_string_lossy().to_string()) != keep {
+            let name = e.file_name().to_string_lossy().to_string();
+            if Some(&name) != keep.as_ref() && name != LAST_DIR {
                 std::fs::remove_dir_all(e.path()).at(e.path())?;
             }
         }
@@ -215,15 +222,19 @@ impl Validator {
             .cloned()
             .ok_or_else(|| Error::Invalid("end-point selection: no checkpoint was validated".into()))?;
         let final_step = self.records.iter().map(|r| r.step).max().unwrap_or(0);
-        let model = if chosen.step == final_step {
-            last
-        } else if let Some((step, m)) = self.best.filter(|(s, _)| *s == chosen.step) {
-            debug_assert_eq!(step, chosen.step);
-            m
-        } else {
-            let d = self.dir.as_ref().ok_or_else(|| Error::Invalid("end-point selection lost its best model".into()))?;
-            let path = d.join("select").join(format!("step-{}", chosen.step));
-            crate::io::hf::load_model(&path, &last.params[0].device())?
+        if chosen.step == final_step {
+            return Ok((last, chosen));
+        }
+        if let Some(d) = &self.dir {
+            crate::io::hf::save_model(&last, &d.join("select").join(LAST_DIR), None)?;
+        }
+        let model = match (self.best, &self.dir) {
+            (Some((step, m)), _) if step == chosen.step => m,
+            (_, Some(d)) => {
+                let path = d.join("select").join(format!("step-{}", chosen.step));
+                crate::io::hf::load_model(&path, &last.params[0].device())?
+            }
+            (_, None) => return Err(Error::Invalid("end-point selection lost its best model".into())),
         };
         Ok((model, chosen))
     }

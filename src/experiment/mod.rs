@@ -307,6 +307,7 @@ impl Runner {
                     ..Default::default()
                 };
                 let aligned = crate::align::align(&m, &tok, &cfg, &data.refusals, &data.benign, opts)?;
+                crate::align::finish_dir(&dir.join("train"), &base)?;
                 crate::io::hf::save_model(&aligned, &dir, Some(&base))
             })?;
         }

@@ -170,15 +170,23 @@ pub fn save_model(model: &Llama, dir: &Path, tokenizer_from: Option<&Path>) -> R
     let cfg = dir.join("config.json");
     let text = serde_json::to_string_pretty(&model.cfg.to_hf_json()).expect("json");
     write_atomic(&cfg, text.as_bytes()).at(&cfg)?;
-    if let Some(src) = tokenizer_from
-        && src != dir
-    {
-        for f in TOKENIZER_FILES {
-            let from = src.join(f);
-            if from.exists() {
-                let data = std::fs::read(&from).at(&from)?;
-                write_atomic(&dir.join(f), &data).at(dir.join(f))?;
-            }
+    match tokenizer_from {
+        Some(src) => copy_tokenizer_files(src, dir),
+        None => Ok(()),
+    }
+}
+
+/// Copy the tokenizer files that `src` has into `dir` (atomically each; nothing when they are
+/// the same directory).
+pub fn copy_tokenizer_files(src: &Path, dir: &Path) -> Result<()> {
+    if src == dir {
+        return Ok(());
+    }
+    for f in TOKENIZER_FILES {
+        let from = src.join(f);
+        if from.exists() {
+            let data = std::fs::read(&from).at(&from)?;
+            write_atomic(&dir.join(f), &data).at(dir.join(f))?;
         }
     }
     Ok(())
