@@ -132,8 +132,15 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     // size, the same greedy answers).
     let h = refusal_share(&chosen, &tok, &cfg.select.harmful, cfg.select.n);
     let s = refusal_share(&chosen, &tok, &cfg.select.safe, cfg.select.n);
-    println!("recomputed: harmful refused {h:.3} (record {:.3}), safe refused {s:.3} (record {:.3})", pick.harmful_refusal, pick.over_refusal);
-    assert!((h - pick.harmful_refusal).abs() <= 1.0 / 40.0 + 1e-9, "harmful refusal {h} vs record {}", pick.harmful_refusal);
+    println!(
+        "recomputed: harmful refused {h:.3} (record {:.3}), safe refused {s:.3} (record {:.3})",
+        pick.harmful_refusal, pick.over_refusal
+    );
+    assert!(
+        (h - pick.harmful_refusal).abs() <= 1.0 / 40.0 + 1e-9,
+        "harmful refusal {h} vs record {}",
+        pick.harmful_refusal
+    );
     assert!((s - pick.over_refusal).abs() <= 1.0 / 40.0 + 1e-9, "safe refusal {s} vs record {}", pick.over_refusal);
 
     // Killed after step 12 (last checkpoint at 10), then resumed: the same records and choice, the
@@ -142,9 +149,15 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     let killed = RunOptions { out_dir: Some(kdir.clone()), stop_after: Some(12), ..Default::default() };
     align(&base, &tok, &cfg, &w.refuse_train, &w.benign_train, killed).unwrap();
     assert!(!kdir.join("select.json").exists(), "no choice before the end");
-    let resumed =
-        align(&base, &tok, &cfg, &w.refuse_train, &w.benign_train, RunOptions { out_dir: Some(kdir.clone()), ..Default::default() })
-            .unwrap();
+    let resumed = align(
+        &base,
+        &tok,
+        &cfg,
+        &w.refuse_train,
+        &w.benign_train,
+        RunOptions { out_dir: Some(kdir.clone()), ..Default::default() },
+    )
+    .unwrap();
     let scores = |v: &[Record]| v.iter().map(|r| (r.step, r.harmful_refusal, r.over_refusal)).collect::<Vec<_>>();
     assert_eq!(scores(&records(&kdir)), scores(&recs), "shares of the same answers");
     let d = max_diff(&resumed, &chosen);

@@ -102,10 +102,8 @@ pub fn align(
     );
     if let Some(d) = &dir {
         let text = serde_json::to_string_pretty(&rec).expect("json");
-        crate::io::write_atomic(&d.join("select.json"), text.as_bytes()).map_err(|e| crate::Error::Io {
-            path: d.join("select.json"),
-            source: e,
-        })?;
+        crate::io::write_atomic(&d.join("select.json"), text.as_bytes())
+            .map_err(|e| crate::Error::Io { path: d.join("select.json"), source: e })?;
     }
     Ok(chosen)
 }

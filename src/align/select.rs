@@ -294,8 +294,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("select-records-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("select.jsonl");
-        let lines: Vec<String> =
-            [r(10, 0.5, 0.1), r(20, 0.6, 0.2), r(20, 0.7, 0.3)].iter().map(|x| serde_json::to_string(x).unwrap()).collect();
+        let lines: Vec<String> = [r(10, 0.5, 0.1), r(20, 0.6, 0.2), r(20, 0.7, 0.3)]
+            .iter()
+            .map(|x| serde_json::to_string(x).unwrap())
+            .collect();
         std::fs::write(&p, lines.join("\n")).unwrap();
         assert_eq!(read_records(&p).unwrap(), vec![r(10, 0.5, 0.1), r(20, 0.7, 0.3)]);
         std::fs::write(&p, "{\"step\": 3}\n").unwrap();
