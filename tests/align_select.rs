@@ -5,7 +5,7 @@
 mod common;
 
 use burn::prelude::*;
-use patcher::align::select::{Record, SelectConfig, choose};
+use patcher::align::select::{Record, Rule, SelectConfig, choose};
 use patcher::align::{AlignConfig, align};
 use patcher::data::write_jsonl;
 use patcher::eval::generate_answers;
@@ -46,6 +46,8 @@ fn config(dir: &std::path::Path, w: &patcher::data::synth::SynthWorld) -> AlignC
             // 42 / 28% of the safe one), so the rule picks an intermediate checkpoint and the test
             // exercises keeping it, on disk and across the kill.
             min_refusal: 0.0,
+            rule: Rule::Floor,
+            keep_all: false,
         },
         ..Default::default()
     }
@@ -99,7 +101,7 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     let chosen = align(&base, &tok, &cfg, &w.refuse_train, &w.benign_train, opts).unwrap();
     let recs = records(&full_dir);
     assert_eq!(recs.iter().map(|r| r.step).collect::<Vec<_>>(), vec![5, 10, 15, 20]);
-    let pick = choose(&recs, cfg.select.min_refusal).unwrap().clone();
+    let pick = choose(&recs, cfg.select.rule, cfg.select.min_refusal).unwrap().clone();
     let saved: Record = serde_json::from_str(&std::fs::read_to_string(full_dir.join("select.json")).unwrap()).unwrap();
     assert_eq!(saved.step, pick.step);
     for r in &recs {
@@ -143,21 +145,21 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
     );
     assert!((s - pick.over_refusal).abs() <= 1.0 / 40.0 + 1e-9, "safe refusal {s} vs record {}", pick.over_refusal);
 
-    // Killed after step 12 (last checkpoint at 10), then resumed: the same records and choice, the
-    // same weights.
+    // Killed after step 12 (last checkpoint at 10), then resumed, keeping every checkpoint this
+    // time: the same records and choice, the same weights.
+    let keep = AlignConfig { select: SelectConfig { keep_all: true, ..cfg.select.clone() }, ..cfg.clone() };
     let kdir = root.join("killed");
     let killed = RunOptions { out_dir: Some(kdir.clone()), stop_after: Some(12), ..Default::default() };
-    align(&base, &tok, &cfg, &w.refuse_train, &w.benign_train, killed).unwrap();
+    align(&base, &tok, &keep, &w.refuse_train, &w.benign_train, killed).unwrap();
     assert!(!kdir.join("select.json").exists(), "no choice before the end");
-    let resumed = align(
-        &base,
-        &tok,
-        &cfg,
-        &w.refuse_train,
-        &w.benign_train,
-        RunOptions { out_dir: Some(kdir.clone()), ..Default::default() },
-    )
-    .unwrap();
+    let opts = RunOptions { out_dir: Some(kdir.clone()), ..Default::default() };
+    let resumed = align(&base, &tok, &keep, &w.refuse_train, &w.benign_train, opts).unwrap();
+    let mut kept: Vec<String> = std::fs::read_dir(kdir.join("select"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["last", "step-10", "step-15", "step-5"], "keep_all keeps every validated checkpoint");
     let scores = |v: &[Record]| v.iter().map(|r| (r.step, r.harmful_refusal, r.over_refusal)).collect::<Vec<_>>();
     assert_eq!(scores(&records(&kdir)), scores(&recs), "shares of the same answers");
     let d = max_diff(&resumed, &chosen);
