@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Table of unattacked SFT models' evaluations (issue 13, item 4; docs/results.md sections 17, 18, 25).
+
+Usage: scripts/sft_table.py LABEL=PATH [LABEL=PATH ...] [--paired A:B ...]
+
+PATH is a run directory written by `patcher run` (its evals/<defense>__none.json, the first row)
+or the summary.json of `patcher eval --out DIR` (or DIR itself). Prints, per model: keyword and
+learned HS on the harmful prompts with a Wilson 95% interval, over-refusal on the XSTest-safe
+prompts with its interval, cloze accuracy per multiple-choice set (sets with fewer than 10 items
+are left blank: a safety-only evaluation, whose benign loss is left blank too), and the benign loss. `--paired A:B` prints B - A for
+HS and over-refusal over the same prompts, with the paired difference's normal 95% interval.
+"""
+import glob
+import json
+import math
+import os
+import sys
+
+
+def wilson(k, n, z=1.96):
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (c - h, c + h)
+
+
+def load(path):
+    """(hs_keyword, hs_learned, outcomes dict, mc list of (name, acc, n), benign loss)."""
+    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "evals")):
+        f = sorted(glob.glob(os.path.join(path, "evals", "*__none.json")))[0]
+        row = json.load(open(f))["rows"][0]
+        learned = dict(row.get("also_hs", [])).get("learned:harm-smollm2")
+        outs = row["outcomes"]
+        names = ["arc-easy cloze", "mmlu cloze"]
+        mc = [(n, s.count("1") / len(s), len(s)) for n, s in zip(names, outs.get("utility", []))]
+        return row["harmful_score"], learned, outs, mc, row["benign_loss"]
+    if os.path.isdir(path):
+        path = os.path.join(path, "summary.json")
+    d = json.load(open(path))
+    learned = next((s["harmful_score"] for s in d.get("also_safety", []) if s["judge"].startswith("learned")), None)
+    mc = [(name, acc, n) for (name, acc), n in zip(d["mc"], d["mc_items"])]
+    return d["safety"]["harmful_score"], learned, d["outcomes"], mc, d["benign_loss"]
+
+
+def pct(x):
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def share_cell(bits):
+    k, n = bits.count("1"), len(bits)
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}]"
+
+
+def paired(a, b):
+    """Mean of b - a over items and its normal 95% interval."""
+    d = [int(y) - int(x) for x, y in zip(a, b)]
+    n = len(d)
+    m = sum(d) / n
+    sd = math.sqrt(sum((v - m) ** 2 for v in d) / (n - 1)) if n > 1 else 0.0
+    h = 1.96 * sd / math.sqrt(n)
+    return f"{100 * m:+.1f} [{100 * (m - h):+.1f}, {100 * (m + h):+.1f}]"
+
+
+def main(argv):
+    models, pairs = [], []
+    it = iter(argv)
+    for a in it:
+        if a == "--paired":
+            pairs.append(next(it).split(":"))
+        else:
+            label, path = a.split("=", 1)
+            models.append((label, load(path)))
+    print("| model | HS keyword | HS learned | over-refusal (XSTest safe) | ARC-Easy cloze | MMLU cloze | benign loss |")
+    print("|---|---|---|---|---|---|---|")
+    for label, (hs, learned, outs, mc, loss) in models:
+        mcs = {name: (acc, n) for name, acc, n in mc}
+
+        def mc_cell(name):
+            acc, n = mcs.get(name, (None, 0))
+            if n < 10:
+                return "–"
+            lo, hi = wilson(round(acc * n), n)
+            return f"{100 * acc:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}] ({n})"
+
+        safety_only = all(n < 10 for _, _, n in mc)  # its loss sets were cut too
+        loss_cell = "–" if safety_only else f"{loss:.3f}"
+        print(
+            f"| {label} | {share_cell(outs['harmful'])} | {pct(learned)} | {share_cell(outs['over_refusal'])} | "
+            f"{mc_cell('arc-easy cloze')} | {mc_cell('mmlu cloze')} | {loss_cell} |"
+        )
+    by = dict(models)
+    for a, b in pairs:
+        oa, ob = by[a][2], by[b][2]
+        print(f"\n{b} - {a}: HS keyword {paired(oa['harmful'], ob['harmful'])}, "
+              f"over-refusal {paired(oa['over_refusal'], ob['over_refusal'])} (points, paired over the same prompts)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
