@@ -5,15 +5,15 @@
 mod common;
 
 use burn::prelude::*;
-use patcher::align::select::{Record, Rule, SelectConfig, choose};
+use patcher::align::select::{Record, Rule, SelectConfig, choose, read_records};
 use patcher::align::{AlignConfig, align};
 use patcher::data::write_jsonl;
+use patcher::determinism::max_abs_diff as max_diff;
 use patcher::eval::generate_answers;
 use patcher::eval::keyword::is_refusal;
 use patcher::io::hf::load_model;
 use patcher::model::Llama;
 use patcher::model::generate::SamplingConfig;
-use patcher::model::llama::to_vec_f32;
 use patcher::tokenizer::ChatTokenizer;
 use patcher::train::batches::BatchConfig;
 use patcher::train::engine::{RunOptions, TrainConfig};
@@ -53,15 +53,6 @@ fn config(dir: &std::path::Path, w: &patcher::data::synth::SynthWorld) -> AlignC
     }
 }
 
-fn max_diff(a: &Llama, b: &Llama) -> f64 {
-    a.params
-        .iter()
-        .zip(&b.params)
-        .flat_map(|(x, y)| to_vec_f32(x.clone()).into_iter().zip(to_vec_f32(y.clone())))
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max)
-}
-
 fn refusal_share(model: &Llama, tok: &ChatTokenizer, spec: &str, n: usize) -> f64 {
     let mut convs = patcher::data::source::load(spec, patcher::data::split::Split::Eval).unwrap();
     convs.sort_by_key(|c| (patcher::data::split::stable_hash(c.prompt()), c.prompt().to_string()));
@@ -73,13 +64,9 @@ fn refusal_share(model: &Llama, tok: &ChatTokenizer, spec: &str, n: usize) -> f6
     answers.iter().filter(|a| is_refusal(a)).count() as f64 / answers.len() as f64
 }
 
+/// The run's records in step order (the library's reader: the last record of a step wins).
 fn records(dir: &std::path::Path) -> Vec<Record> {
-    let text = std::fs::read_to_string(dir.join("select.jsonl")).unwrap();
-    let mut out: Vec<Record> = vec![];
-    for r in text.lines().map(|l| serde_json::from_str::<Record>(l).unwrap()) {
-        out.retain(|o| o.step != r.step);
-        out.push(r);
-    }
+    let mut out = read_records(&dir.join("select.jsonl")).unwrap();
     out.sort_by_key(|r| r.step);
     out
 }

@@ -8,7 +8,7 @@ pub mod select;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Conversation;
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
 use crate::train::batches::mixture_of;
@@ -101,9 +101,8 @@ pub fn align(
         100.0 * rec.over_refusal
     );
     if let Some(d) = &dir {
-        let text = serde_json::to_string_pretty(&rec).expect("json");
-        crate::io::write_atomic(&d.join("select.json"), text.as_bytes())
-            .map_err(|e| crate::Error::Io { path: d.join("select.json"), source: e })?;
+        let (path, text) = (d.join("select.json"), serde_json::to_string_pretty(&rec).expect("json"));
+        crate::io::write_atomic(&path, text.as_bytes()).at(&path)?;
     }
     Ok(chosen)
 }

@@ -266,7 +266,9 @@ impl Validator {
     }
 }
 
-fn read_records(path: &Path) -> Result<Vec<Record>> {
+/// The records of `select.jsonl` at `path` (none when it is missing); a step recorded twice
+/// (re-validated after a resume) keeps its last record. A malformed line is an error naming it.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(vec![]) };
     let mut out: Vec<Record> = vec![];
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
