@@ -34,6 +34,19 @@ pub enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Average the weights of models fine-tuned from the same start (a "model soup": several
+    /// seeds of one recipe, or checkpoints of one run) into a Hugging Face directory, with
+    /// `soup.json` recording the sources and weights.
+    Merge {
+        /// Model directories, at least two, with the same architecture and tokenizer.
+        #[arg(required = true, num_args = 2..)]
+        models: Vec<PathBuf>,
+        /// One weight per model, in order (normalised to sum to 1); default uniform.
+        #[arg(long, value_delimiter = ',')]
+        weights: Vec<f64>,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Convert a GGUF file to a Hugging Face model directory (f32 safetensors + tokenizer).
     Import { gguf: PathBuf, out: PathBuf },
     /// Answer one question with a model (greedy unless --temperature > 0).

@@ -50,6 +50,14 @@ fn run(cli: Cli) -> Result<()> {
                 println!("fetched {name} into {} in {:.1}s", out.display(), t0.elapsed().as_secs_f64());
             }
         }
+        Cmd::Merge { models, weights, out } => {
+            let t0 = Instant::now();
+            let rec = patcher::model::soup::write_soup(&models, &weights, &out, &device)?;
+            for (src, w) in rec.sources.iter().zip(&rec.weights) {
+                println!("{w:.4} x {src}");
+            }
+            println!("averaged {} models in {:.1}s -> {}", models.len(), t0.elapsed().as_secs_f64(), out.display());
+        }
         Cmd::Import { gguf, out } => {
             let t0 = Instant::now();
             println!("{}", patcher::io::gguf::import::import_gguf(&gguf, &out)?);

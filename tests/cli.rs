@@ -361,6 +361,21 @@ fn malformed_inputs_fail_naming_the_file_and_field_and_write_nothing() {
         ws(&["chat", "--model", &missing, "hi"]),
         ws(&[&format!("{missing}: no such model directory")]),
     );
+    case(
+        "merge: missing model directory",
+        ws(&["merge", &model, &missing, "--out", &o]),
+        ws(&[&format!("{missing}: no such model directory")]),
+    );
+    case(
+        "merge: truncated model.safetensors",
+        ws(&["merge", &model, &truncated, "--out", &o]),
+        ws(&[&format!("{truncated}/model.safetensors: tensor `"), "truncated"]),
+    );
+    case(
+        "merge: weights for another count",
+        ws(&["merge", &model, &model, "--weights", "1", "--out", &o]),
+        ws(&["1 weights for 2 models"]),
+    );
     let p = cfg("tiny-value.toml", "num_layers = 2\nhidden_size = -64\n");
     case(
         "tiny: bad TOML value",

@@ -1,9 +1,12 @@
 //! Vanilla SFT safety alignment: supervised fine-tuning on a mixture of refusals (harmful
 //! prompt → refusal) and benign instruction data. This is the baseline Patcher must beat.
 //! With `[align.select] every > 0` the released model is the checkpoint chosen on validation
-//! sets rather than the last step ([`select`]).
+//! sets rather than the last step ([`select`]). With `[align.soup]` the recipe runs once per
+//! seed and releases the average of the models, optionally interpolated toward the starting
+//! model ([`soup`]).
 
 pub mod select;
+pub mod soup;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +17,7 @@ use crate::tokenizer::ChatTokenizer;
 use crate::train::batches::mixture_of;
 use crate::train::engine::{RunOptions, StepStats, TrainConfig, TrainState, run};
 use select::{SelectConfig, Validator};
+use soup::SoupConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +27,8 @@ pub struct AlignConfig {
     pub benign_weight: f64,
     /// End-point selection on validation sets (off by default).
     pub select: SelectConfig,
+    /// Several seeds averaged, and interpolation toward the start (off by default).
+    pub soup: SoupConfig,
 }
 
 impl Default for AlignConfig {
@@ -32,6 +38,7 @@ impl Default for AlignConfig {
             refusal_weight: 0.5,
             benign_weight: 0.5,
             select: SelectConfig::default(),
+            soup: SoupConfig::default(),
         }
     }
 }
@@ -39,13 +46,15 @@ impl Default for AlignConfig {
 impl AlignConfig {
     pub fn validate(&self) -> Result<()> {
         self.train.validate("train.")?;
-        self.select.validate("select.")
+        self.select.validate("select.")?;
+        self.soup.validate("soup.")
     }
 }
 
 /// SFT-align `model` on `refusals` + `benign`; `opts` carries the output dir (checkpoints,
 /// metrics, resume) and progress settings. With end-point selection on, the returned model is
 /// the chosen checkpoint (its scores are in `select.jsonl` and `select.json` of the output dir).
+/// With `[align.soup]` on, it is the soup of one such run per seed ([`soup`]).
 pub fn align(
     model: &Llama,
     tok: &ChatTokenizer,
@@ -55,11 +64,28 @@ pub fn align(
     opts: RunOptions,
 ) -> Result<Llama> {
     cfg.validate()?;
+    if cfg.soup.enabled() {
+        return soup::align_soup(model, tok, cfg, refusals, benign, opts);
+    }
+    Ok(align_one(model, tok, cfg, refusals, benign, opts)?.0)
+}
+
+/// One alignment run (with its end-point selection): the released model, and whether the run
+/// reached its last step (false when `stop_after` stopped it early).
+fn align_one(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    cfg: &AlignConfig,
+    refusals: &[Conversation],
+    benign: &[Conversation],
+    opts: RunOptions,
+) -> Result<(Llama, bool)> {
     let sets = [("refusals", refusals, cfg.refusal_weight), ("benign", benign, cfg.benign_weight)];
     let mix = mixture_of(tok, &sets, cfg.train.batch.clone(), cfg.train.seed)?;
     let start = TrainState::new(model.clone(), &cfg.train)?;
     if cfg.select.every == 0 {
-        return Ok(run(start, &cfg.train, &mix, tok.pad_id, opts)?.merged());
+        let state = run(start, &cfg.train, &mix, tok.pad_id, opts)?;
+        return Ok((state.merged(), state.step >= cfg.train.steps));
     }
     let dir = opts.out_dir.clone();
     let mut validator = Validator::new(&cfg.select, dir.as_deref())?;
@@ -87,7 +113,7 @@ pub fn align(
     };
     if state.step < total {
         // Stopped early on purpose: no choice to make yet.
-        return Ok(state.merged());
+        return Ok((state.merged(), false));
     }
     if !validator.records().iter().any(|r| r.step == total) {
         // Resumed from the final checkpoint: the last step was not validated in this process.
@@ -104,16 +130,26 @@ pub fn align(
         let (path, text) = (d.join("select.json"), serde_json::to_string_pretty(&rec).expect("json"));
         crate::io::write_atomic(&path, text.as_bytes()).at(&path)?;
     }
-    Ok(chosen)
+    Ok((chosen, true))
 }
 
 /// Make the last step's model that end-point selection kept (`<train dir>/select/last/`, when
 /// an earlier checkpoint was chosen) a complete Hugging Face directory: copy `base`'s tokenizer
 /// files into it. Nothing to do otherwise.
+/// A soup's members keep theirs under `<train dir>/seed-<s>/`.
 pub fn finish_dir(train_dir: &std::path::Path, base: &std::path::Path) -> Result<()> {
-    let last = train_dir.join("select").join(select::LAST_DIR);
-    if last.join("config.json").exists() {
-        crate::io::hf::copy_tokenizer_files(base, &last)?;
+    let mut dirs = vec![train_dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(train_dir) {
+        let members = entries.flatten().map(|e| e.path());
+        dirs.extend(
+            members.filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seed-"))),
+        );
+    }
+    for d in dirs {
+        let last = d.join("select").join(select::LAST_DIR);
+        if last.join("config.json").exists() {
+            crate::io::hf::copy_tokenizer_files(base, &last)?;
+        }
     }
     Ok(())
 }

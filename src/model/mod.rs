@@ -5,6 +5,7 @@ pub mod fixed;
 pub mod gemma3;
 pub mod generate;
 pub mod llama;
+pub mod soup;
 
 pub use config::{HfConfig, LlamaConfig};
 pub use llama::{KvCache, Llama, ParamSpec, Probe, param_specs};
