@@ -147,6 +147,11 @@ fn alignment_releases_the_chosen_checkpoint_and_resumes_to_the_same_choice() {
         .collect();
     kept.sort();
     assert_eq!(kept, ["last", "step-10", "step-15", "step-5"], "keep_all keeps every validated checkpoint");
+    // finish_dir makes each kept checkpoint a complete model directory (the tokenizer copied).
+    patcher::align::finish_dir(&kdir, &mdir).unwrap();
+    for k in &kept {
+        assert!(kdir.join("select").join(k).join("tokenizer.json").exists(), "select/{k} has no tokenizer");
+    }
     let scores = |v: &[Record]| v.iter().map(|r| (r.step, r.harmful_refusal, r.over_refusal)).collect::<Vec<_>>();
     assert_eq!(scores(&records(&kdir)), scores(&recs), "shares of the same answers");
     let d = max_diff(&resumed, &chosen);

@@ -90,6 +90,12 @@ fn models_that_cannot_be_averaged_are_refused() {
     assert!(e.contains("intermediate_size") && e.contains(&wider.join("config.json").display().to_string()), "{e}");
     let e = err(&[a.clone(), other_tok.clone()], &[]);
     assert!(e.contains("tokenizer differs") && e.contains("tok/tokenizer.json"), "{e}");
+    // A directory without a tokenizer (a kept training checkpoint) takes the others'.
+    let bare = saved(&dir, "bare", micro_config(), 4, "{}");
+    std::fs::remove_file(bare.join("tokenizer.json")).unwrap();
+    let out = dir.join("with-bare");
+    write_soup(&[bare.clone(), other_tok.clone()], &[], &out, &cpu()).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("tokenizer.json")).unwrap(), "{\"other\": 1}");
     let e = err(&[a.clone(), dir.join("missing")], &[]);
     assert!(e.contains("no such model directory"), "{e}");
     let e = err(&[a.clone(), a.clone()], &[1.0]);

@@ -133,22 +133,28 @@ fn align_one(
     Ok((chosen, true))
 }
 
-/// Make the last step's model that end-point selection kept (`<train dir>/select/last/`, when
-/// an earlier checkpoint was chosen) a complete Hugging Face directory: copy `base`'s tokenizer
-/// files into it. Nothing to do otherwise.
-/// A soup's members keep theirs under `<train dir>/seed-<s>/`.
+/// Make the models that end-point selection kept (`<train dir>/select/last/`, and every
+/// `select/step-N/` with `keep_all`) complete Hugging Face directories: copy `base`'s tokenizer
+/// files into them. A soup's members keep theirs under `<train dir>/seed-<s>/`. Nothing to do
+/// when selection was off.
 pub fn finish_dir(train_dir: &std::path::Path, base: &std::path::Path) -> Result<()> {
-    let mut dirs = vec![train_dir.to_path_buf()];
-    if let Ok(entries) = std::fs::read_dir(train_dir) {
-        let members = entries.flatten().map(|e| e.path());
-        dirs.extend(
-            members.filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seed-"))),
-        );
-    }
-    for d in dirs {
-        let last = d.join("select").join(select::LAST_DIR);
-        if last.join("config.json").exists() {
-            crate::io::hf::copy_tokenizer_files(base, &last)?;
+    let subdirs = |d: &std::path::Path, prefix: &str| -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(d) else { return vec![] };
+        let mut v: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut runs = vec![train_dir.to_path_buf()];
+    runs.extend(subdirs(train_dir, "seed-"));
+    for run in runs {
+        for kept in subdirs(&run.join("select"), "") {
+            if kept.join("config.json").exists() {
+                crate::io::hf::copy_tokenizer_files(base, &kept)?;
+            }
         }
     }
     Ok(())

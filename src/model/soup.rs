@@ -12,7 +12,8 @@
 //!
 //! It is only meaningful when the models share an architecture and a tokenizer, so both are
 //! checked: the resolved configs must agree field by field (a difference is an error naming the
-//! field and both directories) and the `tokenizer.json` files, where present, must be identical.
+//! field and both directories) and the `tokenizer.json` files, where present, must be identical
+//! (a kept training checkpoint without one takes the others').
 //! Every tensor passes the loader's name, shape and finiteness checks ([`crate::io::hf`]).
 //! `soup.json` beside the written model records the sources and their normalised weights.
 
@@ -71,11 +72,11 @@ fn config_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<Strin
         .collect()
 }
 
-/// Check that every model in `dirs` has the first one's config and tokenizer.
-fn check_compatible(dirs: &[PathBuf]) -> Result<()> {
+/// Check that every model in `dirs` has the first one's config, and that the `tokenizer.json`
+/// files present are identical (a directory without one, such as a kept training checkpoint, is
+/// averaged with the others' tokenizer). Returns the first directory with a tokenizer.
+fn check_compatible(dirs: &[PathBuf]) -> Result<Option<&PathBuf>> {
     let first = load_config(&dirs[0])?.to_hf_json();
-    let tok0 = dirs[0].join("tokenizer.json");
-    let tok0_bytes = if tok0.exists() { Some(std::fs::read(&tok0).at(&tok0)?) } else { None };
     for d in &dirs[1..] {
         let diff = config_differences(&first, &load_config(d)?.to_hf_json());
         if !diff.is_empty() {
@@ -88,16 +89,29 @@ fn check_compatible(dirs: &[PathBuf]) -> Result<()> {
                 ),
             });
         }
+    }
+    let mut reference: Option<(&PathBuf, Vec<u8>)> = None;
+    for d in dirs {
         let tok = d.join("tokenizer.json");
-        let bytes = if tok.exists() { Some(std::fs::read(&tok).at(&tok)?) } else { None };
-        if bytes != tok0_bytes {
-            return Err(Error::Format {
-                file: tok.display().to_string(),
-                why: format!("tokenizer differs from {} (a soup needs one tokenizer)", tok0.display()),
-            });
+        if !tok.exists() {
+            continue;
+        }
+        let bytes = std::fs::read(&tok).at(&tok)?;
+        match &reference {
+            None => reference = Some((d, bytes)),
+            Some((r, b)) if *b != bytes => {
+                return Err(Error::Format {
+                    file: tok.display().to_string(),
+                    why: format!(
+                        "tokenizer differs from {} (a soup needs one tokenizer)",
+                        r.join("tokenizer.json").display()
+                    ),
+                });
+            }
+            Some(_) => {}
         }
     }
-    Ok(())
+    Ok(reference.map(|(d, _)| d))
 }
 
 /// The weighted average of `models` (weights as [`normalised_weights`]), which must share one
@@ -143,22 +157,28 @@ pub fn average_models(models: &[&Llama], weights: &[f64], device: &Device) -> Re
 /// `device`, with its provenance. Configs and tokenizers are checked first, with the files
 /// named; each model passes the loader's checks.
 pub fn average(dirs: &[PathBuf], weights: &[f64], device: &Device) -> Result<(Llama, SoupRecord)> {
+    average_dirs(dirs, weights, device).map(|(m, r, _)| (m, r))
+}
+
+/// [`average`], and the first directory with a tokenizer.
+fn average_dirs(dirs: &[PathBuf], weights: &[f64], device: &Device) -> Result<(Llama, SoupRecord, Option<PathBuf>)> {
     let w = normalised_weights(dirs.len(), weights)?;
-    check_compatible(dirs)?;
+    let tokenizer_from = check_compatible(dirs)?.cloned();
     let models = dirs
         .iter()
         .map(|d| model_from_tensors(load_config(d)?, read_model_tensors(d)?, &d.display().to_string(), device))
         .collect::<Result<Vec<_>>>()?;
     let soup = average_models(&models.iter().collect::<Vec<_>>(), &w, device)?;
     let record = SoupRecord { sources: dirs.iter().map(|d| d.display().to_string()).collect(), weights: w };
-    Ok((soup, record))
+    Ok((soup, record, tokenizer_from))
 }
 
 /// Average the models in `dirs` and write the soup to `out` as a Hugging Face directory (the
-/// first model's tokenizer files copied, `soup.json` beside them; every file atomically).
+/// tokenizer files of the first model that has them copied, `soup.json` beside them; every file
+/// atomically).
 pub fn write_soup(dirs: &[PathBuf], weights: &[f64], out: &Path, device: &Device) -> Result<SoupRecord> {
-    let (model, record) = average(dirs, weights, device)?;
-    save_model(&model, out, Some(&dirs[0]))?;
+    let (model, record, tokenizer_from) = average_dirs(dirs, weights, device)?;
+    save_model(&model, out, tokenizer_from.as_deref())?;
     let path = out.join("soup.json");
     let text = serde_json::to_string_pretty(&record).expect("json");
     write_atomic(&path, text.as_bytes()).at(&path)?;
