@@ -11,7 +11,7 @@ pub mod soup;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Conversation;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::model::Llama;
 use crate::tokenizer::ChatTokenizer;
 use crate::train::batches::mixture_of;
@@ -127,8 +127,7 @@ fn align_one(
         100.0 * rec.over_refusal
     );
     if let Some(d) = &dir {
-        let (path, text) = (d.join("select.json"), serde_json::to_string_pretty(&rec).expect("json"));
-        crate::io::write_atomic(&path, text.as_bytes()).at(&path)?;
+        crate::io::write_json(&d.join("select.json"), &rec)?;
     }
     Ok((chosen, true))
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Conversation;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::model::soup::average_models;
 use crate::tokenizer::ChatTokenizer;
@@ -129,8 +129,7 @@ pub(super) fn align_soup(
     let soup = average_models(&all, &weights, &device)?;
     if let Some(d) = &out_dir {
         let rec = SoupRecord { seeds, base_weight: cfg.soup.base_weight, weights };
-        let (path, text) = (d.join("soup.json"), serde_json::to_string_pretty(&rec).expect("json"));
-        crate::io::write_atomic(&path, text.as_bytes()).at(&path)?;
+        crate::io::write_json(&d.join("soup.json"), &rec)?;
     }
     if progress {
         eprintln!("[align] soup of {} seed(s), starting model weighted {}", members.len(), cfg.soup.base_weight);

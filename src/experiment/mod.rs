@@ -38,7 +38,7 @@ use crate::data::synth::{SynthConfig, SynthWorld};
 use crate::defense::patcher::{HardenOptions, KScheduleKind};
 use crate::error::{Error, IoContext, Result};
 use crate::eval::suite::{EvalReport, SuiteData, evaluate};
-use crate::io::write_atomic;
+use crate::io::write_json;
 use crate::model::Llama;
 use crate::report::{Curve, KPoint, Provenance, Results, Row, Sample, Stage};
 use crate::tokenizer::ChatTokenizer;
@@ -101,10 +101,6 @@ pub struct Runner {
     stages: Vec<Stage>,
 }
 
-fn save_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
-    write_atomic(path, serde_json::to_string_pretty(v).expect("json").as_bytes()).at(path)
-}
-
 fn load_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).at(path)?;
     serde_json::from_str(&text).map_err(|e| Error::Format { file: path.display().to_string(), why: e.to_string() })
@@ -158,7 +154,7 @@ impl Runner {
             return Ok(());
         }
         std::fs::create_dir_all(&self.dir).at(&self.dir)?;
-        save_json(&path, &resolved)
+        write_json(&path, &resolved)
     }
 
     /// The attack seeds to run: `attack_seeds`, or the one run of seed 0.
@@ -199,7 +195,7 @@ impl Runner {
         self.log(&format!("{name}: {seconds:.1}s"));
         self.stages.retain(|s| s.name != name);
         self.stages.push(Stage { name: name.into(), seconds, detail: String::new() });
-        save_json(&self.dir.join("stages.json"), &self.stages)
+        write_json(&self.dir.join("stages.json"), &self.stages)
     }
 
     fn world_dir(&self) -> PathBuf {
@@ -397,7 +393,7 @@ impl Runner {
                 samples: r.samples(name, "none", 0, &items),
                 seconds: t0.elapsed().as_secs_f64(),
             };
-            save_json(&path, &pr)
+            write_json(&path, &pr)
         })?;
         load_json(&path)
     }
@@ -481,7 +477,7 @@ impl Runner {
                 Ok(())
             };
             pipeline::attack_and_evaluate(&m, &tok, &ae, &evaluate_at, &mut on_point)?;
-            save_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
+            write_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
         })?;
         let mut pair: PairResult = load_json(&path)?;
         if !self.cfg.attack_seeds.is_empty() {

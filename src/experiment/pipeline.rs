@@ -142,8 +142,7 @@ pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Res
 /// judged answer a line).
 pub fn write_evaluation(out: &Path, (report, items): &Evaluated) -> Result<()> {
     std::fs::create_dir_all(out).at(out)?;
-    let path = out.join("summary.json");
-    write_atomic(&path, serde_json::to_string_pretty(report).expect("json").as_bytes()).at(&path)?;
+    crate::io::write_json(&out.join("summary.json"), report)?;
     let lines: String = items.iter().map(|i| serde_json::to_string(i).expect("json") + "\n").collect();
     let path = out.join("generations.jsonl");
     write_atomic(&path, lines.as_bytes()).at(&path)
@@ -192,6 +191,5 @@ pub fn write_curve(out: &Path, attack: &str, points: &[(usize, EvalReport)]) -> 
         "attack": attack,
         "points": points.iter().map(|(b, r)| serde_json::json!({"budget": b, "report": r})).collect::<Vec<_>>(),
     });
-    let path = out.join("curve.json");
-    write_atomic(&path, serde_json::to_string_pretty(&json).expect("json").as_bytes()).at(&path)
+    crate::io::write_json(&out.join("curve.json"), &json)
 }

@@ -45,10 +45,11 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::pipeline::{self, AttackEval};
-use super::{ExperimentConfig, PairResult, Runner, load_json, save_json};
+use super::{ExperimentConfig, PairResult, Runner, load_json};
 use crate::attack::AttackConfig;
 use crate::error::{Error, IoContext, Result};
 use crate::eval::suite::{EvalConfig, EvalReport};
+use crate::io::write_json;
 use crate::report::sweep::{heatmap, heatmap_files, sweep_markdown, sweep_text};
 use crate::report::{Provenance, pct, slug};
 use crate::train::lora::LoraConfig;
@@ -614,7 +615,7 @@ impl Runner {
                         points,
                         seconds: secs,
                     };
-                    save_json(&path, &record)?;
+                    write_json(&path, &record)?;
                     let hs: Vec<String> = record.points.iter().map(|p| pct(p.harmful_score)).collect();
                     self.log(&format!("{what}: {secs:.1}s, HS {} at {steps:?} steps", hs.join(" / ")));
                 }
@@ -745,7 +746,7 @@ pub fn sweep_experiment(
 /// Write `results.json`, the heatmaps and `report.md` into `dir`, each atomically.
 pub fn write_sweep_report(dir: &Path, r: &SweepResults) -> Result<()> {
     std::fs::create_dir_all(dir).at(dir)?;
-    save_json(&dir.join("results.json"), r)?;
+    write_json(&dir.join("results.json"), r)?;
     for (d, file) in heatmap_files(r) {
         let path = dir.join(file);
         crate::io::write_atomic(&path, crate::report::heatmap::render(&heatmap(r, &d)).as_bytes()).at(&path)?;

@@ -22,9 +22,9 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::save_json;
 use super::sweep::{Baseline, Break, GuardMetric, SweepResults, read_experiment, sweep_experiment};
 use crate::error::{Error, IoContext, Result};
+use crate::io::write_json;
 
 /// One defense on one training seed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,7 +169,7 @@ pub fn command(
     let summary = summarize(&runs)?;
     let dir = out.join("sweep");
     std::fs::create_dir_all(&dir).at(&dir)?;
-    save_json(&dir.join("seeds.json"), &summary)?;
+    write_json(&dir.join("seeds.json"), &summary)?;
     let text = crate::report::sweep_seeds::seeds_markdown(&summary);
     let path = dir.join("seeds.md");
     crate::io::write_atomic(&path, text.as_bytes()).at(&path)?;

@@ -22,6 +22,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+/// Write `value` as pretty-printed JSON to `path`, atomically ([`write_atomic`]); an error names
+/// the path.
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> crate::error::Result<()> {
+    use crate::error::IoContext;
+    write_atomic(path, serde_json::to_string_pretty(value).expect("json").as_bytes()).at(path)
+}
+
 pub mod fetch;
 pub mod gguf;
 pub mod hf;

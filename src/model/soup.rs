@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::io::hf::{load_config, model_from_tensors, params_to_vecs, read_model_tensors, save_model};
-use crate::io::write_atomic;
+use crate::io::write_json;
 use crate::model::Llama;
 
 /// Provenance of a soup, written as `soup.json` in its directory.
@@ -179,9 +179,7 @@ fn average_dirs(dirs: &[PathBuf], weights: &[f64], device: &Device) -> Result<(L
 pub fn write_soup(dirs: &[PathBuf], weights: &[f64], out: &Path, device: &Device) -> Result<SoupRecord> {
     let (model, record, tokenizer_from) = average_dirs(dirs, weights, device)?;
     save_model(&model, out, tokenizer_from.as_deref())?;
-    let path = out.join("soup.json");
-    let text = serde_json::to_string_pretty(&record).expect("json");
-    write_atomic(&path, text.as_bytes()).at(&path)?;
+    write_json(&out.join("soup.json"), &record)?;
     Ok(record)
 }
 
