@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::io::hf::{load_config, model_from_tensors, params_to_vecs, read_model_tensors, save_model};
 use crate::io::write_json;
-use crate::model::Llama;
+use crate::model::{Llama, LlamaConfig};
 
 /// Provenance of a soup, written as `soup.json` in its directory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,23 +72,27 @@ fn config_differences(a: &serde_json::Value, b: &serde_json::Value) -> Vec<Strin
         .collect()
 }
 
-/// Check that every model in `dirs` has the first one's config, and that the `tokenizer.json`
-/// files present are identical (a directory without one, such as a kept training checkpoint, is
-/// averaged with the others' tokenizer). Returns the first directory with a tokenizer.
-fn check_compatible(dirs: &[PathBuf]) -> Result<Option<&PathBuf>> {
-    let first = load_config(&dirs[0])?.to_hf_json();
-    for d in &dirs[1..] {
-        let diff = config_differences(&first, &load_config(d)?.to_hf_json());
-        if !diff.is_empty() {
-            return Err(Error::Format {
-                file: d.join("config.json").display().to_string(),
-                why: format!(
-                    "architecture differs from {}, so the weights cannot be averaged: {}",
-                    dirs[0].join("config.json").display(),
-                    diff.join("; ")
-                ),
-            });
-        }
+/// The first config (index ≥ 1) that differs from the first one, and the differing fields.
+fn first_mismatch<'a>(cfgs: impl IntoIterator<Item = &'a LlamaConfig>) -> Option<(usize, Vec<String>)> {
+    let mut cfgs = cfgs.into_iter().map(LlamaConfig::to_hf_json);
+    let first = cfgs.next()?;
+    cfgs.enumerate().map(|(i, c)| (i + 1, config_differences(&first, &c))).find(|(_, diff)| !diff.is_empty())
+}
+
+/// Check that every model in `dirs` (with configs `cfgs`) has the first one's config, and that
+/// the `tokenizer.json` files present are identical (a directory without one, such as a kept
+/// training checkpoint, is averaged with the others' tokenizer). Returns the first directory
+/// with a tokenizer.
+fn check_compatible<'a>(dirs: &'a [PathBuf], cfgs: &[LlamaConfig]) -> Result<Option<&'a PathBuf>> {
+    if let Some((i, diff)) = first_mismatch(cfgs) {
+        return Err(Error::Format {
+            file: dirs[i].join("config.json").display().to_string(),
+            why: format!(
+                "architecture differs from {}, so the weights cannot be averaged: {}",
+                dirs[0].join("config.json").display(),
+                diff.join("; ")
+            ),
+        });
     }
     let mut reference: Option<(&PathBuf, Vec<u8>)> = None;
     for d in dirs {
@@ -118,16 +122,12 @@ fn check_compatible(dirs: &[PathBuf]) -> Result<Option<&PathBuf>> {
 /// architecture (a difference is an error naming the fields), on `device`.
 pub fn average_models(models: &[&Llama], weights: &[f64], device: &Device) -> Result<Llama> {
     let w = normalised_weights(models.len(), weights)?;
-    let first = models[0].cfg.to_hf_json();
-    for (i, m) in models.iter().enumerate().skip(1) {
-        let diff = config_differences(&first, &m.cfg.to_hf_json());
-        if !diff.is_empty() {
-            return Err(Error::Invalid(format!(
-                "model {} of the soup differs from model 1 in: {}",
-                i + 1,
-                diff.join("; ")
-            )));
-        }
+    if let Some((i, diff)) = first_mismatch(models.iter().map(|m| &*m.cfg)) {
+        return Err(Error::Invalid(format!(
+            "model {} of the soup differs from model 1 in: {}",
+            i + 1,
+            diff.join("; ")
+        )));
     }
     let mut acc: Vec<Vec<f64>> = Vec::new();
     for (m, wi) in models.iter().zip(&w) {
@@ -163,10 +163,12 @@ pub fn average(dirs: &[PathBuf], weights: &[f64], device: &Device) -> Result<(Ll
 /// [`average`], and the first directory with a tokenizer.
 fn average_dirs(dirs: &[PathBuf], weights: &[f64], device: &Device) -> Result<(Llama, SoupRecord, Option<PathBuf>)> {
     let w = normalised_weights(dirs.len(), weights)?;
-    let tokenizer_from = check_compatible(dirs)?.cloned();
+    let cfgs = dirs.iter().map(|d| load_config(d)).collect::<Result<Vec<_>>>()?;
+    let tokenizer_from = check_compatible(dirs, &cfgs)?.cloned();
     let models = dirs
         .iter()
-        .map(|d| model_from_tensors(load_config(d)?, read_model_tensors(d)?, &d.display().to_string(), device))
+        .zip(cfgs)
+        .map(|(d, cfg)| model_from_tensors(cfg, read_model_tensors(d)?, &d.display().to_string(), device))
         .collect::<Result<Vec<_>>>()?;
     let soup = average_models(&models.iter().collect::<Vec<_>>(), &w, device)?;
     let record = SoupRecord { sources: dirs.iter().map(|d| d.display().to_string()).collect(), weights: w };
