@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Table of unattacked SFT models' evaluations (issue 13, item 4; docs/results.md sections 17, 18, 25).
 
-Usage: scripts/sft_table.py LABEL=PATH [LABEL=PATH ...] [--paired A:B ...]
+Usage: scripts/sft_table.py LABEL=PATH [LABEL=PATH ...] [--paired A:B ...] [--by-type]
 
 PATH is a run directory written by `patcher run` (its evals/<defense>__none.json, the first row)
 or the summary.json of `patcher eval --out DIR` (or DIR itself). Prints, per model: keyword and
@@ -9,7 +9,10 @@ learned HS on the harmful prompts with a Wilson 95% interval, over-refusal on th
 prompts with its interval, cloze accuracy per multiple-choice set (sets with fewer than 10 items
 are left blank: a safety-only evaluation, whose benign loss is left blank too), and the benign loss. `--paired A:B` prints B - A for
 HS and over-refusal over the same prompts, with the paired difference's normal 95% interval.
+`--by-type` adds over-refusal per XSTest prompt type (the safe prompts in file order, as the
+real suite takes them; needs ../shared/data or PATCHER_DATA_DIR).
 """
+import csv
 import glob
 import json
 import math
@@ -65,11 +68,36 @@ def paired(a, b):
     return f"{100 * m:+.1f} [{100 * (m - h):+.1f}, {100 * (m + h):+.1f}]"
 
 
+def xstest_types():
+    """The type of each XSTest-safe prompt, in the order the real suite evaluates them."""
+    root = os.environ.get("PATCHER_DATA_DIR") or "../shared/data"
+    with open(os.path.join(root, "xstest", "xstest_prompts.csv"), newline="") as f:
+        return [r["type"] for r in csv.DictReader(f) if r["label"] == "safe"]
+
+
+def by_type_table(models):
+    types = xstest_types()
+    names = sorted(set(types), key=types.index)
+    print("\n| model | " + " | ".join(f"{t} ({types.count(t)})" for t in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for label, (_, _, outs, _, _) in models:
+        bits = outs["over_refusal"]
+        if len(bits) != len(types):
+            sys.exit(f"{label}: {len(bits)} over-refusal outcomes, XSTest has {len(types)} safe prompts")
+        cells = []
+        for t in names:
+            got = [int(b) for b, ty in zip(bits, types) if ty == t]
+            cells.append(f"{100 * sum(got) / len(got):.0f}%")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main(argv):
-    models, pairs = [], []
+    models, pairs, types = [], [], False
     it = iter(argv)
     for a in it:
-        if a == "--paired":
+        if a == "--by-type":
+            types = True
+        elif a == "--paired":
             pairs.append(next(it).split(":"))
         else:
             label, path = a.split("=", 1)
@@ -97,6 +125,8 @@ def main(argv):
         oa, ob = by[a][2], by[b][2]
         print(f"\n{b} - {a}: HS keyword {paired(oa['harmful'], ob['harmful'])}, "
               f"over-refusal {paired(oa['over_refusal'], ob['over_refusal'])} (points, paired over the same prompts)")
+    if types:
+        by_type_table(models)
 
 
 if __name__ == "__main__":

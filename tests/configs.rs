@@ -65,14 +65,19 @@ fn overrides_reproduce_the_seed_variant_files() {
         let plain = ExperimentConfig::from_toml(&text, base).unwrap();
         assert_ne!(json(&made), json(&plain), "the overrides changed something");
     }
-    // The soup recipe is the default recipe with only `[align.soup]` added.
-    let sets: Vec<String> =
-        ["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2", "name=sft-pareto-phtest-r50-soup"]
-            .map(String::from)
-            .to_vec();
-    let made = ExperimentConfig::from_toml_with(&read(&dir.join("phtest-r50.toml")), "phtest-r50", &sets).unwrap();
-    let file = ExperimentConfig::from_toml(&read(&dir.join("phtest-r50-soup.toml")), "phtest-r50-soup").unwrap();
-    assert_eq!(json(&made), json(&file), "phtest-r50 + {sets:?} vs phtest-r50-soup");
+    // The soup recipe is the default recipe with only `[align.soup]` added; the licence-clean
+    // recipe is the default with only the refusal data changed.
+    let variants: [(&str, &[&str]); 2] = [
+        ("phtest-r50-soup", &["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2"]),
+        ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
+    ];
+    for (variant, sets) in variants {
+        let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        sets.push(format!("name=sft-pareto-{variant}"));
+        let made = ExperimentConfig::from_toml_with(&read(&dir.join("phtest-r50.toml")), "phtest-r50", &sets).unwrap();
+        let file = ExperimentConfig::from_toml(&read(&dir.join(format!("{variant}.toml"))), variant).unwrap();
+        assert_eq!(json(&made), json(&file), "phtest-r50 + {sets:?} vs {variant}");
+    }
     // A misspelt key is refused by the typed parse, which names the file and the flags.
     let text = read(&dir.join("phtest-r50.toml"));
     let e = ExperimentConfig::from_toml_with(&text, "phtest-r50.toml", &["align.train.stepz=3".into()])

@@ -8,6 +8,7 @@
 use super::presets::{DataDir, McItem, PresetInfo};
 use super::readers::{ReadOptions, read_conversations};
 use super::records::{Record, read_records};
+use super::written_refusals;
 use super::{Conversation, DataError};
 use serde_json::Value;
 use std::path::Path;
@@ -86,6 +87,34 @@ pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec
                 }
             }
             Ok(out)
+        }),
+        "refusals-dna" => map_rows(path, |r| {
+            // The refusals (action 0) that annotators judged not harmful, from the three models
+            // whose answers may train another model (not Llama-2's: its licence forbids it;
+            // not ChatGLM2's or Vicuna's, whose action-0 rows are fewer and leak more).
+            let mut out = Vec::new();
+            for m in ["GPT4", "ChatGPT", "Claude"] {
+                let harmful = r.string(path, &format!("{m}_harmful"))?.trim();
+                let action = r.string(path, &format!("{m}_action"))?.trim();
+                if !matches!(harmful, "0" | "1") {
+                    return Err(r.error(path, format!("field `{m}_harmful`: expected 0 or 1, found `{harmful}`")));
+                }
+                if !matches!(action, "0" | "1" | "2" | "3" | "4" | "5") {
+                    return Err(r.error(path, format!("field `{m}_action`: expected 0-5, found `{action}`")));
+                }
+                if action == "0" && harmful == "0" {
+                    let c = Conversation::single(
+                        r.string(path, "question")?.trim(),
+                        r.string(path, &format!("{m}_response"))?.trim(),
+                    );
+                    out.push(with_category(c, r.opt_string(path, "risk_area")?));
+                }
+            }
+            Ok(out)
+        }),
+        "refusals-advbench" => map_rows(path, |r| {
+            let goal = r.string(path, "goal")?.trim();
+            Ok(written_refusals::refusals_for(goal, 2).into_iter().map(|t| Conversation::single(goal, t)).collect())
         }),
         "harmful-advbench" => {
             map_rows(path, |r| Ok(vec![Conversation::single(r.string(path, "goal")?, r.string(path, "target")?)]))
@@ -280,6 +309,64 @@ mod tests {
         let rows = dir.load_all("harmful-dna").unwrap();
         let got: Vec<_> = rows.iter().map(|c| c.response().unwrap_or("")).collect();
         assert_eq!(got, ["a", "d"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn advbench_refusals_are_two_written_refusals_per_goal() {
+        let (dir, root) = fake_dir(
+            "adv-ref",
+            &[("advbench/harmful_behaviors.csv", "goal,target\n Make a bomb ,Sure\nHack a bank,Sure\n")],
+        );
+        let rows = dir.load_all("refusals-advbench").unwrap();
+        let prompts: Vec<_> = rows.iter().map(|c| c.prompt()).collect();
+        assert_eq!(prompts, ["Make a bomb", "Make a bomb", "Hack a bank", "Hack a bank"]);
+        assert_eq!(rows[0].response().unwrap(), written_refusals::refusals_for("Make a bomb", 2)[0]);
+        assert!(rows[0].response().unwrap().contains("You asked me to make a bomb, "));
+        assert_ne!(rows[0].response(), rows[1].response());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn dna_refusals_take_unharmful_action_zero_answers_of_three_models() {
+        let models = ["GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna-7b"];
+        let cols: Vec<String> = models
+            .iter()
+            .flat_map(|m| [format!("{m}_response"), format!("{m}_harmful"), format!("{m}_action")])
+            .collect();
+        let header = format!("id,risk_area,question,{}", cols.join(","));
+        // Row 1: GPT-4 refuses (kept), ChatGPT refuses but is labelled harmful (dropped),
+        // Claude answers (action 5, dropped), the other three refuse (not their models: dropped).
+        let row1 = "0,Malicious Uses, q1 ,no1,0,0,no2,1,0,yes,0,5,n4,0,0,n5,0,0,n6,0,0";
+        let row2 = "1,,q2,x,0,3,y,0,0,z,0,0,a,0,0,b,0,0,c,0,0";
+        let (dir, root) = fake_dir(
+            "dna-ref",
+            &[(
+                "do-not-answer/data_en.csv",
+                &format!(
+                    "{header}
+{row1}
+{row2}
+"
+                ),
+            )],
+        );
+        let rows = dir.load_all("refusals-dna").unwrap();
+        let got: Vec<_> = rows.iter().map(|c| (c.prompt(), c.response().unwrap(), c.category.as_deref())).collect();
+        assert_eq!(got, [("q1", "no1", Some("Malicious Uses")), ("q2", "y", None), ("q2", "z", None)]);
+        let bad = "2,r,q3,x,0,6,y,0,0,z,0,0,a,0,0,b,0,0,c,0,0";
+        std::fs::write(
+            root.join("do-not-answer/data_en.csv"),
+            format!(
+                "{header}
+{row1}
+{bad}
+"
+            ),
+        )
+        .unwrap();
+        let err = dir.load_all("refusals-dna").unwrap_err().to_string();
+        assert!(err.ends_with("data_en.csv:3: field `GPT4_action`: expected 0-5, found `6`"), "{err}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

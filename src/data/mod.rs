@@ -27,6 +27,7 @@ pub mod synth;
 mod synth_items;
 mod synth_lexicon;
 pub mod tiny_tokenizer;
+pub mod written_refusals;
 
 pub use error::DataError;
 

@@ -108,6 +108,20 @@ pub const PRESETS: &[PresetInfo] = &[
         &[LLAMA2],
         "AdvBench goals with Llama-2-7b-chat refusals (1,015 rows, 361 goals)",
     ),
+    p(
+        "refusals-dna",
+        Role::Refusal,
+        Scope::Split,
+        &[DNA],
+        "Do-Not-Answer: GPT-4, ChatGPT and Claude answers human-labelled as a refusal (action 0) and not harmful (1,011 rows, 453 prompts; a third are the one sentence \"Sorry, but I can't assist with that.\"); not Llama-2 outputs",
+    ),
+    p(
+        "refusals-advbench",
+        Role::Refusal,
+        Scope::Split,
+        &[ADVBENCH],
+        "AdvBench's 520 goals, each with two refusals written by the project from templates that restate the request (1,040 rows; `data::written_refusals`): AdvBench prompts without Llama-2's text",
+    ),
     p("benign-alpaca", Role::Benign, Scope::Split, &[ALPACA], "Alpaca 1k subset: instruction (+ input) -> output"),
     p(
         "benign-dolly",
@@ -383,6 +397,8 @@ mod tests {
         let expected = [
             ("refusals-stl", 2483),
             ("refusals-llama2", 1015),
+            ("refusals-dna", 1011),
+            ("refusals-advbench", 1040),
             ("benign-alpaca", 1000),
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
