@@ -13,7 +13,7 @@ stage() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "stage $name: $
 stage fetch $P fetch smollm2-135m
 M=models/smollm2-135m-instruct
 stage eval-base $P eval --model $M $EVAL --out "$OUT/eval-base"
-stage align $P align --model $M --out "$OUT/sft" --refusals preset:refusals-llama2 --refusals preset:refusals-stl \
+stage align $P align --model $M --out "$OUT/sft" --refusals preset:refusals-advbench --refusals preset:refusals-stl \
   --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest \
   --config configs/align-smollm2-quick.toml
 stage eval-sft $P eval --model "$OUT/sft" $EVAL --out "$OUT/eval-sft"

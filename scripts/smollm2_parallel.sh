@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 sed "s/^outer_steps = .*/outer_steps = $STEPS/" configs/patcher-smollm2-quick.toml > "$OUT/patcher.toml"
 stage() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "stage $name: $(( $(date +%s) - t0 ))s" | tee -a "$OUT/stages.txt"; }
 stage harden-par$PAR /usr/bin/time -v $P harden --model "$RUN/models/sft" --config "$OUT/patcher.toml" --parallel $PAR \
-  --out "$OUT/patcher-k4-par$PAR" --refusals preset:refusals-llama2 --refusals preset:refusals-stl \
+  --out "$OUT/patcher-k4-par$PAR" --refusals preset:refusals-advbench --refusals preset:refusals-stl \
   --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest \
   --harmful preset:harmful-advbench --harmful preset:harmful-jbb
 [ "${EVAL:-0}" = 1 ] && stage curve $P eval --model "$OUT/patcher-k4-par$PAR" --suite real:50 --limit 50 --max-new-tokens 64 --batch-size 16 \

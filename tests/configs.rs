@@ -65,11 +65,12 @@ fn overrides_reproduce_the_seed_variant_files() {
         let plain = ExperimentConfig::from_toml(&text, base).unwrap();
         assert_ne!(json(&made), json(&plain), "the overrides changed something");
     }
-    // The soup recipe is the default recipe with only `[align.soup]` added; the licence-clean
-    // recipe is the default with only the refusal data changed.
-    let variants: [(&str, &[&str]); 2] = [
+    // The soup recipe is phtest-r50 with only `[align.soup]` added; the licence-clean recipes
+    // are phtest-r50 with only the refusal data changed.
+    let variants: [(&str, &[&str]); 3] = [
         ("phtest-r50-soup", &["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2"]),
         ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
+        ("advbench-r50", &[r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#]),
     ];
     for (variant, sets) in variants {
         let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();

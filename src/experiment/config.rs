@@ -44,7 +44,11 @@ impl Default for BaseConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Refusal data for alignment and Patcher (`D_refuse`): files or `preset:NAME`.
+    /// Refusal data for alignment and Patcher (`D_refuse`): files or `preset:NAME`. The default
+    /// is AdvBench's goals with refusals the project writes (`preset:refusals-advbench`) and
+    /// Safe-Tuned LLaMAs' (`preset:refusals-stl`). Llama-2-7b-chat's refusals
+    /// (`preset:refusals-llama2`), the default until docs/results.md §27, are for evaluation
+    /// only: Llama 2's licence forbids training other models on its outputs.
     pub refusals: Vec<String>,
     /// Benign data (`D_benign`). The default includes PHTest's pseudo-harmful prompts with
     /// compliant answers (`preset:benign-phtest`): the SFT baseline's over-refusal on XSTest's
@@ -73,7 +77,7 @@ pub struct DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            refusals: vec!["preset:refusals-llama2".into(), "preset:refusals-stl".into()],
+            refusals: vec!["preset:refusals-advbench".into(), "preset:refusals-stl".into()],
             benign: vec!["preset:benign-alpaca".into(), "preset:benign-dolly".into(), "preset:benign-phtest".into()],
             defender_harmful: vec!["preset:harmful-advbench".into(), "preset:harmful-jbb".into()],
             attacker_harmful: vec!["preset:harmful-beavertails".into(), "preset:harmful-dna".into()],
