@@ -339,32 +339,12 @@ mod tests {
         // Claude answers (action 5, dropped), the other three refuse (not their models: dropped).
         let row1 = "0,Malicious Uses, q1 ,no1,0,0,no2,1,0,yes,0,5,n4,0,0,n5,0,0,n6,0,0";
         let row2 = "1,,q2,x,0,3,y,0,0,z,0,0,a,0,0,b,0,0,c,0,0";
-        let (dir, root) = fake_dir(
-            "dna-ref",
-            &[(
-                "do-not-answer/data_en.csv",
-                &format!(
-                    "{header}
-{row1}
-{row2}
-"
-                ),
-            )],
-        );
+        let (dir, root) = fake_dir("dna-ref", &[("do-not-answer/data_en.csv", &format!("{header}\n{row1}\n{row2}\n"))]);
         let rows = dir.load_all("refusals-dna").unwrap();
         let got: Vec<_> = rows.iter().map(|c| (c.prompt(), c.response().unwrap(), c.category.as_deref())).collect();
         assert_eq!(got, [("q1", "no1", Some("Malicious Uses")), ("q2", "y", None), ("q2", "z", None)]);
         let bad = "2,r,q3,x,0,6,y,0,0,z,0,0,a,0,0,b,0,0,c,0,0";
-        std::fs::write(
-            root.join("do-not-answer/data_en.csv"),
-            format!(
-                "{header}
-{row1}
-{bad}
-"
-            ),
-        )
-        .unwrap();
+        std::fs::write(root.join("do-not-answer/data_en.csv"), format!("{header}\n{row1}\n{bad}\n")).unwrap();
         let err = dir.load_all("refusals-dna").unwrap_err().to_string();
         assert!(err.ends_with("data_en.csv:3: field `GPT4_action`: expected 0-5, found `6`"), "{err}");
         std::fs::remove_dir_all(&root).unwrap();

@@ -4,8 +4,8 @@
 //! (docs/results.md §27), but Llama 2's licence forbids training other models on its outputs.
 //! Here each goal gets refusals composed from short templates that restate the request and give
 //! a reason, so the refusal is tied to what was asked, not to a fixed sentence (Do-Not-Answer's
-//! refusals, a third of them one sentence, taught SmolLM2 to refuse anything, §27). The text is
-//! the project's own; AdvBench's goals are MIT-licensed.
+//! refusals, a third of them one sentence, made SmolLM2 refuse 69-74% of XSTest's safe prompts,
+//! §27). The text is the project's own; AdvBench's goals are MIT-licensed.
 //!
 //! The choice of templates depends only on the goal's text (a stable hash), so the set is the
 //! same on every machine and a goal's refusals do not change when rows are added.
