@@ -72,10 +72,11 @@ fn overrides_reproduce_the_seed_variant_files() {
         ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
         ("advbench-r50", &[r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#]),
     ];
+    let base = read(&dir.join("phtest-r50.toml"));
     for (variant, sets) in variants {
         let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         sets.push(format!("name=sft-pareto-{variant}"));
-        let made = ExperimentConfig::from_toml_with(&read(&dir.join("phtest-r50.toml")), "phtest-r50", &sets).unwrap();
+        let made = ExperimentConfig::from_toml_with(&base, "phtest-r50", &sets).unwrap();
         let file = ExperimentConfig::from_toml(&read(&dir.join(format!("{variant}.toml"))), variant).unwrap();
         assert_eq!(json(&made), json(&file), "phtest-r50 + {sets:?} vs {variant}");
     }

@@ -71,38 +71,27 @@ pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec
             let models = ["GPT4", "ChatGPT", "Claude", "ChatGLM2", "llama2-7b-chat", "vicuna-7b"];
             let mut out = Vec::new();
             for m in models {
-                let label = r.string(path, &format!("{m}_harmful"))?;
-                match label.trim() {
-                    "1" => {
-                        let c = Conversation::single(
-                            r.string(path, "question")?,
-                            r.string(path, &format!("{m}_response"))?,
-                        );
-                        out.push(with_category(c, r.opt_string(path, "types_of_harm")?));
-                    }
-                    "0" => {}
-                    other => {
-                        return Err(r.error(path, format!("field `{m}_harmful`: expected 0 or 1, found `{other}`")));
-                    }
+                if dna_harmful(r, path, m)? {
+                    let c =
+                        Conversation::single(r.string(path, "question")?, r.string(path, &format!("{m}_response"))?);
+                    out.push(with_category(c, r.opt_string(path, "types_of_harm")?));
                 }
             }
             Ok(out)
         }),
         "refusals-dna" => map_rows(path, |r| {
             // The refusals (action 0) that annotators judged not harmful, from the three models
-            // whose answers may train another model (not Llama-2's: its licence forbids it;
-            // not ChatGLM2's or Vicuna's, whose action-0 rows are fewer and leak more).
+            // whose answers may train another model (not Llama-2's or Vicuna's, a Llama
+            // derivative: Llama 2's licence forbids it; not ChatGLM2's, whose action-0 rows are
+            // fewer).
             let mut out = Vec::new();
             for m in ["GPT4", "ChatGPT", "Claude"] {
-                let harmful = r.string(path, &format!("{m}_harmful"))?.trim();
+                let harmful = dna_harmful(r, path, m)?;
                 let action = r.string(path, &format!("{m}_action"))?.trim();
-                if !matches!(harmful, "0" | "1") {
-                    return Err(r.error(path, format!("field `{m}_harmful`: expected 0 or 1, found `{harmful}`")));
-                }
                 if !matches!(action, "0" | "1" | "2" | "3" | "4" | "5") {
                     return Err(r.error(path, format!("field `{m}_action`: expected 0-5, found `{action}`")));
                 }
-                if action == "0" && harmful == "0" {
+                if action == "0" && !harmful {
                     let c = Conversation::single(
                         r.string(path, "question")?.trim(),
                         r.string(path, &format!("{m}_response"))?.trim(),
@@ -214,6 +203,15 @@ pub(super) fn map_rows<T>(
         out.extend(f(&rec?)?);
     }
     Ok(out)
+}
+
+/// Do-Not-Answer's human label of model `m`'s answer (`{m}_harmful`: 1 harmful, 0 not).
+fn dna_harmful(r: &Record, path: &Path, m: &str) -> Result<bool, DataError> {
+    match r.string(path, &format!("{m}_harmful"))?.trim() {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => Err(r.error(path, format!("field `{m}_harmful`: expected 0 or 1, found `{other}`"))),
+    }
 }
 
 fn with_category(mut c: Conversation, category: Option<&str>) -> Conversation {

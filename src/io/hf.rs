@@ -167,9 +167,7 @@ pub fn save_model(model: &Llama, dir: &Path, tokenizer_from: Option<&Path>) -> R
         specs.into_iter().zip(vecs).map(|(s, v)| (s.name, s.shape, v)).collect();
     let st = dir.join("model.safetensors");
     write_atomic(&st, &safetensors_bytes(&named)?).at(&st)?;
-    let cfg = dir.join("config.json");
-    let text = serde_json::to_string_pretty(&model.cfg.to_hf_json()).expect("json");
-    write_atomic(&cfg, text.as_bytes()).at(&cfg)?;
+    crate::io::write_json(&dir.join("config.json"), &model.cfg.to_hf_json())?;
     match tokenizer_from {
         Some(src) => copy_tokenizer_files(src, dir),
         None => Ok(()),

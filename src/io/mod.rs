@@ -22,6 +22,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
 /// Write `value` as pretty-printed JSON to `path`, atomically ([`write_atomic`]); an error names
 /// the path.
 pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> crate::error::Result<()> {
