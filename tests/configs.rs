@@ -67,10 +67,17 @@ fn overrides_reproduce_the_seed_variant_files() {
     }
     // The soup recipe is phtest-r50 with only `[align.soup]` added; the licence-clean recipes
     // are phtest-r50 with only the refusal data changed.
-    let variants: [(&str, &[&str]); 3] = [
+    let variants: [(&str, &[&str]); 4] = [
         ("phtest-r50-soup", &["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2"]),
         ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
         ("advbench-r50", &[r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#]),
+        (
+            "lookalike-r50",
+            &[
+                r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#,
+                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*4"]"#,
+            ],
+        ),
     ];
     let base = read(&dir.join("phtest-r50.toml"));
     for (variant, sets) in variants {

@@ -8,7 +8,7 @@
 use super::presets::{DataDir, McItem, PresetInfo};
 use super::readers::{ReadOptions, read_conversations};
 use super::records::{Record, read_records};
-use super::written_refusals;
+use super::{lookalike, written_refusals};
 use super::{Conversation, DataError};
 use serde_json::Value;
 use std::path::Path;
@@ -16,6 +16,10 @@ use std::path::Path;
 /// All rows of a (non multiple-choice) preset, in file order.
 pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec<Conversation>, DataError> {
     let name = info.name;
+    if name == "benign-lookalike" {
+        // Written by the project and compiled in: no file in the data directory.
+        return lookalike::rows();
+    }
     let path = dir.file(name, info.files[0])?;
     let path = path.as_path();
     match name {

@@ -18,6 +18,7 @@
 pub mod error;
 pub mod judge_labels;
 mod loaders;
+pub mod lookalike;
 pub mod presets;
 pub mod readers;
 pub mod records;

@@ -60,7 +60,8 @@ pub struct PresetInfo {
     pub name: &'static str,
     pub role: Role,
     pub scope: Scope,
-    /// Files it reads, relative to the data directory.
+    /// Files it reads, relative to the data directory; none for a preset whose rows ship with
+    /// patcher (`benign-lookalike`).
     pub files: &'static [&'static str],
     pub description: &'static str,
 }
@@ -143,6 +144,13 @@ pub const PRESETS: &[PresetInfo] = &[
         Scope::Split,
         &[PHTEST],
         "PHTest pseudo-harmful prompts (look unsafe, are harmless) with Mistral-7B-Instruct-v0.3's full-compliance answers (1,840 rows); teaches a safety-aligned model not to over-refuse",
+    ),
+    p(
+        "benign-lookalike",
+        Role::Benign,
+        Scope::Split,
+        &[],
+        "Safe questions built around harmful requests' words (homonyms, figurative language, safe targets and contexts, definitions, history, self-protection) with helpful answers, written by the project and shipped with it (`data/benign-lookalike.jsonl`; `data::lookalike`); teaches that the words alone do not call for a refusal",
     ),
     p(
         "harmful-beavertails",
@@ -372,7 +380,8 @@ mod tests {
         assert_eq!(names.len(), PRESETS.len(), "duplicate preset names");
         for p in PRESETS {
             assert_eq!(p.scope == Scope::DevTest, p.role == Role::MultipleChoice, "{}", p.name);
-            assert!(!p.files.is_empty() && !p.description.is_empty(), "{}", p.name);
+            assert_eq!(p.files.is_empty(), p.name == "benign-lookalike", "{}", p.name);
+            assert!(!p.description.is_empty(), "{}", p.name);
         }
         let err = find_preset("nope").unwrap_err().to_string();
         assert!(err.contains("unknown preset `nope`") && err.contains("benign-alpaca"), "{err}");
@@ -403,6 +412,7 @@ mod tests {
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
             ("benign-phtest", 1840),
+            ("benign-lookalike", 221),
             ("harmful-beavertails", 200),
             ("harmful-jbb", 937),
             ("harmful-dna", 193),
