@@ -14,7 +14,7 @@ stage fetch $P fetch smollm2-135m
 M=models/smollm2-135m-instruct
 stage eval-base $P eval --model $M $EVAL --out "$OUT/eval-base"
 stage align $P align --model $M --out "$OUT/sft" --refusals preset:refusals-advbench --refusals preset:refusals-stl \
-  --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest \
+  --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest --benign 'preset:benign-lookalike*16' \
   --config configs/align-smollm2-quick.toml
 stage eval-sft $P eval --model "$OUT/sft" $EVAL --out "$OUT/eval-sft"
 stage attack $P attack --model "$OUT/sft" --preset configs/attack-smollm2-quick.toml --harmful preset:harmful-beavertails \

@@ -21,7 +21,7 @@ sed "s/^outer_steps = .*/outer_steps = $STEPS/" configs/patcher-smollm2-quick.to
 stage() { local name=$1; shift; local t0=$(date +%s); "$@"; echo "stage $name: $(( $(date +%s) - t0 ))s" | tee -a "$OUT/stages.txt"; }
 stage harden-par$PAR /usr/bin/time -v $P harden --model "$RUN/models/sft" --config "$OUT/patcher.toml" --parallel $PAR \
   --out "$OUT/patcher-k4-par$PAR" --refusals preset:refusals-advbench --refusals preset:refusals-stl \
-  --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest \
+  --benign preset:benign-alpaca --benign preset:benign-dolly --benign preset:benign-phtest --benign 'preset:benign-lookalike*16' \
   --harmful preset:harmful-advbench --harmful preset:harmful-jbb
 [ "${EVAL:-0}" = 1 ] && stage curve $P eval --model "$OUT/patcher-k4-par$PAR" --suite real:50 --limit 50 --max-new-tokens 64 --batch-size 16 \
   --attack configs/attack-smollm2-quick.toml --budgets 0,25,50 \

@@ -75,7 +75,7 @@ fn overrides_reproduce_the_seed_variant_files() {
             "lookalike-r50",
             &[
                 r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#,
-                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*4"]"#,
+                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*16"]"#,
             ],
         ),
     ];

@@ -51,9 +51,11 @@ pub struct DataConfig {
     /// only: Llama 2's licence forbids training other models on its outputs.
     pub refusals: Vec<String>,
     /// Benign data (`D_benign`). The default includes PHTest's pseudo-harmful prompts with
-    /// compliant answers (`preset:benign-phtest`): the SFT baseline's over-refusal on XSTest's
-    /// safe prompts went from 55% and 47% (two alignment seeds) to 18%, 46% and 58% (three),
-    /// its harmful score from 0.5% and 3.5% to 1.5%, 8% and 0% (docs/results.md §17-18).
+    /// compliant answers (`preset:benign-phtest`, docs/results.md §17-18) and the project's
+    /// look-alikes repeated 16 times (`preset:benign-lookalike*16`, 46% of the benign rows):
+    /// with them the SFT baseline over-refuses 19%, 12% and 12% of XSTest's safe prompts on
+    /// three alignment seeds instead of 60%, 57% and 33%, at 0.5%, 0% and 9% keyword HS
+    /// (learned 0-3%) instead of 0.5-2% (§28).
     pub benign: Vec<String>,
     /// The defender's harmful data for simulated attacks.
     pub defender_harmful: Vec<String>,
@@ -78,7 +80,12 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             refusals: vec!["preset:refusals-advbench".into(), "preset:refusals-stl".into()],
-            benign: vec!["preset:benign-alpaca".into(), "preset:benign-dolly".into(), "preset:benign-phtest".into()],
+            benign: vec![
+                "preset:benign-alpaca".into(),
+                "preset:benign-dolly".into(),
+                "preset:benign-phtest".into(),
+                "preset:benign-lookalike*16".into(),
+            ],
             defender_harmful: vec!["preset:harmful-advbench".into(), "preset:harmful-jbb".into()],
             attacker_harmful: vec!["preset:harmful-beavertails".into(), "preset:harmful-dna".into()],
             suite: "real:100,harmful=200,xstest=all".into(),
