@@ -8,8 +8,8 @@
 use super::presets::{DataDir, McItem, PresetInfo};
 use super::readers::{ReadOptions, read_conversations};
 use super::records::{Record, read_records};
-use super::{lookalike, written_refusals};
 use super::{Conversation, DataError};
+use super::{lookalike, written_refusals};
 use serde_json::Value;
 use std::path::Path;
 

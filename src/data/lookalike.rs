@@ -148,7 +148,8 @@ mod tests {
         };
         let mut xs = dir.load_all("overrefusal-xstest").unwrap();
         xs.extend(dir.load_all("xstest-unsafe").unwrap());
-        let xs: Vec<(String, HashSet<String>)> = xs.iter().map(|c| (c.prompt().to_string(), words(c.prompt()))).collect();
+        let xs: Vec<(String, HashSet<String>)> =
+            xs.iter().map(|c| (c.prompt().to_string(), words(c.prompt()))).collect();
         let mut worst = (0.0f64, String::new(), String::new());
         for c in rows().unwrap() {
             let w = words(c.prompt());
