@@ -27,6 +27,17 @@ pub fn require<T>(input: Option<T>, what: &str, ci_provides: &str) -> Option<T> 
     None
 }
 
+/// The shared data directory ([`DataDir::from_env`](crate::data::presets::DataDir::from_env)),
+/// through [`require`]: `None` (a skip) where this checkout has none, a failure under CI.
+#[track_caller]
+pub fn shared_data() -> Option<crate::data::presets::DataDir> {
+    use crate::data::presets::{DATA_DIR_ENV, DEFAULT_DATA_DIR, DataDir};
+    let dir = DataDir::from_env();
+    let what = format!("the shared data directory {}", dir.root().display());
+    let ci_provides = format!("CI has the public datasets at {DEFAULT_DATA_DIR}; elsewhere set {DATA_DIR_ENV}");
+    require(Some(dir).filter(DataDir::exists), &what, &ci_provides)
+}
+
 /// The rule itself: `Err(failure message)` under CI, else `Ok(skip note)`.
 fn on_missing(ci: bool, what: &str, ci_provides: &str) -> Result<String, String> {
     if ci {

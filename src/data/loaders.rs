@@ -16,7 +16,7 @@ use std::path::Path;
 /// All rows of a (non multiple-choice) preset, in file order.
 pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec<Conversation>, DataError> {
     let name = info.name;
-    if name == "benign-lookalike" {
+    if name == lookalike::PRESET {
         // Written by the project and compiled in: no file in the data directory.
         return lookalike::rows();
     }

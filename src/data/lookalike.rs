@@ -21,6 +21,8 @@ use std::path::Path;
 use super::records::{Format, parse_records};
 use super::{Conversation, DataError};
 
+/// The preset's name.
+pub const PRESET: &str = "benign-lookalike";
 /// Where the rows live in the repository (named in errors).
 pub const PATH: &str = "data/benign-lookalike.jsonl";
 /// The rows, compiled in.
@@ -127,13 +129,7 @@ mod tests {
     /// dropped, with the other paraphrases of XSTest topics found by reading the list above 0.2.
     #[test]
     fn no_row_is_near_an_xstest_prompt() {
-        use crate::data::presets::{DATA_DIR_ENV, DEFAULT_DATA_DIR, DataDir};
-        let dir = DataDir::from_env();
-        let what = format!("the shared data directory {}", dir.root().display());
-        let ci_provides = format!("CI has the public datasets at {DEFAULT_DATA_DIR}; elsewhere set {DATA_DIR_ENV}");
-        let Some(dir) = crate::testing::require(Some(dir).filter(DataDir::exists), &what, &ci_provides) else {
-            return;
-        };
+        let Some(dir) = crate::testing::shared_data() else { return };
         const FRAME: &str = "a an the to of and or in on at for my i me is it be do does did how what whats when \
             why where who can should could would with without from by your you that this are was were s t m ve \
             there some any get like so if as into just about really best way make good easiest fastest quickest \

@@ -12,9 +12,9 @@
 //! The row logic of each dataset lives in `loaders.rs`; this file is the registry and
 //! the directory handle.
 
-use super::loaders;
 use super::split::{PromptSet, Split, decontaminate, select};
 use super::{Conversation, DataError};
+use super::{loaders, lookalike};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -146,7 +146,7 @@ pub const PRESETS: &[PresetInfo] = &[
         "PHTest pseudo-harmful prompts (look unsafe, are harmless) with Mistral-7B-Instruct-v0.3's full-compliance answers (1,840 rows); teaches a safety-aligned model not to over-refuse",
     ),
     p(
-        "benign-lookalike",
+        lookalike::PRESET,
         Role::Benign,
         Scope::Split,
         &[],
@@ -364,15 +364,7 @@ mod tests {
     use crate::data::split::side_of;
     use std::collections::HashSet;
 
-    /// The shared data directory; when this checkout has none, `None` (a skip) or, under CI,
-    /// a failure ([`crate::testing::require`]).
-    #[track_caller]
-    fn shared() -> Option<DataDir> {
-        let dir = DataDir::from_env();
-        let what = format!("the shared data directory {}", dir.root().display());
-        let ci_provides = format!("CI has the public datasets at {DEFAULT_DATA_DIR}; elsewhere set {DATA_DIR_ENV}");
-        crate::testing::require(Some(dir).filter(DataDir::exists), &what, &ci_provides)
-    }
+    use crate::testing::shared_data as shared;
 
     #[test]
     fn registry_is_consistent() {
@@ -380,7 +372,7 @@ mod tests {
         assert_eq!(names.len(), PRESETS.len(), "duplicate preset names");
         for p in PRESETS {
             assert_eq!(p.scope == Scope::DevTest, p.role == Role::MultipleChoice, "{}", p.name);
-            assert_eq!(p.files.is_empty(), p.name == "benign-lookalike", "{}", p.name);
+            assert_eq!(p.files.is_empty(), p.name == lookalike::PRESET, "{}", p.name);
             assert!(!p.description.is_empty(), "{}", p.name);
         }
         let err = find_preset("nope").unwrap_err().to_string();
@@ -412,7 +404,7 @@ mod tests {
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
             ("benign-phtest", 1840),
-            ("benign-lookalike", 221),
+            (lookalike::PRESET, 221),
             ("harmful-beavertails", 200),
             ("harmful-jbb", 937),
             ("harmful-dna", 193),
