@@ -66,7 +66,8 @@ fn overrides_reproduce_the_seed_variant_files() {
         assert_ne!(json(&made), json(&plain), "the overrides changed something");
     }
     // The soup recipe is phtest-r50 with only `[align.soup]` added; the licence-clean recipes
-    // are phtest-r50 with only the refusal data changed.
+    // are phtest-r50 with only the refusal data changed, and the look-alike recipe also its
+    // benign data.
     let variants: [(&str, &[&str]); 4] = [
         ("phtest-r50-soup", &["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2"]),
         ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
