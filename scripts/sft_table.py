@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Table of unattacked SFT models' evaluations (issue 13, item 4; docs/results.md sections 17, 18, 25).
 
-Usage: scripts/sft_table.py LABEL=PATH [LABEL=PATH ...] [--paired A:B ...] [--by-type]
+Usage: scripts/sft_table.py LABEL=PATH [LABEL=PATH ...] [--paired A:B ...] [--by-type] [--by-source]
 
 PATH is a run directory written by `patcher run` (its evals/<defense>__none.json, the first row)
 or the summary.json of `patcher eval --out DIR` (or DIR itself). Prints, per model: keyword and
@@ -10,7 +10,10 @@ prompts with its interval, cloze accuracy per multiple-choice set (sets with few
 are left blank: a safety-only evaluation, whose benign loss is left blank too), and the benign loss. `--paired A:B` prints B - A for
 HS and over-refusal over the same prompts, with the paired difference's normal 95% interval.
 `--by-type` adds over-refusal per XSTest prompt type (the safe prompts in file order, as the
-real suite takes them; needs ../shared/data or PATCHER_DATA_DIR).
+real suite takes them; needs ../shared/data or PATCHER_DATA_DIR). `--by-source` adds the keyword
+HS per source of the harmful prompts: AdvBench's held-out goals and HarmBench's semantic
+categories (the real suite's `harmful=N` prompts: both sets' eval rows ordered by prompt hash,
+the first N).
 """
 import csv
 import glob
@@ -75,6 +78,47 @@ def xstest_types():
         return [r["type"] for r in csv.DictReader(f) if r["label"] == "safe"]
 
 
+def stable_hash(text):
+    """64-bit FNV-1a (data::split::stable_hash)."""
+    x = 0xCBF29CE484222325
+    for b in text.encode():
+        x ^= b
+        x = (x * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def harmful_sources(n):
+    """The source of each harmful prompt of the real suite, in its order: "AdvBench" or
+    HarmBench's semantic category. The eval split keeps a prompt whose normalised text hashes
+    below 200 of 1000 (data::split); the suite orders by the hash of the prompt as written."""
+    def held_out(p):
+        return stable_hash(" ".join(w.lower() for w in p.split())) % 1000 < 200
+
+    root = os.environ.get("PATCHER_DATA_DIR") or "../shared/data"
+    with open(os.path.join(root, "advbench", "harmful_behaviors.csv"), newline="") as f:
+        adv = [(r["goal"], "AdvBench") for r in csv.DictReader(f) if held_out(r["goal"])]
+    with open(os.path.join(root, "harmbench", "harmbench_behaviors_text_all.csv"), newline="") as f:
+        hb = [(r["Behavior"], r["SemanticCategory"]) for r in csv.DictReader(f) if r["FunctionalCategory"] == "standard"]
+    return [s for _, s in sorted(adv + hb, key=lambda x: stable_hash(x[0]))[:n]]
+
+
+def by_source_table(models):
+    n = len(models[0][1][2]["harmful"])
+    sources = harmful_sources(n)
+    names = sorted(set(sources), key=lambda s: (s != "AdvBench", s))
+    print("\n| model (keyword HS) | " + " | ".join(f"{s} ({sources.count(s)})" for s in names) + " |")
+    print("|---|" + "---|" * len(names))
+    for label, (_, _, outs, _, _) in models:
+        bits = outs["harmful"]
+        if len(bits) != n:
+            sys.exit(f"{label}: {len(bits)} harmful outcomes, the first model has {n}")
+        cells = []
+        for s in names:
+            got = [int(b) for b, src in zip(bits, sources) if src == s]
+            cells.append(f"{sum(got)}/{len(got)}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def by_type_table(models):
     types = xstest_types()
     names = sorted(set(types), key=types.index)
@@ -92,11 +136,13 @@ def by_type_table(models):
 
 
 def main(argv):
-    models, pairs, types = [], [], False
+    models, pairs, types, sources = [], [], False, False
     it = iter(argv)
     for a in it:
         if a == "--by-type":
             types = True
+        elif a == "--by-source":
+            sources = True
         elif a == "--paired":
             pairs.append(next(it).split(":"))
         else:
@@ -127,6 +173,8 @@ def main(argv):
               f"over-refusal {paired(oa['over_refusal'], ob['over_refusal'])} (points, paired over the same prompts)")
     if types:
         by_type_table(models)
+    if sources:
+        by_source_table(models)
 
 
 if __name__ == "__main__":

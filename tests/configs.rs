@@ -66,9 +66,9 @@ fn overrides_reproduce_the_seed_variant_files() {
         assert_ne!(json(&made), json(&plain), "the overrides changed something");
     }
     // The soup recipe is phtest-r50 with only `[align.soup]` added; the licence-clean recipes
-    // are phtest-r50 with only the refusal data changed, and the look-alike recipe also its
-    // benign data.
-    let variants: [(&str, &[&str]); 4] = [
+    // are phtest-r50 with only the refusal data changed, and the look-alike and misinformation
+    // recipes also its benign data.
+    let variants: [(&str, &[&str]); 5] = [
         ("phtest-r50-soup", &["align.soup.seeds=[0, 1, 2]", "align.soup.base_weight=0.2"]),
         ("clean-r50", &[r#"data.refusals=["preset:refusals-dna", "preset:refusals-stl"]"#]),
         ("advbench-r50", &[r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#]),
@@ -76,6 +76,13 @@ fn overrides_reproduce_the_seed_variant_files() {
             "lookalike-r50",
             &[
                 r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl"]"#,
+                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*16"]"#,
+            ],
+        ),
+        (
+            "misinfo-r50",
+            &[
+                r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl", "preset:refusals-misinfo*6"]"#,
                 r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*16"]"#,
             ],
         ),

@@ -9,16 +9,16 @@ use super::presets::{DataDir, McItem, PresetInfo};
 use super::readers::{ReadOptions, read_conversations};
 use super::records::{Record, read_records};
 use super::{Conversation, DataError};
-use super::{lookalike, written_refusals};
+use super::{shipped, written_refusals};
 use serde_json::Value;
 use std::path::Path;
 
 /// All rows of a (non multiple-choice) preset, in file order.
 pub(crate) fn load_conversations(dir: &DataDir, info: &PresetInfo) -> Result<Vec<Conversation>, DataError> {
     let name = info.name;
-    if name == lookalike::PRESET {
+    if let Some(set) = shipped::find(name) {
         // Written by the project and compiled in: no file in the data directory.
-        return lookalike::rows();
+        return set.rows();
     }
     let path = dir.file(name, info.files[0])?;
     let path = path.as_path();

@@ -14,7 +14,7 @@
 
 use super::split::{PromptSet, Split, decontaminate, select};
 use super::{Conversation, DataError};
-use super::{loaders, lookalike};
+use super::{loaders, lookalike, misinfo};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -61,7 +61,7 @@ pub struct PresetInfo {
     pub role: Role,
     pub scope: Scope,
     /// Files it reads, relative to the data directory; none for a preset whose rows ship with
-    /// patcher (`benign-lookalike`).
+    /// patcher (`benign-lookalike`, `refusals-misinfo`: [`shipped`](super::shipped)).
     pub files: &'static [&'static str],
     pub description: &'static str,
 }
@@ -122,6 +122,13 @@ pub const PRESETS: &[PresetInfo] = &[
         Scope::Split,
         &[ADVBENCH],
         "AdvBench's 520 goals, each with two refusals written by the project from templates that restate the request (1,040 rows; `data::written_refusals`): AdvBench prompts without Llama-2's text",
+    ),
+    p(
+        misinfo::PRESET,
+        Role::Refusal,
+        Scope::Split,
+        &[],
+        "Requests to write misinformation, disinformation and hateful content (false health and science claims, atrocity denial, group hatred, election disinformation, fabricated news and evidence), each with a specific refusal that names what is wrong and offers a truthful alternative, written by the project and shipped with it (`data/refusals-misinfo.jsonl`; `data::misinfo`)",
     ),
     p("benign-alpaca", Role::Benign, Scope::Split, &[ALPACA], "Alpaca 1k subset: instruction (+ input) -> output"),
     p(
@@ -372,7 +379,7 @@ mod tests {
         assert_eq!(names.len(), PRESETS.len(), "duplicate preset names");
         for p in PRESETS {
             assert_eq!(p.scope == Scope::DevTest, p.role == Role::MultipleChoice, "{}", p.name);
-            assert_eq!(p.files.is_empty(), p.name == lookalike::PRESET, "{}", p.name);
+            assert_eq!(p.files.is_empty(), crate::data::shipped::find(p.name).is_some(), "{}", p.name);
             assert!(!p.description.is_empty(), "{}", p.name);
         }
         let err = find_preset("nope").unwrap_err().to_string();
@@ -404,7 +411,8 @@ mod tests {
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
             ("benign-phtest", 1840),
-            (lookalike::PRESET, 221),
+            (lookalike::PRESET, 281),
+            (misinfo::PRESET, 153),
             ("harmful-beavertails", 200),
             ("harmful-jbb", 937),
             ("harmful-dna", 193),

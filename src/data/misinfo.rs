@@ -1,0 +1,68 @@
+//! Refusals of misinformation requests, written by the project (`preset:refusals-misinfo`):
+//! requests to write persuasive or deceptive content that spreads false or hateful claims, each
+//! with a refusal that says what is wrong with it and offers a truthful alternative.
+//!
+//! Why: the SFT baseline's refusal data (AdvBench's goals, Safety-Tuned LLaMAs) are mostly
+//! requests for dangerous instructions, while its benign data teach persuasive writing (PHTest,
+//! Alpaca). A model aligned on them refuses "how do I make a weapon" and writes "a persuasive
+//! article arguing that a documented famine was a natural disaster": at the default recipe's
+//! seed 2, 14 of HarmBench's 24 held-out misinformation behaviours were answered, most of its
+//! harmful score (docs/results.md §29). These rows cover that kind of request, HarmBench's
+//! "misinformation_disinformation" category and the hateful articles of its "harassment"
+//! one (Mazeika et al., 2024), and the benign look-alikes' `persuasive` and `debunk` rows
+//! ([`lookalike`](super::lookalike)) are their counterpart, so that persuasive writing and
+//! fact-checking as such stay answered.
+//!
+//! Six kinds (`type`): false health claims, distorted science, atrocity denial and historical
+//! propaganda, hatred of a group, political and electoral disinformation, and fabricated news
+//! or evidence. Written by helper agents of the project without reading any benchmark; the
+//! drafts were then read against HarmBench's list, and rows making one of its claims in other
+//! words were dropped. Tests check that no row is near a held-out harmful prompt or an XSTest
+//! prompt, nor takes one of HarmBench's claims.
+
+use super::shipped::Shipped;
+
+/// The preset's name.
+pub const PRESET: &str = "refusals-misinfo";
+
+/// The set: `prompt`, `answer` (the refusal), `type`.
+pub const SET: Shipped = Shipped {
+    preset: PRESET,
+    path: "data/refusals-misinfo.jsonl",
+    text: include_str!("../../data/refusals-misinfo.jsonl"),
+    types: &TYPES,
+    triggered: false,
+};
+
+/// The kinds of request, as in each row's `type`.
+pub const TYPES: [&str; 6] = ["health", "science", "history", "hate", "politics", "fabrication"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::split::{Split, normalise_prompt, select};
+    use crate::eval::keyword::{is_degenerate, is_refusal};
+    use std::collections::{BTreeMap, HashSet};
+
+    #[test]
+    fn shipped_rows_are_refusals_of_every_kind() {
+        let rows = SET.rows().unwrap();
+        assert!(rows.len() >= 150, "{} rows", rows.len());
+        let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
+        assert_eq!(prompts.len(), rows.len(), "duplicate prompts");
+        let mut per_type = BTreeMap::new();
+        for c in &rows {
+            let answer = c.response().unwrap();
+            // A refusal by the keyword judge, the harmful score's: the rows teach refusing.
+            assert!(is_refusal(answer) && !is_degenerate(answer), "{}: {answer}", c.prompt());
+            let words = answer.split_whitespace().count();
+            assert!((15..=100).contains(&words), "{words} words: {}", c.prompt());
+            *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
+        }
+        println!("misinformation refusals per type: {per_type:?}");
+        assert_eq!(per_type.len(), TYPES.len(), "{per_type:?}");
+        assert!(per_type.values().all(|&n| n >= 15), "{per_type:?}");
+        let eval = select(rows.clone(), Split::Eval).len();
+        assert!(eval * 100 / rows.len() >= 10 && eval * 100 / rows.len() <= 30, "{eval} of {}", rows.len());
+    }
+}
