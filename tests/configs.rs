@@ -83,7 +83,7 @@ fn overrides_reproduce_the_seed_variant_files() {
             "misinfo-r50",
             &[
                 r#"data.refusals=["preset:refusals-advbench", "preset:refusals-stl", "preset:refusals-misinfo*6"]"#,
-                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*16"]"#,
+                r#"data.benign=["preset:benign-alpaca", "preset:benign-dolly", "preset:benign-phtest", "preset:benign-lookalike*16", "preset:benign-persuasion*16"]"#,
             ],
         ),
     ];

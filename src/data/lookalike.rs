@@ -11,10 +11,6 @@
 //! (Röttger et al., NAACL 2024; Cui et al., 2024) and of PHTest (An et al., 2024), used here for
 //! training.
 //!
-//! Two later kinds are the counterpart of the misinformation refusals
-//! ([`misinfo`](super::misinfo)): persuasive writing for a defensible position, and debunking
-//! a false claim, so that "write a persuasive article" and "is this a hoax" stay answered.
-//!
 //! Written for this project (no benchmark's prompts; XSTest stays evaluation-only, and tests in
 //! [`shipped`](super::shipped) check that no row is near an evaluation prompt); the text ships in the repository
 //! (`data/benign-lookalike.jsonl`: `prompt`, `answer`, `type`, `trigger`), so the preset needs
@@ -35,17 +31,8 @@ pub const SET: Shipped = Shipped {
 };
 
 /// The kinds of look-alike, as in each row's `type`.
-pub const TYPES: [&str; 9] = [
-    "homonym",
-    "figurative",
-    "safe_target",
-    "safe_context",
-    "definition",
-    "history",
-    "protection",
-    "persuasive",
-    "debunk",
-];
+pub const TYPES: [&str; 7] =
+    ["homonym", "figurative", "safe_target", "safe_context", "definition", "history", "protection"];
 
 /// Every row, in file order.
 pub fn rows() -> Result<Vec<super::Conversation>, super::DataError> {

@@ -9,11 +9,14 @@
 //! seed 2, 14 of HarmBench's 24 held-out misinformation behaviours were answered, most of its
 //! harmful score (docs/results.md §29). These rows cover that kind of request, HarmBench's
 //! "misinformation_disinformation" category and the hateful articles of its "harassment"
-//! one (Mazeika et al., 2024), and the benign look-alikes' `persuasive` and `debunk` rows
-//! ([`lookalike`](super::lookalike)) are their counterpart, so that persuasive writing and
-//! fact-checking as such stay answered.
+//! one (Mazeika et al., 2024).
 //!
-//! Six kinds (`type`): false health claims, distorted science, atrocity denial and historical
+//! Their counterpart, in the benign half, is [`COUNTERPART`] (`preset:benign-persuasion`):
+//! persuasive writing for a defensible position and debunking a false claim, with answers, so
+//! that "write a persuasive article" and "is this a hoax" as such stay answered, as the
+//! [`lookalike`](super::lookalike) rows are the counterpart of the dangerous-request refusals.
+//!
+//! The refusals' six kinds (`type`): false health claims, distorted science, atrocity denial and historical
 //! propaganda, hatred of a group, political and electoral disinformation, and fabricated news
 //! or evidence. Written by helper agents of the project without reading any benchmark; the
 //! drafts were then read against HarmBench's list, and rows making one of its claims in other
@@ -36,6 +39,19 @@ pub const SET: Shipped = Shipped {
 
 /// The kinds of request, as in each row's `type`.
 pub const TYPES: [&str; 6] = ["health", "science", "history", "hate", "politics", "fabrication"];
+
+/// The counterpart's preset name.
+pub const COUNTERPART_PRESET: &str = "benign-persuasion";
+
+/// The counterpart: `prompt`, `answer` (the piece, or the facts), `type`, `trigger` (the word
+/// that makes the request look like propaganda: "persuasive", "convince", "hoax", "myth"...).
+pub const COUNTERPART: Shipped = Shipped {
+    preset: COUNTERPART_PRESET,
+    path: "data/benign-persuasion.jsonl",
+    text: include_str!("../../data/benign-persuasion.jsonl"),
+    types: &["persuasive", "debunk"],
+    triggered: true,
+};
 
 #[cfg(test)]
 mod tests {
@@ -64,5 +80,24 @@ mod tests {
         assert!(per_type.values().all(|&n| n >= 15), "{per_type:?}");
         let eval = select(rows.clone(), Split::Eval).len();
         assert!(eval * 100 / rows.len() >= 10 && eval * 100 / rows.len() <= 30, "{eval} of {}", rows.len());
+    }
+
+    #[test]
+    fn counterpart_rows_are_answers_of_both_kinds() {
+        let rows = COUNTERPART.rows().unwrap();
+        assert!(rows.len() >= 50, "{} rows", rows.len());
+        let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
+        assert_eq!(prompts.len(), rows.len(), "duplicate prompts");
+        let mut per_type = BTreeMap::new();
+        for c in &rows {
+            let answer = c.response().unwrap();
+            // Compliant by the keyword judge, or the rows would teach refusing.
+            assert!(!is_refusal(answer) && !is_degenerate(answer), "{}: {answer}", c.prompt());
+            let words = answer.split_whitespace().count();
+            assert!((20..=130).contains(&words), "{words} words: {}", c.prompt());
+            *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
+        }
+        println!("persuasion rows per type: {per_type:?}");
+        assert!(per_type.len() == 2 && per_type.values().all(|&n| n >= 20), "{per_type:?}");
     }
 }

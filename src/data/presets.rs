@@ -61,7 +61,7 @@ pub struct PresetInfo {
     pub role: Role,
     pub scope: Scope,
     /// Files it reads, relative to the data directory; none for a preset whose rows ship with
-    /// patcher (`benign-lookalike`, `refusals-misinfo`: [`shipped`](super::shipped)).
+    /// patcher (`benign-lookalike`, `refusals-misinfo`, `benign-persuasion`: [`shipped`](super::shipped)).
     pub files: &'static [&'static str],
     pub description: &'static str,
 }
@@ -158,6 +158,13 @@ pub const PRESETS: &[PresetInfo] = &[
         Scope::Split,
         &[],
         "Safe questions built around harmful requests' words (homonyms, figurative language, safe targets and contexts, definitions, history, self-protection) with helpful answers, written by the project and shipped with it (`data/benign-lookalike.jsonl`; `data::lookalike`); teaches that the words alone do not call for a refusal",
+    ),
+    p(
+        misinfo::COUNTERPART_PRESET,
+        Role::Benign,
+        Scope::Split,
+        &[],
+        "Safe requests that look like propaganda requests: persuasive writing for a defensible position and debunking a false claim, with the piece or the facts as answers, written by the project and shipped with it (`data/benign-persuasion.jsonl`; `data::misinfo`); the counterpart of `refusals-misinfo`",
     ),
     p(
         "harmful-beavertails",
@@ -411,8 +418,9 @@ mod tests {
             ("benign-dolly", 1000),
             ("benign-alpaca-eval", 805),
             ("benign-phtest", 1840),
-            (lookalike::PRESET, 281),
+            (lookalike::PRESET, 221),
             (misinfo::PRESET, 153),
+            (misinfo::COUNTERPART_PRESET, 60),
             ("harmful-beavertails", 200),
             ("harmful-jbb", 937),
             ("harmful-dna", 193),

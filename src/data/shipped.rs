@@ -1,7 +1,7 @@
 //! Data sets written by the project and shipped in the repository (`data/*.jsonl`), compiled
 //! into the binary so that their presets need no file from the shared data directory:
 //! [`lookalike`](super::lookalike) (`preset:benign-lookalike`) and [`misinfo`](super::misinfo)
-//! (`preset:refusals-misinfo`).
+//! (`preset:refusals-misinfo` and its counterpart `preset:benign-persuasion`).
 //!
 //! Each row is a JSON object with `prompt`, `answer` and `type` (one of the set's kinds, kept as
 //! the conversation's category), and, in sets whose rows look harmful because of one word,
@@ -33,7 +33,7 @@ pub struct Shipped {
 }
 
 /// Every shipped set.
-pub const SETS: [&Shipped; 2] = [&super::lookalike::SET, &super::misinfo::SET];
+pub const SETS: [&Shipped; 3] = [&super::lookalike::SET, &super::misinfo::SET, &super::misinfo::COUNTERPART];
 
 /// The shipped set behind a preset name, if it is one.
 pub fn find(preset: &str) -> Option<&'static Shipped> {
@@ -210,9 +210,9 @@ mod tests {
     /// found rows that make the same claim in other words (a Facebook post that the MMR vaccine
     /// causes autism, for its Twitter thread that vaccines do; honey for newborns; Holocaust,
     /// Holodomor, Armenian-genocide and Khmer Rouge denial): 43 of 256 were dropped
-    /// (docs/results.md §29). No misinformation refusal and no persuasive or debunking
-    /// look-alike may take one of these topics (two older look-alikes do, as safe questions:
-    /// how 9/11 changed airport security, and a toddler who swallowed bleach).
+    /// (docs/results.md §29). No misinformation refusal and no row of their counterpart may
+    /// take one of these topics (two look-alikes do, as safe questions: how 9/11 changed
+    /// airport security, and a toddler who swallowed bleach).
     const HELD_OUT_TOPICS: [&str; 46] = [
         "holocaust",
         "holodomor",
@@ -265,8 +265,7 @@ mod tests {
     #[test]
     fn no_row_takes_a_held_out_claim() {
         let mut rows = super::super::misinfo::SET.rows().unwrap();
-        let persuasion = |c: &Conversation| matches!(c.category.as_deref(), Some("persuasive" | "debunk"));
-        rows.extend(super::super::lookalike::rows().unwrap().into_iter().filter(persuasion));
+        rows.extend(super::super::misinfo::COUNTERPART.rows().unwrap());
         assert!(rows.len() > 200, "{}", rows.len());
         for c in &rows {
             let p = c.prompt().to_lowercase();
