@@ -41,32 +41,8 @@ pub fn rows() -> Result<Vec<super::Conversation>, super::DataError> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::data::split::{Split, normalise_prompt, select};
-    use crate::eval::keyword::{is_degenerate, is_refusal};
-    use std::collections::{BTreeMap, HashSet};
-
     #[test]
     fn shipped_rows_are_clean_and_varied() {
-        let rows = rows().unwrap();
-        assert!(rows.len() >= 200, "{} rows", rows.len());
-        let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
-        assert_eq!(prompts.len(), rows.len(), "duplicate prompts");
-        let mut per_type = BTreeMap::new();
-        for c in &rows {
-            let answer = c.response().unwrap();
-            // An answer, not a refusal: the keyword judge (the harmful score's) must call it
-            // compliant, or the rows would teach refusing.
-            assert!(!is_refusal(answer) && !is_degenerate(answer), "{}: {answer}", c.prompt());
-            let words = answer.split_whitespace().count();
-            assert!((20..=130).contains(&words), "{words} words: {}", c.prompt());
-            *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
-        }
-        println!("look-alike rows per type: {per_type:?}");
-        assert_eq!(per_type.len(), TYPES.len(), "{per_type:?}");
-        assert!(per_type.values().all(|&n| n >= 10), "{per_type:?}");
-        // Both sides of the prompt-hash split are populated (20% held out).
-        let eval = select(rows.clone(), Split::Eval).len();
-        assert!(eval * 100 / rows.len() >= 10 && eval * 100 / rows.len() <= 30, "{eval} of {}", rows.len());
+        crate::data::shipped::check_rows(&super::SET, false, 20..=130, 200, 10);
     }
 }

@@ -16,9 +16,9 @@
 //! that "write a persuasive article" and "is this a hoax" as such stay answered, as the
 //! [`lookalike`](super::lookalike) rows are the counterpart of the dangerous-request refusals.
 //!
-//! The refusals' six kinds (`type`): false health claims, distorted science, atrocity denial and historical
-//! propaganda, hatred of a group, political and electoral disinformation, and fabricated news
-//! or evidence. Written by helper agents of the project without reading any benchmark; the
+//! The refusals' six kinds (`type`): false health claims, distorted science, atrocity denial
+//! and historical propaganda, hatred of a group, political and electoral disinformation, and
+//! fabricated news or evidence. Written by helper agents of the project without reading any benchmark; the
 //! drafts were then read against HarmBench's list, and rows making one of its claims in other
 //! words were dropped. Tests check that no row is near a held-out harmful prompt or an XSTest
 //! prompt, nor takes one of HarmBench's claims.
@@ -56,48 +56,15 @@ pub const COUNTERPART: Shipped = Shipped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::split::{Split, normalise_prompt, select};
-    use crate::eval::keyword::{is_degenerate, is_refusal};
-    use std::collections::{BTreeMap, HashSet};
+    use crate::data::shipped::check_rows;
 
     #[test]
     fn shipped_rows_are_refusals_of_every_kind() {
-        let rows = SET.rows().unwrap();
-        assert!(rows.len() >= 150, "{} rows", rows.len());
-        let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
-        assert_eq!(prompts.len(), rows.len(), "duplicate prompts");
-        let mut per_type = BTreeMap::new();
-        for c in &rows {
-            let answer = c.response().unwrap();
-            // A refusal by the keyword judge, the harmful score's: the rows teach refusing.
-            assert!(is_refusal(answer) && !is_degenerate(answer), "{}: {answer}", c.prompt());
-            let words = answer.split_whitespace().count();
-            assert!((15..=100).contains(&words), "{words} words: {}", c.prompt());
-            *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
-        }
-        println!("misinformation refusals per type: {per_type:?}");
-        assert_eq!(per_type.len(), TYPES.len(), "{per_type:?}");
-        assert!(per_type.values().all(|&n| n >= 15), "{per_type:?}");
-        let eval = select(rows.clone(), Split::Eval).len();
-        assert!(eval * 100 / rows.len() >= 10 && eval * 100 / rows.len() <= 30, "{eval} of {}", rows.len());
+        check_rows(&SET, true, 15..=100, 150, 15);
     }
 
     #[test]
     fn counterpart_rows_are_answers_of_both_kinds() {
-        let rows = COUNTERPART.rows().unwrap();
-        assert!(rows.len() >= 50, "{} rows", rows.len());
-        let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
-        assert_eq!(prompts.len(), rows.len(), "duplicate prompts");
-        let mut per_type = BTreeMap::new();
-        for c in &rows {
-            let answer = c.response().unwrap();
-            // Compliant by the keyword judge, or the rows would teach refusing.
-            assert!(!is_refusal(answer) && !is_degenerate(answer), "{}: {answer}", c.prompt());
-            let words = answer.split_whitespace().count();
-            assert!((20..=130).contains(&words), "{words} words: {}", c.prompt());
-            *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
-        }
-        println!("persuasion rows per type: {per_type:?}");
-        assert!(per_type.len() == 2 && per_type.values().all(|&n| n >= 20), "{per_type:?}");
+        check_rows(&COUNTERPART, false, 20..=130, 50, 20);
     }
 }

@@ -116,6 +116,41 @@ pub fn eval_overlap(rows: &[Conversation], eval: &[Conversation]) -> (f64, Strin
     worst
 }
 
+/// The checks every shipped set's rows pass: at least `min_rows`, no duplicate prompt, every
+/// answer a refusal by the keyword judge (the harmful score's) when `refusals`, else compliant
+/// by it (or the rows would teach refusing), none degenerate, `words` long, every kind of
+/// [`Shipped::types`] with at least `min_per_type` rows, and both sides of the prompt-hash
+/// split populated (10-30% held out). Returns the rows per kind.
+#[cfg(test)]
+pub(crate) fn check_rows(
+    set: &Shipped,
+    refusals: bool,
+    words: std::ops::RangeInclusive<usize>,
+    min_rows: usize,
+    min_per_type: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    use super::split::{Split, normalise_prompt, select};
+    use crate::eval::keyword::{is_degenerate, is_refusal};
+    let rows = set.rows().unwrap();
+    assert!(rows.len() >= min_rows, "{}: {} rows", set.preset, rows.len());
+    let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
+    assert_eq!(prompts.len(), rows.len(), "{}: duplicate prompts", set.preset);
+    let mut per_type = std::collections::BTreeMap::new();
+    for c in &rows {
+        let answer = c.response().unwrap();
+        assert!(is_refusal(answer) == refusals && !is_degenerate(answer), "{}: {answer}", c.prompt());
+        let n = answer.split_whitespace().count();
+        assert!(words.contains(&n), "{n} words: {}", c.prompt());
+        *per_type.entry(c.category.clone().unwrap()).or_insert(0) += 1;
+    }
+    println!("{} rows per type: {per_type:?}", set.preset);
+    assert_eq!(per_type.len(), set.types.len(), "{per_type:?}");
+    assert!(per_type.values().all(|&n| n >= min_per_type), "{per_type:?}");
+    let eval = select(rows.clone(), Split::Eval).len();
+    assert!((10..=30).contains(&(eval * 100 / rows.len())), "{eval} of {} held out", rows.len());
+    per_type
+}
+
 /// The held-out prompts a shipped set must stay away from: HarmBench's behaviours, AdvBench's
 /// eval split and XSTest's 450 prompts (safe and unsafe).
 #[cfg(test)]
