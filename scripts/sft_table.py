@@ -102,37 +102,29 @@ def harmful_sources(n):
     return [s for _, s in sorted(adv + hb, key=lambda x: stable_hash(x[0]))[:n]]
 
 
-def by_source_table(models):
-    n = len(models[0][1][2]["harmful"])
-    sources = harmful_sources(n)
-    names = sorted(set(sources), key=lambda s: (s != "AdvBench", s))
-    print("\n| model (keyword HS) | " + " | ".join(f"{s} ({sources.count(s)})" for s in names) + " |")
+def group_table(models, key, groups, names, header, cell):
+    """A row per model of `cell(outcomes)` over each group of prompts: `groups` is the group of
+    each prompt of outcome set `key` in order, `names` the groups to show."""
+    print(f"\n| {header} | " + " | ".join(f"{g} ({groups.count(g)})" for g in names) + " |")
     print("|---|" + "---|" * len(names))
     for label, (_, _, outs, _, _) in models:
-        bits = outs["harmful"]
-        if len(bits) != n:
-            sys.exit(f"{label}: {len(bits)} harmful outcomes, the first model has {n}")
-        cells = []
-        for s in names:
-            got = [int(b) for b, src in zip(bits, sources) if src == s]
-            cells.append(f"{sum(got)}/{len(got)}")
+        bits = outs[key]
+        if len(bits) != len(groups):
+            sys.exit(f"{label}: {len(bits)} {key} outcomes, expected {len(groups)}")
+        cells = [cell([int(b) for b, g in zip(bits, groups) if g == name]) for name in names]
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+def by_source_table(models):
+    sources = harmful_sources(len(models[0][1][2]["harmful"]))
+    names = sorted(set(sources), key=lambda s: (s != "AdvBench", s))
+    group_table(models, "harmful", sources, names, "model (keyword HS)", lambda got: f"{sum(got)}/{len(got)}")
 
 
 def by_type_table(models):
     types = xstest_types()
     names = sorted(set(types), key=types.index)
-    print("\n| model | " + " | ".join(f"{t} ({types.count(t)})" for t in names) + " |")
-    print("|---|" + "---|" * len(names))
-    for label, (_, _, outs, _, _) in models:
-        bits = outs["over_refusal"]
-        if len(bits) != len(types):
-            sys.exit(f"{label}: {len(bits)} over-refusal outcomes, XSTest has {len(types)} safe prompts")
-        cells = []
-        for t in names:
-            got = [int(b) for b, ty in zip(bits, types) if ty == t]
-            cells.append(f"{100 * sum(got) / len(got):.0f}%")
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    group_table(models, "over_refusal", types, names, "model", lambda got: f"{100 * sum(got) / len(got):.0f}%")
 
 
 def main(argv):

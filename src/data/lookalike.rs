@@ -12,9 +12,9 @@
 //! training.
 //!
 //! Written for this project (no benchmark's prompts; XSTest stays evaluation-only, and tests in
-//! [`shipped`](super::shipped) check that no row is near an evaluation prompt); the text ships in the repository
-//! (`data/benign-lookalike.jsonl`: `prompt`, `answer`, `type`, `trigger`), so the preset needs
-//! no file from the shared data directory. `type` becomes the conversation's category.
+//! [`shipped`](super::shipped) check that no row is near an evaluation prompt); the text ships
+//! in the repository (`data/benign-lookalike.jsonl`: `prompt`, `answer`, `type`, `trigger`), so
+//! the preset needs no file from the shared data directory. `type` becomes the conversation's category.
 
 use super::shipped::Shipped;
 
@@ -33,11 +33,6 @@ pub const SET: Shipped = Shipped {
 /// The kinds of look-alike, as in each row's `type`.
 pub const TYPES: [&str; 7] =
     ["homonym", "figurative", "safe_target", "safe_context", "definition", "history", "protection"];
-
-/// Every row, in file order.
-pub fn rows() -> Result<Vec<super::Conversation>, super::DataError> {
-    SET.rows()
-}
 
 #[cfg(test)]
 mod tests {

@@ -8,11 +8,11 @@
 //! `trigger`: that word, checked to occur in the prompt. Errors name the file, the line and the
 //! field.
 //!
-//! The evaluation sets stay unseen: [`eval_overlap`] measures how close a shipped row comes to
-//! the held-out harmful prompts (HarmBench, AdvBench's eval split) and to XSTest, the tests here
-//! bound it, and they keep the persuasion rows off the claims of HarmBench's behaviours.
+//! The evaluation sets stay unseen: the tests here bound how close a shipped row comes to the
+//! held-out harmful prompts (HarmBench, AdvBench's eval split) and to XSTest, by the Jaccard
+//! overlap of content words, and keep the persuasion rows off the claims of HarmBench's
+//! behaviours.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use super::records::{Format, parse_records};
@@ -74,53 +74,17 @@ impl Shipped {
 
 /// Whether `prompt` contains `trigger` as a word or the start of one ("bomb" in "bombed"),
 /// allowing a dropped final "e" ("smash" ← "smashing", "terminate" ← "terminating").
-pub(crate) fn mentions(prompt: &str, trigger: &str) -> bool {
+fn mentions(prompt: &str, trigger: &str) -> bool {
     let lower = prompt.to_lowercase();
     let stem = trigger.strip_suffix('e').filter(|s| s.len() >= 3).unwrap_or(trigger);
     lower.match_indices(stem).any(|(i, _)| i == 0 || !lower[..i].ends_with(|c: char| c.is_alphanumeric()))
-}
-
-/// Request frames and function words, left out of [`content_words`] so that only the topic
-/// counts ("what's the best way to", "write a persuasive article arguing that").
-const FRAME: &str = "a an the to of and or in on at for my i me is it be do does did how what whats when \
-    why where who can should could would with without from by your you that this are was were s t m ve \
-    there some any get like so if as into just about really best way make good easiest fastest quickest \
-    most don up out down off mean means someone write article post blog persuasive arguing argue claiming \
-    claims claim explaining explain give create draft compose generate describe detailed list steps";
-
-/// A prompt's lowercase content words.
-pub fn content_words(prompt: &str) -> HashSet<String> {
-    let frame: HashSet<&str> = FRAME.split_whitespace().collect();
-    prompt
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && !frame.contains(w))
-        .map(String::from)
-        .collect()
-}
-
-/// The closest pair between `rows` and `eval` by the Jaccard overlap of content words:
-/// (overlap, row's prompt, evaluation prompt).
-pub fn eval_overlap(rows: &[Conversation], eval: &[Conversation]) -> (f64, String, String) {
-    let eval: Vec<(&str, HashSet<String>)> = eval.iter().map(|c| (c.prompt(), content_words(c.prompt()))).collect();
-    let mut worst = (0.0, String::new(), String::new());
-    for c in rows {
-        let w = content_words(c.prompt());
-        for (ep, ew) in &eval {
-            let j = w.intersection(ew).count() as f64 / w.union(ew).count().max(1) as f64;
-            if j > worst.0 {
-                worst = (j, c.prompt().to_string(), ep.to_string());
-            }
-        }
-    }
-    worst
 }
 
 /// The checks every shipped set's rows pass: at least `min_rows`, no duplicate prompt, every
 /// answer a refusal by the keyword judge (the harmful score's) when `refusals`, else compliant
 /// by it (or the rows would teach refusing), none degenerate, `words` long, every kind of
 /// [`Shipped::types`] with at least `min_per_type` rows, and both sides of the prompt-hash
-/// split populated (10-30% held out). Returns the rows per kind.
+/// split populated (10-30% held out).
 #[cfg(test)]
 pub(crate) fn check_rows(
     set: &Shipped,
@@ -128,14 +92,15 @@ pub(crate) fn check_rows(
     words: std::ops::RangeInclusive<usize>,
     min_rows: usize,
     min_per_type: usize,
-) -> std::collections::BTreeMap<String, usize> {
+) {
     use super::split::{Split, normalise_prompt, select};
     use crate::eval::keyword::{is_degenerate, is_refusal};
+    use std::collections::{BTreeMap, HashSet};
     let rows = set.rows().unwrap();
     assert!(rows.len() >= min_rows, "{}: {} rows", set.preset, rows.len());
     let prompts: HashSet<String> = rows.iter().map(|c| normalise_prompt(c.prompt())).collect();
     assert_eq!(prompts.len(), rows.len(), "{}: duplicate prompts", set.preset);
-    let mut per_type = std::collections::BTreeMap::new();
+    let mut per_type = BTreeMap::new();
     for c in &rows {
         let answer = c.response().unwrap();
         assert!(is_refusal(answer) == refusals && !is_degenerate(answer), "{}: {answer}", c.prompt());
@@ -148,24 +113,59 @@ pub(crate) fn check_rows(
     assert!(per_type.values().all(|&n| n >= min_per_type), "{per_type:?}");
     let eval = select(rows.clone(), Split::Eval).len();
     assert!((10..=30).contains(&(eval * 100 / rows.len())), "{eval} of {} held out", rows.len());
-    per_type
-}
-
-/// The held-out prompts a shipped set must stay away from: HarmBench's behaviours, AdvBench's
-/// eval split and XSTest's 450 prompts (safe and unsafe).
-#[cfg(test)]
-pub(crate) fn eval_prompts(dir: &super::presets::DataDir) -> Vec<Conversation> {
-    use super::split::Split;
-    let mut eval = dir.load_all("eval-harmbench").unwrap();
-    eval.extend(dir.load("eval-advbench", Split::Eval).unwrap());
-    eval.extend(dir.load_all("overrefusal-xstest").unwrap());
-    eval.extend(dir.load_all("xstest-unsafe").unwrap());
-    eval
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    /// Request frames and function words, left out of [`content_words`] so that only the topic
+    /// counts ("what's the best way to", "write a persuasive article arguing that").
+    const FRAME: &str = "a an the to of and or in on at for my i me is it be do does did how what whats when \
+        why where who can should could would with without from by your you that this are was were s t m ve \
+        there some any get like so if as into just about really best way make good easiest fastest quickest \
+        most don up out down off mean means someone write article post blog persuasive arguing argue claiming \
+        claims claim explaining explain give create draft compose generate describe detailed list steps";
+
+    /// A prompt's lowercase content words.
+    fn content_words(prompt: &str) -> HashSet<String> {
+        let frame: HashSet<&str> = FRAME.split_whitespace().collect();
+        prompt
+            .to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty() && !frame.contains(w))
+            .map(String::from)
+            .collect()
+    }
+
+    /// The closest pair between `rows` and `eval` by the Jaccard overlap of content words:
+    /// (overlap, row's prompt, evaluation prompt).
+    fn eval_overlap(rows: &[Conversation], eval: &[Conversation]) -> (f64, String, String) {
+        let eval: Vec<(&str, HashSet<String>)> = eval.iter().map(|c| (c.prompt(), content_words(c.prompt()))).collect();
+        let mut worst = (0.0, String::new(), String::new());
+        for c in rows {
+            let w = content_words(c.prompt());
+            for (ep, ew) in &eval {
+                let j = w.intersection(ew).count() as f64 / w.union(ew).count().max(1) as f64;
+                if j > worst.0 {
+                    worst = (j, c.prompt().to_string(), ep.to_string());
+                }
+            }
+        }
+        worst
+    }
+
+    /// The held-out prompts a shipped set must stay away from: HarmBench's behaviours, AdvBench's
+    /// eval split and XSTest's 450 prompts (safe and unsafe).
+    fn eval_prompts(dir: &crate::data::presets::DataDir) -> Vec<Conversation> {
+        use crate::data::split::Split;
+        let mut eval = dir.load_all("eval-harmbench").unwrap();
+        eval.extend(dir.load("eval-advbench", Split::Eval).unwrap());
+        eval.extend(dir.load_all("overrefusal-xstest").unwrap());
+        eval.extend(dir.load_all("xstest-unsafe").unwrap());
+        eval
+    }
 
     const SET: Shipped =
         Shipped { preset: "test-set", path: "x.jsonl", text: "", types: &["homonym", "figurative"], triggered: true };
