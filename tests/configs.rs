@@ -123,3 +123,30 @@ fn size_transfer_configs_are_the_smollm2_recipes_on_gemma() {
         assert_eq!(json(&made), json(&file), "{smollm2} + {sets:?} vs {}", path.display());
     }
 }
+
+/// The method study's fourth round (`study/k64-10x.toml`) is the third round's recipe and attacks
+/// (`study/k64-heldout.toml`), run to longer budgets and read with the benign-loss guard: only
+/// the budgets, the name, the sweep grid and the guard differ.
+#[test]
+fn the_10x_study_is_the_k64_recipe_with_longer_budgets() {
+    use patcher::experiment::ExperimentConfig;
+    use patcher::experiment::sweep::GuardMetric;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/study");
+    let load = |n: &str| ExperimentConfig::from_toml(&read(&root.join(format!("{n}.toml"))), n).unwrap();
+    let (old, new) = (load("k64-heldout"), load("k64-10x"));
+    let guard = new.guard.expect("a guard");
+    assert_eq!((guard.on, guard.ratio), (GuardMetric::BenignLoss, 0.9));
+    assert_eq!(new.budgets, [0, 25, 50, 100, 200, 500]);
+    let adamw = new.attacks.iter().find(|a| a.name == "adamw-2e-4").expect("the train-time attack");
+    assert_eq!(adamw.budgets.as_deref(), Some(&[0, 25, 50, 100, 200, 500, 1000][..]));
+    let strip = |c: &ExperimentConfig| {
+        let mut c = c.clone();
+        c.name = String::new();
+        c.budgets.clear();
+        c.sweep = None;
+        c.guard = None;
+        c.attacks.iter_mut().for_each(|a| a.budgets = None);
+        serde_json::to_value(&c).unwrap()
+    };
+    assert_eq!(strip(&old), strip(&new));
+}

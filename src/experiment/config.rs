@@ -286,6 +286,11 @@ pub struct ExperimentConfig {
     /// given, so run directories made before the sweep still resume).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<crate::experiment::sweep::SweepConfig>,
+    /// The report's capability guard (`[guard] on = "benign-loss", ratio = 0.9`; absent: utility
+    /// at 0.8). Not part of a run's identity: it changes how the rows are read, not the rows
+    /// (written only when given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::report::Guard>,
 }
 
 impl Default for ExperimentConfig {
@@ -307,6 +312,7 @@ impl Default for ExperimentConfig {
             samples: 2,
             deterministic: false,
             sweep: None,
+            guard: None,
         }
     }
 }
@@ -366,6 +372,9 @@ impl ExperimentConfig {
         }
         for a in &self.attacks {
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;
+        }
+        if let Some(g) = &self.guard {
+            g.validate().map_err(Error::Invalid)?;
         }
         if self.base.kind != BaseKind::Tiny {
             crate::eval::suite::real_limits_of(&self.data.suite)

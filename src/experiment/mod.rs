@@ -125,12 +125,14 @@ impl Runner {
             let old: serde_json::Value = load_json(&path)?;
             // The sweep grid and the attack seeds are not part of a run's identity: each sweep
             // cell and each seed's attack is cached under its own name, so both can grow on the
-            // same models (`config.json` is rewritten with them).
+            // same models (`config.json` is rewritten with them). Nor is the report's guard,
+            // which only reads the rows.
             let core = |v: &serde_json::Value| {
                 let mut v = v.clone();
                 if let Some(o) = v.as_object_mut() {
                     o.remove("sweep");
                     o.remove("attack_seeds");
+                    o.remove("guard");
                 }
                 v
             };
@@ -146,7 +148,7 @@ impl Runner {
     }
 
     /// Record the resolved config in the run directory (before the first stage writes; again
-    /// when the parts outside its identity, the sweep grid or the attack seeds, changed).
+    /// when the parts outside its identity, the sweep grid, the attack seeds or the guard, changed).
     fn record_config(&self) -> Result<()> {
         let path = self.dir.join("config.json");
         let resolved = serde_json::to_value(&self.cfg).expect("json");
@@ -593,6 +595,7 @@ impl Runner {
                 .filter(|d| d.kind != DefenseKind::None)
                 .map(|d| Ok((d.name.clone(), self.cfg.defense(d)?.passes_per_step())))
                 .collect::<Result<_>>()?,
+            guard: self.cfg.guard.unwrap_or_default(),
         };
         results.notes = crate::report::notes(&results);
         crate::report::write_report(&self.dir, &results).at(&self.dir)?;

@@ -135,7 +135,7 @@ pub fn render(runs: &[Run]) -> String {
         }
     }
     // Steps-to-break: the first budget with HS >= 50% on each run's own curve.
-    let curves: Vec<_> = runs.iter().map(|run| robustness_curves(&run.results.rows)).collect();
+    let curves: Vec<_> = runs.iter().map(|run| robustness_curves(&run.results.rows, &run.results.guard)).collect();
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for c in curves.iter().flatten() {
         if !pairs.contains(&(c.defense.as_str(), c.attack.as_str())) {

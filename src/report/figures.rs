@@ -8,7 +8,7 @@ use plotters::style::RGBColor;
 
 use super::fmt::{display_defense, slug};
 use super::plot::{Axis, Chart, Marker, Series, render};
-use super::summary::{Robustness, attacks, defenses, guard_trips, robustness_curves, unattacked};
+use super::summary::{Robustness, attacks, defenses, robustness_curves, unattacked};
 use super::{KPoint, Results};
 
 const GREY: RGBColor = RGBColor(120, 120, 120);
@@ -75,7 +75,7 @@ impl Palette {
 pub fn all(results: &Results) -> Result<Vec<Figure>, String> {
     let palette = Palette::new(&defenses(&results.rows));
     let mut out = Vec::new();
-    let curves = robustness_curves(&results.rows);
+    let curves = robustness_curves(&results.rows, &results.guard);
     for (attack, held_out) in attacks(&results.rows) {
         let mine: Vec<&Robustness> = curves.iter().filter(|c| c.attack == attack).collect();
         out.push(robustness(&attack, held_out, &mine, &palette)?);
@@ -275,10 +275,10 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
     let mut series = Vec::new();
     for d in defenses(rows) {
         let (color, marker) = palette.get(&d);
-        let base = unattacked(rows, &d).map(|r| r.utility);
+        let base = unattacked(rows, &d);
         let point = |r: &super::Row| (r.utility * 100.0, r.harmful_score * 100.0);
         let mine = rows.iter().filter(|r| r.defense == d);
-        let (kept, dropped): (Vec<_>, Vec<_>) = mine.partition(|r| !guard_trips(r, base));
+        let (kept, dropped): (Vec<_>, Vec<_>) = mine.partition(|r| !results.guard.trips(r, base));
         let label = display_defense(&d);
         series.push(Series {
             label,

@@ -88,8 +88,8 @@ fn cards(h: &mut String, results: &Results, palette: &Palette) {
     if rows.is_empty() {
         return;
     }
-    let worst = worst_case(rows);
-    let curves = robustness_curves(rows);
+    let worst = worst_case(rows, &results.guard);
+    let curves = robustness_curves(rows, &results.guard);
     let focus = focus_attack(rows);
     let focus_text = match &focus {
         Some((a, true)) => format!("; steps to break under the held-out attack <code>{}</code>", html(a)),

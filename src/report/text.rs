@@ -77,7 +77,7 @@ pub fn curve_text(attack: &str, budgets: &[usize], points: &[(usize, EvalReport)
 /// capability guard set aside.
 pub fn notes(r: &Results) -> Vec<String> {
     let mut out = vec![];
-    let curves = super::robustness_curves(&r.rows);
+    let curves = super::robustness_curves(&r.rows, &r.guard);
     let stb = |b: Option<usize>| b.map(|b| format!("{b} steps")).unwrap_or_else(|| "not broken".into());
     for c in curves.iter().filter(|c| c.defense.starts_with("patcher")) {
         let Some(sft) = curves.iter().find(|s| s.defense == "sft" && s.attack == c.attack) else { continue };
@@ -93,25 +93,37 @@ pub fn notes(r: &Results) -> Vec<String> {
         } else {
             "no different from"
         };
+        let guarded = if r.guard.is_default() {
+            String::new()
+        } else {
+            format!(
+                "; counting only breaks that pass the capability guard ({} drops a cell), {} vs {}",
+                r.guard.describe(),
+                stb(c.guarded_steps_to_break),
+                stb(sft.guarded_steps_to_break)
+            )
+        };
         out.push(format!(
-            "{} under {}{}: mean HS over the attacked budgets {:.0}%, {verdict} SFT's {:.0}%; steps-to-break {} vs {}.",
+            "{} under {}{}: mean HS over the attacked budgets {:.0}%, {verdict} SFT's {:.0}%; steps-to-break {} vs {}{guarded}.",
             c.defense,
             c.attack,
             if c.held_out { " (held-out)" } else { "" },
             100.0 * mp,
             100.0 * ms,
-            stb(super::steps_to_break(&c.points)),
-            stb(super::steps_to_break(&sft.points)),
+            stb(c.steps_to_break),
+            stb(sft.steps_to_break),
         ));
     }
     out.extend(masking(&r.rows));
-    for w in super::worst_case(&r.rows) {
+    for w in super::worst_case(&r.rows, &r.guard) {
         if w.ignored > 0 {
             out.push(format!(
-                "capability guard: {} of {} attacked rows of {} fell below 80% of its unattacked utility and are left out of its worst case.",
+                "capability guard: {} of {} attacked rows of {} have {} and are left out of its worst case{}.",
                 w.ignored,
                 w.ignored + w.considered,
-                w.defense
+                w.defense,
+                r.guard.describe(),
+                if r.guard.is_default() { "" } else { " and its guarded steps-to-break" }
             ));
         }
     }
