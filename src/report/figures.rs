@@ -318,9 +318,11 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
         kind: Kind::UtilityHs,
         file: "utility-vs-hs.svg".into(),
         title: "Utility against harmful score".into(),
-        caption: "Every measured model. Hollow markers lost more than 20% of their defense's unattacked utility \
-                  (the capability guard leaves them out of the worst case). Best is the lower right."
-            .into(),
+        caption: format!(
+            "Every measured model. Hollow markers have {} (the capability guard leaves them out of the worst \
+             case). Best is the lower right.",
+            results.guard.describe()
+        ),
         svg: render(&chart)?,
     })
 }

@@ -98,8 +98,9 @@ fn cards(h: &mut String, results: &Results, palette: &Palette) {
     };
     let _ = write!(
         h,
-        "<p class=\"cap\">Per defense: the worst harmful score over every attack and budget that kept at least 80% of \
-         the unattacked utility{focus_text}.</p>\n<section class=\"cards\">\n"
+        "<p class=\"cap\">Per defense: the worst harmful score over every attack and budget except those with {} (the \
+         capability guard){focus_text}.</p>\n<section class=\"cards\">\n",
+        html(&results.guard.describe())
     );
     for w in &worst {
         let (color, _) = palette.get(&w.defense);

@@ -11,9 +11,9 @@
 //! steps-to-break (first budget with HS ≥ 50%), the worst case over the attack grid with the
 //! capability guard (by default rows whose utility fell below 80% of the same defense's
 //! unattacked utility are ignored; `[guard]` can set another ratio, or the held-out benign loss),
-//! steps-to-break counting only the breaks that pass the guard, and HS at the largest budget. Plots are drawn with `plotters`' SVG backend using
-//! its built-in text estimate, so no font files are read; text lands in the SVG as `<text>`
-//! elements and the browser picks the font.
+//! steps-to-break counting only the breaks that pass the guard, and HS at the largest budget.
+//! Plots are drawn with `plotters`' SVG backend using its built-in text estimate, so no font
+//! files are read; text lands in the SVG as `<text>` elements and the browser picks the font.
 
 pub mod aggregate;
 pub mod compare;
