@@ -59,7 +59,7 @@ pub struct KSchedule {
 
 impl Default for KSchedule {
     fn default() -> Self {
-        Self { kind: KScheduleKind::Constant, start: 8, end: 8 }
+        Self { kind: KScheduleKind::Constant, start: 64, end: 64 }
     }
 }
 
@@ -129,7 +129,7 @@ pub struct InnerSelection {
 
 impl Default for InnerSelection {
     fn default() -> Self {
-        Self { kind: InnerKind::Last, n: 4, weight: InnerWeight::Linear }
+        Self { kind: InnerKind::All, n: 4, weight: InnerWeight::Linear }
     }
 }
 
@@ -292,6 +292,12 @@ pub struct PatcherConfig {
     pub checkpoint_every: usize,
 }
 
+/// The method's settings are the tiny-tier study's winning recipe (issue 14, docs/results.md
+/// sections 23 and 31; run it as parallel Patcher with P = 2): K = 64 at every inner step with
+/// linear weights, β = 2, the capped harmful-loss term γ = 1 at c = 4. Parallel Patcher's outer
+/// step costs the same passes for any K (3-4 per worker); sequential Patcher at K = 64 costs
+/// K + 2K + 1 = 193. The scale's settings (outer steps and lr, batches, the attack's learning
+/// rates) are the real tier's; the tiny tier's are in `configs/study/k64-10x.toml`.
 impl Default for PatcherConfig {
     fn default() -> Self {
         Self {
@@ -305,9 +311,9 @@ impl Default for PatcherConfig {
             inner: InnerSelection::default(),
             attack: AttackDistribution::default(),
             alpha: 1.0,
-            beta: 1.0,
-            gamma: 0.0,
-            cap: 1.0,
+            beta: 2.0,
+            gamma: 1.0,
+            cap: 4.0,
             tr_refusal: 1.0,
             tr_entropy: 0.0,
             tr_unlikelihood: 0.0,

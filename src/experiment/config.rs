@@ -173,7 +173,7 @@ pub struct DefenseSpec {
     /// Overrides merged over the experiment's `[patcher]` table.
     #[serde(default)]
     pub patcher: Option<toml::Value>,
-    /// Workers for `patcher-parallel`.
+    /// Workers for `patcher-parallel` (default 2, the method study's recipe).
     #[serde(default)]
     pub parallel: Option<usize>,
     /// The settings of a baseline defense (its config table, e.g. `{ lambda = 5.0, train =
@@ -409,7 +409,7 @@ impl ExperimentConfig {
             DefenseKind::Sft => Ok(Defense::Sft),
             DefenseKind::Patcher => Ok(Defense::Patcher(self.patcher_for(d)?)),
             DefenseKind::PatcherParallel => {
-                let workers = d.parallel.unwrap_or(1);
+                let workers = d.parallel.unwrap_or(2);
                 if let Some(what) = self.patcher_for(d)?.sequential_only() {
                     return Err(Error::Invalid(format!(
                         "defense `{}`: {what} is implemented for kind patcher only, not patcher-parallel",
@@ -538,7 +538,13 @@ settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
         }
         let d = ExperimentConfig::default();
         assert_eq!((d.base.kind, d.patcher.k.kind), (BaseKind::Tiny, KScheduleKind::Constant));
-        assert_eq!((d.patcher.inner.kind, d.patcher.inner.weight), (InnerKind::Last, InnerWeight::Linear));
+        // The default `[patcher]` is the method study's recipe (issue 14): K = 64 at every inner
+        // step, linear weights, β = 2, γ = 1, c = 4; parallel Patcher with 2 workers.
+        assert_eq!((d.patcher.inner.kind, d.patcher.inner.weight), (InnerKind::All, InnerWeight::Linear));
+        assert_eq!((d.patcher.k.max(), d.patcher.beta, d.patcher.gamma, d.patcher.cap), (64, 2.0, 1.0, 4.0));
+        let two = parse(&FULL.replacen("parallel = 2\n", "", 1)).unwrap();
+        let Defense::PatcherParallel { workers, .. } = two.defense(&two.defenses[3]).unwrap() else { panic!() };
+        assert_eq!(workers, 2);
     }
 
     /// A real-tier suite spec is checked when the file is read, naming the file and field.

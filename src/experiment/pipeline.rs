@@ -110,9 +110,10 @@ pub fn harden_defense(model: &Llama, defense: &Defense, data: &PatcherData, opts
 }
 
 /// The defense `patcher harden --method NAME [--config FILE] [--parallel P]` runs: Patcher
-/// (parallel when P > 1) with a `PatcherConfig` file, or a baseline with its settings file.
-/// Errors name the file, the key, or the known methods.
-pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Result<Defense> {
+/// (parallel when P > 1; P defaults to 2, the method study's recipe) with a `PatcherConfig`
+/// file, or a baseline with its settings file. Errors name the file, the key, or the known
+/// methods.
+pub fn defense_named(method: &str, config: Option<&Path>, workers: Option<usize>) -> Result<Defense> {
     let text = match config {
         Some(p) => std::fs::read_to_string(p).at(p)?,
         None => String::new(),
@@ -123,7 +124,7 @@ pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Res
         let cfg: PatcherConfig =
             toml::from_str(&text).map_err(|e| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
         cfg.validate().map_err(|e| crate::Error::Format { file, why: e.to_string() })?;
-        return Ok(match HardenMethod::from_workers(workers) {
+        return Ok(match HardenMethod::from_workers(workers.unwrap_or(2)) {
             HardenMethod::Sequential => Defense::Patcher(cfg),
             HardenMethod::Parallel(workers) => Defense::PatcherParallel { config: cfg, workers },
         });
@@ -132,7 +133,7 @@ pub fn defense_named(method: &str, config: Option<&Path>, workers: usize) -> Res
         let names: Vec<&str> = crate::defense::MethodKind::ALL.iter().map(|m| m.name()).collect();
         return Err(crate::Error::Invalid(format!("unknown method `{method}` (known: patcher, {})", names.join(", "))));
     };
-    if workers > 1 {
+    if workers.is_some_and(|w| w > 1) {
         return Err(crate::Error::Invalid(format!("--parallel applies to patcher, not `{method}`")));
     }
     Ok(Defense::Method(crate::defense::Method::from_text(kind, &text, &file)?))
