@@ -36,9 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::align::{AlignConfig, align};
 use crate::attack::{AttackConfig, attack};
 use crate::data::synth::SynthWorld;
-use crate::defense::patcher::{
-    HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig, harden,
-};
+use crate::defense::patcher::{HardenOptions, InnerKind, InnerSelection, InnerWeight, KSchedule, PatcherConfig};
 use crate::error::{IoContext, Result};
 use crate::eval::keyword::KeywordJudge;
 use crate::eval::suite::{EvalConfig, EvalReport, SuiteData, evaluate};
@@ -294,10 +292,8 @@ pub fn run_trial(
     let sft = align(base, tok, &sft_cfg, &world.refuse_train, &world.benign_train, RunOptions::default())?;
     let data = super::pipeline::patcher_data(tok, &world.benign_train, &world.refuse_train, &world.harm_train)?;
     let pcfg = PatcherConfig { seed, ..p.patcher.clone() };
-    let hardened = match p.parallel {
-        0 | 1 => harden(&sft, &pcfg, &data, HardenOptions::default())?,
-        workers => crate::defense::parallel::harden(&sft, &pcfg, &data, workers, HardenOptions::default())?,
-    };
+    let method = super::pipeline::HardenMethod::from_workers(p.parallel);
+    let hardened = super::pipeline::harden(&sft, &pcfg, &data, method, HardenOptions::default())?;
     log(format!("trial {seed}: sft + patcher trained in {:.1}s", t0.elapsed().as_secs_f64()));
 
     let suite = SuiteData::synth(world);
@@ -523,6 +519,19 @@ pub fn run_study(
     Ok(done)
 }
 
+/// `what: mean, sd over N trials; 99% lower bound of the mean of n trials: n=2: …` for n = 2,
+/// 3, 4, 6 and 8.
+fn lower_bounds_line(what: &str, p: &Power) -> String {
+    let bounds: Vec<String> = [2, 3, 4, 6, 8].iter().map(|&n| format!("n={n}: {:.3}", p.lower_bound(n))).collect();
+    format!(
+        "{what}: mean {:.3}, sd {:.3} over {} trials; 99% lower bound of the mean of n trials: {}",
+        p.mean,
+        p.sd,
+        p.trials,
+        bounds.join(", ")
+    )
+}
+
 /// The study's table (per trial) and power estimate, as lines.
 pub fn study_report(trials: &[Trial]) -> Vec<String> {
     let mut out = vec!["seed | SFT HS (mean over attack seeds) | Patcher HS | gap | ΔEM (P − S) | benign loss ratio | Patcher unattacked HS | over-refusal S / P | s".to_string()];
@@ -545,35 +554,17 @@ pub fn study_report(trials: &[Trial]) -> Vec<String> {
     let m_max = trials.iter().map(|t| t.attacks.len()).min().unwrap_or(0);
     for m in 1..=m_max {
         let p = Power::of(&trials.iter().map(|t| t.gap(m)).collect::<Vec<_>>());
-        let bounds: Vec<String> = [2, 3, 4, 6, 8].iter().map(|&n| format!("n={n}: {:.3}", p.lower_bound(n))).collect();
-        out.push(format!(
-            "gap with {m} attack seed(s): mean {:.3}, sd {:.3} over {} trials; 99% lower bound of the mean of n trials: {}",
-            p.mean,
-            p.sd,
-            p.trials,
-            bounds.join(", ")
-        ));
+        out.push(lower_bounds_line(&format!("gap with {m} attack seed(s)"), &p));
     }
     // Per budget (protocols with readings): the plain gap, the gap under the report's
     // benign-loss guard at 0.9, and what the attack did to each model's benign loss.
     let budgets = trials.first().map(|t| t.budgets()).unwrap_or_default();
     for steps in budgets.into_iter().filter(|s| trials.iter().all(|t| t.budgets().contains(s))) {
-        let n = [2, 3, 4, 6, 8];
-        let line = |what: &str, p: Power| {
-            let b: Vec<String> = n.iter().map(|&n| format!("n={n}: {:.3}", p.lower_bound(n))).collect();
-            format!(
-                "after {steps} steps, {what}: mean {:.3}, sd {:.3} over {} trials; 99% lower bound of the mean of n trials: {}",
-                p.mean,
-                p.sd,
-                p.trials,
-                b.join(", ")
-            )
-        };
-        out.push(line("gap", Power::of(&trials.iter().map(|t| t.gap_at(steps)).collect::<Vec<_>>())));
-        out.push(line(
-            "guarded gap (benign loss within 1/0.9 of the model's own)",
-            Power::of(&trials.iter().map(|t| t.guarded_gap_at(steps, 0.9)).collect::<Vec<_>>()),
-        ));
+        let gap = Power::of(&trials.iter().map(|t| t.gap_at(steps)).collect::<Vec<_>>());
+        out.push(lower_bounds_line(&format!("after {steps} steps, gap"), &gap));
+        let guarded = Power::of(&trials.iter().map(|t| t.guarded_gap_at(steps, 0.9)).collect::<Vec<_>>());
+        let what = format!("after {steps} steps, guarded gap (benign loss within 1/0.9 of the model's own)");
+        out.push(lower_bounds_line(&what, &guarded));
         let rise: Vec<(f64, f64)> = trials.iter().map(|t| t.loss_rise_at(steps)).collect();
         let (s, _) = mean_sd(&rise.iter().map(|r| r.0).collect::<Vec<_>>());
         let (q, _) = mean_sd(&rise.iter().map(|r| r.1).collect::<Vec<_>>());
