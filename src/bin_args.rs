@@ -335,10 +335,16 @@ pub enum Cmd {
     /// (the seeded robustness protocol over many training seeds and its power estimate).
     Study {
         what: String,
-        /// The protocol: `k16` (sequential Patcher at K = 16, issue 18) or `k64` (the method
-        /// study's parallel K = 64 recipe against a 100-step attack at 2x its lr, issue 14).
+        /// The protocol: `k16` (sequential Patcher at K = 16, issue 18), `k64` (the method
+        /// study's parallel K = 64 recipe against a 100-step attack at 2x its lr, issue 14) or
+        /// `k64-look` (`k64` with the benign look-alikes' term at weight 4, the tiny recipe).
         #[arg(long, default_value = "k16")]
         protocol: String,
+        /// Override one setting of the protocol (`KEY=VALUE`, keys as in the study's
+        /// protocol.json: `--set patcher.lookalike_weight=4`); a study directory keeps one
+        /// protocol, so use the same flags on every run into it.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         /// The first trial seed (trials `first..first + trials`; two processes can split a
         /// study into two directories).
         #[arg(long, default_value_t = 0)]

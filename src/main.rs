@@ -277,12 +277,12 @@ fn run(cli: Cli) -> Result<()> {
             let (secs, o) = (t0.elapsed().as_secs_f64(), out.display());
             println!("hardened in {secs:.1}s -> {o} (training record: {o}/train)");
         }
-        Cmd::Study { what, protocol, first_trial, trials, attack_seeds, out } => {
+        Cmd::Study { what, protocol, set, first_trial, trials, attack_seeds, out } => {
             if what != "tiny-robustness" {
                 bail!("unknown study `{what}` (tiny-robustness)");
             }
             use patcher::experiment::robustness_study::{Protocol, run_study, study_report};
-            let p = Protocol::named(&protocol)?;
+            let p = Protocol::named(&protocol)?.with_sets(&protocol, &set)?;
             let log = &mut |l| eprintln!("{l}");
             let done = run_study(&out, &p, first_trial, trials, attack_seeds, &device, log)?;
             study_report(&done).iter().for_each(|l| println!("{l}"));

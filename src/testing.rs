@@ -104,6 +104,7 @@ pub fn micro_examples(seed: u64, shift: u32) -> Vec<crate::train::step::Example>
 pub fn micro_data() -> crate::defense::DefenseData {
     crate::defense::DefenseData {
         retain: micro_examples(1, 0),
+        lookalike: vec![],
         refusal: micro_examples(2, 5),
         harmful: micro_examples(3, 11),
         pad_id: 0,

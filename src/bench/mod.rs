@@ -320,7 +320,13 @@ pub fn harden_step(
     let model = Llama::init(cfg.clone(), 0.02, 0, device);
     let mut rng = Rng::new(2);
     let mut examples = |n: usize| random_examples(&mut rng, n, seq, cfg.vocab_size);
-    let data = PatcherData { retain: examples(64), refusal: examples(64), harmful: examples(64), pad_id: 0 };
+    let data = PatcherData {
+        retain: examples(64),
+        lookalike: vec![],
+        refusal: examples(64),
+        harmful: examples(64),
+        pad_id: 0,
+    };
     let bc = BatchConfig { batch_size: batch, max_len: seq + 1, bucket_window: 1 };
     let mut pc = PatcherConfig { outer_steps: warmup + steps, k: KSchedule::constant(k), ..Default::default() };
     (pc.retain_batch, pc.tr_batch, pc.attack.batch) = (bc.clone(), bc.clone(), bc);

@@ -94,6 +94,14 @@ impl Conversation {
         self.messages.iter().rev().find(|m| m.role == "user").map_or("", |m| m.content.as_str())
     }
 
+    /// Whether this is a benign look-alike: a safe request built around a harmful request's
+    /// words, with a helpful answer. The tiny world's over-refusal items (category
+    /// `overrefusal`) and the rows of `preset:benign-lookalike` (categories
+    /// [`lookalike::TYPES`]) are; Patcher's `lookalike_weight` reads them.
+    pub fn is_lookalike(&self) -> bool {
+        self.category.as_deref().is_some_and(|c| c == "overrefusal" || lookalike::TYPES.contains(&c))
+    }
+
     /// The last assistant message, if any.
     pub fn response(&self) -> Option<&str> {
         self.messages.iter().rev().find(|m| m.role == "assistant").map(|m| m.content.as_str())

@@ -313,6 +313,11 @@ mod tests {
         assert!(compliant.clone().all(|c| !has_refusal_phrase(c.response().unwrap_or("x"))));
         let over = w.benign_train.iter().filter(|c| c.category.as_deref() == Some("overrefusal")).count();
         assert_eq!(over, 40);
+        // Patcher's look-alike term reads exactly those, and nothing of the other sets.
+        assert_eq!(w.benign_train.iter().filter(|c| c.is_lookalike()).count(), 40);
+        let others = [&w.refuse_train, &w.harm_train, &w.refuse_eval, &w.harm_eval, &w.benign_eval];
+        assert!(others.iter().all(|set| set.iter().all(|c| !c.is_lookalike())));
+        assert!(crate::data::lookalike::SET.rows().unwrap().iter().all(|c| c.is_lookalike()));
         // Benign answers are bare and exactly checkable.
         let check = |p: &str, a: &str| {
             let c = w.benign_train.iter().chain(&w.benign_eval).find(|c| c.prompt().ends_with(p));

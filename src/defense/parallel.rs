@@ -7,7 +7,7 @@
 //! step each worker, in its own thread: forms θ + Δⱼ from the *current* θ (the offset is
 //! transplanted onto the moving θ, an approximation), takes one attack step (updating Δⱼ and
 //! aⱼ), and if aⱼ ∈ S adds `β·(K/P)·w(aⱼ)·∇L_tr(θ + Δⱼ)`; worker 0 also adds
-//! `∇[L_ret + α·L_ref](θ)`. The contributions are summed by an all-reduce ([`Collective`]) and
+//! `∇[L_ret + α·L_ref (+ ω·L_look)](θ)`. The contributions are summed by an all-reduce ([`Collective`]) and
 //! one outer step is taken. A trajectory that reaches age K restarts (Δ = 0, fresh optimizer,
 //! a newly sampled attack). The `K/P` factor makes the expected tamper-resistance weight per
 //! outer step equal the sequential algorithm's (Σ_S w = 1); with P = 1 and K = 1 the two
@@ -94,6 +94,7 @@ pub fn worker_streams(base: &Streams, cfg: &PatcherConfig, j: usize) -> Streams 
     };
     Streams {
         retain: base.retain.clone(),
+        lookalike: base.lookalike.clone(),
         refusal: base.refusal.clone(),
         refusal_tr: re(&base.refusal_tr, "refusal_tr"),
         harmful: re(&base.harmful, "harmful"),

@@ -1,7 +1,8 @@
 //! Patcher: tamper-resistance by adversarial training against simulated full-parameter
 //! fine-tuning attacks of K steps (DESIGN sections 3-4).
 //!
-//! Each outer step: `g = ∇[L_ret + α·L_ref](θ)` (+ `λ·∇KL(p_θ₀ ‖ p_θ)` with `retain_kl`);
+//! Each outer step: `g = ∇[L_ret + α·L_ref](θ)` (+ `ω·∇L_look(θ)` on the benign look-alikes
+//! with `lookalike_weight`, + `λ·∇KL(p_θ₀ ‖ p_θ)` with `retain_kl`);
 //! sample an attack `a` (optimizer, learning rate, schedule, full-parameter or LoRA) from the
 //! train-time distribution; run it for K steps from a copy of θ with a fresh optimizer
 //! (`θ'_k = Opt_a(θ'_{k-1}, ∇L_harm(θ'_{k-1}))`, [`InnerAttack`]); at the steps `k ∈ S` add
@@ -255,6 +256,11 @@ pub struct PatcherConfig {
     pub attack: AttackDistribution,
     /// Weight of the refusal loss at θ.
     pub alpha: f64,
+    /// Weight ω of the benign look-alikes' loss at θ (`PatcherData::lookalike`, a batch of
+    /// their own in the retain pass): the contrast that keeps the refusals the tamper-resistance
+    /// term strengthens from spreading to safe requests in the same words (0 disables it).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lookalike_weight: f64,
     /// Weight of the tamper-resistance gradient.
     pub beta: f64,
     /// Weight of the capped harmful-loss term `relu(c − L_harm(θ'))` (0 disables it).
@@ -311,6 +317,7 @@ impl Default for PatcherConfig {
             inner: InnerSelection::default(),
             attack: AttackDistribution::default(),
             alpha: 1.0,
+            lookalike_weight: 0.0,
             beta: 2.0,
             gamma: 1.0,
             cap: 4.0,
@@ -378,6 +385,7 @@ impl PatcherConfig {
             ("tr_entropy", self.tr_entropy),
             ("tr_unlikelihood", self.tr_unlikelihood),
             ("retain_kl", self.retain_kl),
+            ("lookalike_weight", self.lookalike_weight),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(Error::Invalid(format!("field `{key}`: {v} is not a weight (a number >= 0)")));
@@ -424,6 +432,13 @@ pub fn check_data(cfg: &PatcherConfig, data: &PatcherData) -> Result<()> {
             return Err(Error::Invalid(format!("Patcher's {name} data set is empty")));
         }
     }
+    if cfg.lookalike_weight > 0.0 && data.lookalike.is_empty() {
+        return Err(Error::Invalid(format!(
+            "field `lookalike_weight`: {} needs benign look-alikes in the benign data (rows of category \
+             `overrefusal` or of preset:benign-lookalike), and it holds none",
+            cfg.lookalike_weight
+        )));
+    }
     Ok(())
 }
 
@@ -431,6 +446,9 @@ pub fn check_data(cfg: &PatcherConfig, data: &PatcherData) -> Result<()> {
 pub struct PatcherData {
     /// `D_benign`.
     pub retain: Vec<Example>,
+    /// The benign look-alikes among `retain` (safe requests in a harmful request's words, with
+    /// helpful answers): the `lookalike_weight` term's data. May be empty.
+    pub lookalike: Vec<Example>,
     /// `D_refuse`.
     pub refusal: Vec<Example>,
     /// `D_harm`: the simulated attacker's data.
@@ -442,6 +460,8 @@ pub struct PatcherData {
 #[derive(Clone)]
 pub struct Streams {
     pub retain: Mixture,
+    /// The look-alikes' stream; `None` when `lookalike_weight` is 0.
+    pub lookalike: Option<Mixture>,
     pub refusal: Mixture,
     pub refusal_tr: Mixture,
     pub harmful: Mixture,
@@ -455,6 +475,7 @@ impl Streams {
         };
         Self {
             retain: mk("retain", &data.retain, &cfg.retain_batch),
+            lookalike: (cfg.lookalike_weight > 0.0).then(|| mk("lookalike", &data.lookalike, &cfg.retain_batch)),
             refusal: mk("refusal", &data.refusal, &cfg.retain_batch),
             refusal_tr: mk("refusal_tr", &data.refusal, &cfg.tr_batch),
             harmful: mk("harmful", &data.harmful, &cfg.attack.batch),
@@ -519,7 +540,8 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
     out
 }
 
-/// Loss and gradient of `L_ret + α·L_ref` at θ (one pass over a weighted batch).
+/// Loss and gradient of `L_ret + α·L_ref` (`+ ω·L_look` with `lookalike_weight` ω) at θ (one
+/// pass over a weighted batch).
 pub fn retain_grads(
     model: &Llama,
     cfg: &PatcherConfig,
@@ -529,7 +551,12 @@ pub fn retain_grads(
 ) -> (f64, Vec<Option<Tensor<2>>>) {
     let ret = s.retain.batch(t);
     let refu = s.refusal.batch(t);
-    let b = Batch::weighted(&[(&ret, 1.0), (&refu, cfg.alpha)], data.pad_id, cfg.retain_batch.max_len, model);
+    let look = s.lookalike.as_ref().map(|m| m.batch(t));
+    let mut groups = vec![(&ret[..], 1.0), (&refu[..], cfg.alpha)];
+    if let Some(l) = &look {
+        groups.push((&l[..], cfg.lookalike_weight));
+    }
+    let b = Batch::weighted(&groups, data.pad_id, cfg.retain_batch.max_len, model);
     loss_and_grads(model, &b)
 }
 
@@ -995,6 +1022,7 @@ mod tests {
         let b = BatchConfig { batch_size: 4, max_len: 32, bucket_window: 1 };
         let data = PatcherData {
             retain: examples(20, 2, None),
+            lookalike: vec![],
             refusal: examples(20, 3, None),
             harmful: examples(40, 4, Some(9)),
             pad_id: 0,
@@ -1028,6 +1056,42 @@ mod tests {
         let latest = std::fs::read_to_string(dir.join("latest.json")).unwrap();
         assert!(latest.contains(&format!("\"step\":{t}")), "{latest}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The look-alike term: the retain pass's loss with ω > 0 is `L_ret + α·L_ref + ω·L_look`,
+    /// each the mean NLL of its own batch, checked against three separate passes; ω = 0 adds
+    /// no stream and no term; ω > 0 with no look-alikes is an error naming the field.
+    #[test]
+    fn the_lookalike_term_adds_its_weighted_mean_nll() {
+        use crate::testing::{micro_examples, micro_model};
+        let b = BatchConfig { batch_size: 3, max_len: 32, bucket_window: 1 };
+        let data = PatcherData {
+            retain: micro_examples(1, 0),
+            lookalike: micro_examples(4, 7),
+            refusal: micro_examples(2, 5),
+            harmful: micro_examples(3, 11),
+            pad_id: 0,
+        };
+        let model = micro_model(5);
+        let mean_nll = |ex: Vec<&Example>| loss_and_grads(&model, &Batch::new(&ex, 0, 32, &model)).0;
+        for (omega, t) in [(0.0, 3), (2.5, 3), (2.5, 8)] {
+            let cfg =
+                PatcherConfig { retain_batch: b.clone(), alpha: 0.7, lookalike_weight: omega, ..Default::default() };
+            let s = Streams::new(&cfg, &data);
+            assert_eq!(s.lookalike.is_some(), omega > 0.0);
+            let (got, _) = retain_grads(&model, &cfg, &s, &data, t);
+            let mut want = mean_nll(s.retain.batch(t)) + 0.7 * mean_nll(s.refusal.batch(t));
+            if let Some(l) = &s.lookalike {
+                want += omega * mean_nll(l.batch(t));
+            }
+            println!("ω = {omega}, step {t}: retain pass {got:.6}, separate passes {want:.6}");
+            assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "ω = {omega}: {got} against {want}");
+        }
+        let cfg = PatcherConfig { lookalike_weight: 1.0, ..Default::default() };
+        let err = check_data(&cfg, &PatcherData { lookalike: vec![], ..data }).unwrap_err().to_string();
+        assert!(err.contains("lookalike_weight") && err.contains("holds none"), "{err}");
+        let bad = PatcherConfig { lookalike_weight: -1.0, ..Default::default() };
+        assert!(bad.validate().unwrap_err().to_string().contains("lookalike_weight"));
     }
 
     /// A Patcher config file (`patcher harden --config`) rejects misspelt settings, naming the

@@ -50,7 +50,8 @@ pub fn resolve_attack(spec: &str) -> Result<AttackConfig> {
     }
 }
 
-/// Patcher's data, tokenized: retain (benign), refusal, and the defender's harmful pairs.
+/// Patcher's data, tokenized: retain (benign), refusal, and the defender's harmful pairs; the
+/// benign look-alikes among the retain rows ([`Conversation::is_lookalike`]) also on their own.
 pub fn patcher_data(
     tok: &ChatTokenizer,
     benign: &[Conversation],
@@ -59,6 +60,7 @@ pub fn patcher_data(
 ) -> Result<PatcherData> {
     Ok(PatcherData {
         retain: examples_from(tok, benign)?,
+        lookalike: examples_from(tok, &benign.iter().filter(|c| c.is_lookalike()).cloned().collect::<Vec<_>>())?,
         refusal: examples_from(tok, refusals)?,
         harmful: examples_from(tok, harmful)?,
         pad_id: tok.pad_id,

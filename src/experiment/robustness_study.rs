@@ -131,13 +131,40 @@ impl Protocol {
         Self { base: tiny, patcher, parallel: 2, attack_lr: 4e-4, attack_steps: 100, readings: vec![25, 50], ..base }
     }
 
-    /// `k16` or `k64`.
+    /// [`Self::k64`] with the benign look-alikes' term at ω = 4 (`lookalike_weight`,
+    /// docs/results.md section 35): the tiny tier's recipe, which over-refuses no more than SFT.
+    pub fn k64_look() -> Self {
+        let mut p = Self::k64();
+        p.patcher.lookalike_weight = 4.0;
+        p
+    }
+
+    /// `k16`, `k64` or `k64-look`.
     pub fn named(name: &str) -> Result<Self> {
         match name {
             "k16" => Ok(Self::k16()),
             "k64" => Ok(Self::k64()),
-            other => Err(crate::Error::Invalid(format!("unknown robustness protocol `{other}` (k16, k64)"))),
+            "k64-look" => Ok(Self::k64_look()),
+            other => Err(crate::Error::Invalid(format!("unknown robustness protocol `{other}` (k16, k64, k64-look)"))),
         }
+    }
+
+    /// This protocol with command-line overrides applied (`KEY=VALUE`, keys as in the study's
+    /// `protocol.json`: `patcher.lookalike_weight=4`, `attack_lr=8e-4`), checked like a file's
+    /// settings; errors name the flag.
+    pub fn with_sets(&self, name: &str, sets: &[String]) -> Result<Self> {
+        if sets.is_empty() {
+            return Ok(self.clone());
+        }
+        let source = format!("protocol {name}");
+        let text = toml::to_string(self).map_err(|e| crate::Error::Invalid(format!("{source}: {e}")))?;
+        let doc = super::overrides::apply(&text, &source, sets)?;
+        let file = format!("{source}{}", super::overrides::flags(sets));
+        let p: Self = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
+        p.patcher.validate().map_err(|e| crate::Error::Format { file, why: e.to_string() })?;
+        Ok(p)
     }
 
     /// The attack of one attack seed.
@@ -602,6 +629,24 @@ pub fn study_report(trials: &[Trial]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--set` overrides reach the nested Patcher config and the protocol's own fields, and
+    /// leave everything else as the named protocol has it; a misspelt key or a bad weight is an
+    /// error naming the flag.
+    #[test]
+    fn overrides_change_only_the_keys_they_name() {
+        let k64 = Protocol::k64();
+        let sets = ["patcher.lookalike_weight=4".to_string(), "attack_lr=8e-4".to_string()];
+        let p = k64.with_sets("k64", &sets).unwrap();
+        assert_eq!((p.patcher.lookalike_weight, p.attack_lr), (4.0, 8e-4));
+        let undo = Protocol { attack_lr: k64.attack_lr, ..p.clone() };
+        assert_eq!(Protocol { patcher: PatcherConfig { lookalike_weight: 0.0, ..undo.patcher.clone() }, ..undo }, k64);
+        assert_eq!(k64.with_sets("k64", &[]).unwrap(), k64);
+        let err = k64.with_sets("k64", &["patcher.lookalike_wieght=4".into()]).unwrap_err().to_string();
+        assert!(err.contains("--set patcher.lookalike_wieght=4") && err.contains("unknown field"), "{err}");
+        let err = k64.with_sets("k64", &["patcher.lookalike_weight=-1".into()]).unwrap_err().to_string();
+        assert!(err.contains("lookalike_weight") && err.contains("not a weight"), "{err}");
+    }
 
     #[test]
     fn prediction_bound_matches_the_closed_form() {
