@@ -1,5 +1,5 @@
 //! The tiny tier's robustness claim for the default recipe, as a statistical statement over
-//! training seeds (issues 14 and 18; two trials side by side, about 11 minutes on 2 cores).
+//! training seeds (issues 14 and 18; two trials side by side, about 12 minutes on 2 cores).
 //!
 //! The protocol is [`patcher::experiment::robustness_study`]'s `k64-look`: per trial seed, SFT
 //! alignment and parallel Patcher with the tiny tier's recipe (the default `[patcher]`: P = 2,
