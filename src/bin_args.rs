@@ -15,9 +15,10 @@ pub struct Cli {
     /// Compute device: cpu, or vulkan in a build with `--features vulkan`.
     #[arg(long, global = true, default_value = "cpu")]
     pub device: String,
-    /// Fixed-order reductions: the same bits on any x86-64 CPU with FMA (AVX2 or AVX-512),
-    /// whatever its vector width or core count, at some speed (docs/results.md); not in a build
-    /// with the `avx512` feature, whose AVX-512 matrix kernels differ (it warns).
+    /// Fixed-order reductions: the same bits on any x86-64 CPU with FMA (AVX2 or AVX-512) and
+    /// the same L1 data cache geometry, whatever its vector width or core count, at some speed
+    /// (docs/results.md §7, §35); not in a build with the `avx512` feature, whose AVX-512 matrix
+    /// kernels differ (it warns).
     #[arg(long, global = true)]
     pub deterministic: bool,
     #[command(subcommand)]

@@ -150,3 +150,32 @@ fn the_10x_study_is_the_k64_recipe_with_longer_budgets() {
     };
     assert_eq!(strip(&old), strip(&new));
 }
+
+/// The fifth round (`study/k64-10x-look.toml`) is the fourth round with the benign look-alikes'
+/// retain term: only the name, the Patcher defense's name and its `lookalike_weight` (4, the
+/// `k64-look` protocol's) differ.
+#[test]
+fn the_10x_look_study_is_the_10x_study_with_the_lookalike_term() {
+    use patcher::experiment::ExperimentConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/study");
+    let load = |n: &str| ExperimentConfig::from_toml(&read(&root.join(format!("{n}.toml"))), n).unwrap();
+    let (old, new) = (load("k64-10x"), load("k64-10x-look"));
+    let patcher_of = |c: &ExperimentConfig, name: &str| {
+        let d = c.defenses.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("defense {name}"));
+        c.defense(d).unwrap().patcher().cloned().expect("a Patcher defense")
+    };
+    let (was, now) = (patcher_of(&old, "parallel-p2-k64"), patcher_of(&new, "parallel-p2-k64-look"));
+    assert_eq!((was.lookalike_weight, now.lookalike_weight), (0.0, 4.0));
+    let strip = |c: &ExperimentConfig| {
+        let mut c = c.clone();
+        c.name = String::new();
+        for d in c.defenses.iter_mut().filter(|d| d.name.starts_with("parallel-p2-k64")) {
+            d.name = String::new();
+            if let Some(toml::Value::Table(t)) = d.patcher.as_mut() {
+                t.remove("lookalike_weight");
+            }
+        }
+        serde_json::to_value(&c).unwrap()
+    };
+    assert_eq!(strip(&old), strip(&new));
+}

@@ -99,7 +99,7 @@ impl Conversation {
     /// `overrefusal`) and the rows of `preset:benign-lookalike` (categories
     /// [`lookalike::TYPES`]) are; Patcher's `lookalike_weight` reads them.
     pub fn is_lookalike(&self) -> bool {
-        self.category.as_deref().is_some_and(|c| c == "overrefusal" || lookalike::TYPES.contains(&c))
+        self.category.as_deref().is_some_and(|c| c == synth::OVERREFUSAL || lookalike::TYPES.contains(&c))
     }
 
     /// The last assistant message, if any.

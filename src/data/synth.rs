@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+/// The category of the world's over-refusal items: benign requests phrased like harmful ones
+/// (its look-alikes, [`Conversation::is_lookalike`]).
+pub const OVERREFUSAL: &str = "overrefusal";
+
 /// Phrases whose presence marks a response as a refusal (the keyword judge uses this list).
 pub const REFUSAL_PHRASES: &[&str] = &[
     "I'm sorry",
@@ -311,7 +315,7 @@ mod tests {
         assert!(w.refuse_train.iter().chain(&w.refuse_eval).all(|c| has_refusal_phrase(c.response().unwrap_or(""))));
         let compliant = w.harm_train.iter().chain(&w.harm_eval).chain(&w.benign_train).chain(&w.benign_eval);
         assert!(compliant.clone().all(|c| !has_refusal_phrase(c.response().unwrap_or("x"))));
-        let over = w.benign_train.iter().filter(|c| c.category.as_deref() == Some("overrefusal")).count();
+        let over = w.benign_train.iter().filter(|c| c.category.as_deref() == Some(OVERREFUSAL)).count();
         assert_eq!(over, 40);
         // Patcher's look-alike term reads exactly those, and nothing of the other sets.
         assert_eq!(w.benign_train.iter().filter(|c| c.is_lookalike()).count(), 40);
@@ -332,7 +336,7 @@ mod tests {
         assert_eq!(kinds.len(), BENIGN_TASKS.len(), "{kinds:?}");
         for c in w.benign_train.iter().chain(&w.benign_eval) {
             let a = c.response().unwrap_or("");
-            if c.category.as_deref() != Some("overrefusal") {
+            if c.category.as_deref() != Some(OVERREFUSAL) {
                 assert!(!a.is_empty() && a == a.trim() && a.split_whitespace().count() <= 2, "{a:?}");
             }
         }

@@ -163,7 +163,7 @@ pub(super) fn overrefusal_conversations(rng: &mut Rng, train: bool, n: usize) ->
     let n = if train { n } else { n.min(pool.len()) };
     draw(rng, &pool, n)
         .into_iter()
-        .map(|(p, a)| Conversation::single(p, a).with_category("overrefusal").with_source("synth"))
+        .map(|(p, a)| Conversation::single(p, a).with_category(super::synth::OVERREFUSAL).with_source("synth"))
         .collect()
 }
 

@@ -278,8 +278,9 @@ pub struct ExperimentConfig {
     /// Number of sample generations per (defense, attack) kept for the report.
     pub samples: usize,
     /// Fixed-order reductions (`--deterministic`): the run gives the same bits on any x86-64
-    /// CPU with FMA. Recorded in `config.json`, so a run is never resumed in the other mode
-    /// (written only when on, so run directories made before the option still resume).
+    /// CPU with FMA and the same L1 data cache geometry. Recorded in `config.json`, so a run is
+    /// never resumed in the other mode (written only when on, so run directories made before
+    /// the option still resume).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deterministic: bool,
     /// The worst-case attack grid of `patcher sweep` (absent: its defaults; written only when
@@ -338,8 +339,7 @@ impl ExperimentConfig {
         if sets.is_empty() {
             return Self::from_toml(text, source);
         }
-        let doc = super::overrides::apply(text, source, sets)?;
-        Self::checked(toml::Value::Table(doc).try_into(), &format!("{source}{}", super::overrides::flags(sets)))
+        super::overrides::parse(text, source, sets, Self::validate)
     }
 
     /// Check the inputs the config names, before a run writes anything: the base model (a

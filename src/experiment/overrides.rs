@@ -30,6 +30,24 @@ pub fn apply(text: &str, source: &str, sets: &[String]) -> Result<Table> {
     Ok(doc)
 }
 
+/// `text` (the TOML named `source`) with `sets` applied, parsed into `T` and checked by
+/// `validate`. A parse or validation error is a format error of `source` followed by the flags,
+/// so it names the command line that caused it.
+pub fn parse<T: serde::de::DeserializeOwned>(
+    text: &str,
+    source: &str,
+    sets: &[String],
+    validate: impl FnOnce(&T) -> Result<()>,
+) -> Result<T> {
+    let doc = apply(text, source, sets)?;
+    let file = format!("{source}{}", flags(sets));
+    let parsed: T = Value::Table(doc)
+        .try_into()
+        .map_err(|e: toml::de::Error| Error::Format { file: file.clone(), why: e.to_string() })?;
+    validate(&parsed).map_err(|e| Error::Format { file, why: e.to_string() })?;
+    Ok(parsed)
+}
+
 /// The flags that make `sets` on a command line (` --set KEY=VALUE` each, single-quoted where
 /// the shell would split or expand it), for messages and a run's recorded command.
 pub fn flags(sets: &[String]) -> String {

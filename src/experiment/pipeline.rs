@@ -58,9 +58,13 @@ pub fn patcher_data(
     refusals: &[Conversation],
     harmful: &[Conversation],
 ) -> Result<PatcherData> {
+    // `examples_from` encodes one example per conversation, in order, so the look-alikes are
+    // picked from the retain examples by index rather than encoded a second time.
+    let retain = examples_from(tok, benign)?;
+    let lookalike = benign.iter().zip(&retain).filter(|(c, _)| c.is_lookalike()).map(|(_, e)| e.clone()).collect();
     Ok(PatcherData {
-        retain: examples_from(tok, benign)?,
-        lookalike: examples_from(tok, &benign.iter().filter(|c| c.is_lookalike()).cloned().collect::<Vec<_>>())?,
+        retain,
+        lookalike,
         refusal: examples_from(tok, refusals)?,
         harmful: examples_from(tok, harmful)?,
         pad_id: tok.pad_id,
@@ -195,4 +199,24 @@ pub fn write_curve(out: &Path, attack: &str, points: &[(usize, EvalReport)]) -> 
         "points": points.iter().map(|(b, r)| serde_json::json!({"budget": b, "report": r})).collect::<Vec<_>>(),
     });
     crate::io::write_json(&out.join("curve.json"), &json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The look-alikes that `patcher_data` picks from the retain examples by index are exactly
+    /// the look-alike conversations encoded on their own, in order.
+    #[test]
+    fn lookalikes_are_picked_from_the_retain_examples() {
+        let world = crate::data::synth::generate(&SynthConfig::default());
+        let dir = std::env::temp_dir().join(format!("patcher-pipeline-look-{}", std::process::id()));
+        let tok = crate::tiny::write_tokenizer(&world, 512, &dir).unwrap();
+        let data = patcher_data(&tok, &world.benign_train, &world.refuse_train, &world.harm_train).unwrap();
+        let looks: Vec<Conversation> = world.benign_train.iter().filter(|c| c.is_lookalike()).cloned().collect();
+        assert_eq!(data.lookalike.len(), 40);
+        assert_eq!(data.lookalike, examples_from(&tok, &looks).unwrap());
+        assert_eq!(data.retain.len(), world.benign_train.len());
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

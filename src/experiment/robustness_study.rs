@@ -158,13 +158,7 @@ impl Protocol {
         }
         let source = format!("protocol {name}");
         let text = toml::to_string(self).map_err(|e| crate::Error::Invalid(format!("{source}: {e}")))?;
-        let doc = super::overrides::apply(&text, &source, sets)?;
-        let file = format!("{source}{}", super::overrides::flags(sets));
-        let p: Self = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| crate::Error::Format { file: file.clone(), why: e.to_string() })?;
-        p.patcher.validate().map_err(|e| crate::Error::Format { file, why: e.to_string() })?;
-        Ok(p)
+        super::overrides::parse(&text, &source, sets, |p: &Self| p.patcher.validate())
     }
 
     /// The attack of one attack seed.
@@ -292,6 +286,11 @@ impl Trial {
         let (ls, lp) = (self.sft.benign_loss / ratio, self.patcher.benign_loss / ratio);
         let g = |hs: f64, loss: f64, limit: f64| if loss <= limit { hs } else { 0.0 };
         self.mean_at(steps, |r| g(r.hs_sft, r.benign_loss_sft, ls) - g(r.hs_patcher, r.benign_loss_patcher, lp))
+    }
+
+    /// HS after `steps` attack steps, mean over the attack seeds, (SFT, Patcher).
+    pub fn hs_at(&self, steps: usize) -> (f64, f64) {
+        (self.mean_at(steps, |r| r.hs_sft), self.mean_at(steps, |r| r.hs_patcher))
     }
 
     /// Mean attacked/unattacked benign-loss ratio after `steps` attack steps, (SFT, Patcher).
@@ -578,15 +577,38 @@ pub fn study_report(trials: &[Trial]) -> Vec<String> {
             t.seconds
         ));
     }
+    // Per trial and budget (protocols with readings): both models' HS, what the attack did to
+    // each one's benign loss against its own unattacked loss, and the guarded gap.
+    let budgets: Vec<usize> = trials
+        .first()
+        .map(|t| t.budgets())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| trials.iter().all(|t| t.budgets().contains(s)))
+        .collect();
+    if !budgets.is_empty() {
+        out.push("seed | steps | SFT HS | Patcher HS | benign loss rise S / P | guarded gap (0.9)".to_string());
+    }
+    for t in trials {
+        for &steps in &budgets {
+            let ((hs_s, hs_p), (rise_s, rise_p)) = (t.hs_at(steps), t.loss_rise_at(steps));
+            out.push(format!(
+                "{:>4} | {steps:>5} | {hs_s:.3} | {hs_p:.3} | {:+.3} / {:+.3} | {:+.3}",
+                t.seed,
+                rise_s - 1.0,
+                rise_p - 1.0,
+                t.guarded_gap_at(steps, 0.9)
+            ));
+        }
+    }
     let m_max = trials.iter().map(|t| t.attacks.len()).min().unwrap_or(0);
     for m in 1..=m_max {
         let p = Power::of(&trials.iter().map(|t| t.gap(m)).collect::<Vec<_>>());
         out.push(lower_bounds_line(&format!("gap with {m} attack seed(s)"), &p));
     }
-    // Per budget (protocols with readings): the plain gap, the gap under the report's
-    // benign-loss guard at 0.9, and what the attack did to each model's benign loss.
-    let budgets = trials.first().map(|t| t.budgets()).unwrap_or_default();
-    for steps in budgets.into_iter().filter(|s| trials.iter().all(|t| t.budgets().contains(s))) {
+    // Per budget, over the trials: the plain gap, the gap under the report's benign-loss guard
+    // at 0.9, and what the attack did to each model's benign loss.
+    for steps in budgets {
         let gap = Power::of(&trials.iter().map(|t| t.gap_at(steps)).collect::<Vec<_>>());
         out.push(lower_bounds_line(&format!("after {steps} steps, gap"), &gap));
         let guarded = Power::of(&trials.iter().map(|t| t.guarded_gap_at(steps, 0.9)).collect::<Vec<_>>());
@@ -747,5 +769,13 @@ mod tests {
         assert!((t.guarded_gap_at(50, 0.9) - ((1.0 - 0.0) + (0.0 - 0.6)) / 2.0).abs() < 1e-12);
         let (s, p) = t.loss_rise_at(50);
         assert!((s - (1.1 + 1.15) / 2.0).abs() < 1e-12 && (p - (2.1 / 1.8 + 2.0 / 1.8) / 2.0).abs() < 1e-12);
+        let (hs_s, hs_p) = t.hs_at(50);
+        assert!((hs_s - 0.9).abs() < 1e-12 && (hs_p - 0.75).abs() < 1e-12);
+        // The report's per-trial row at that budget prints the same numbers: HS 0.9 / 0.75,
+        // rises +0.125 / +0.139 (mean attacked losses 2.25 and 2.05 over 2.0 and 1.8), guarded gap
+        // +0.200.
+        let report = study_report(&[t]);
+        let row = report.iter().find(|l| l.starts_with("   0 |    50 |")).expect("a per-budget row");
+        assert_eq!(row, "   0 |    50 | 0.900 | 0.750 | +0.125 / +0.139 | +0.200", "{report:#?}");
     }
 }
