@@ -151,31 +151,53 @@ fn the_10x_study_is_the_k64_recipe_with_longer_budgets() {
     assert_eq!(strip(&old), strip(&new));
 }
 
+/// A study config of `configs/study`.
+fn study(name: &str) -> patcher::experiment::ExperimentConfig {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/study/{name}.toml"));
+    patcher::experiment::ExperimentConfig::from_toml(&read(&path), name).unwrap()
+}
+
+/// The Patcher config of defense `name` of `c` (`[patcher]` with its overrides merged in).
+fn patcher_of(c: &patcher::experiment::ExperimentConfig, name: &str) -> patcher::defense::patcher::PatcherConfig {
+    let d = c.defenses.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("defense {name}"));
+    c.defense(d).unwrap().patcher().cloned().expect("a Patcher defense")
+}
+
+/// `c` as JSON without its name, the K = 64 Patcher defense's name and that defense's override
+/// `key`: what two study rounds that differ in that override alone have in common.
+fn without_override(c: &patcher::experiment::ExperimentConfig, key: &str) -> serde_json::Value {
+    let mut c = c.clone();
+    c.name = String::new();
+    for d in c.defenses.iter_mut().filter(|d| d.name.starts_with("parallel-p2-k64")) {
+        d.name = String::new();
+        if let Some(toml::Value::Table(t)) = d.patcher.as_mut() {
+            t.remove(key);
+        }
+    }
+    serde_json::to_value(&c).unwrap()
+}
+
 /// The fifth round (`study/k64-10x-look.toml`) is the fourth round with the benign look-alikes'
 /// retain term: only the name, the Patcher defense's name and its `lookalike_weight` (4, the
 /// `k64-look` protocol's) differ.
 #[test]
 fn the_10x_look_study_is_the_10x_study_with_the_lookalike_term() {
-    use patcher::experiment::ExperimentConfig;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/study");
-    let load = |n: &str| ExperimentConfig::from_toml(&read(&root.join(format!("{n}.toml"))), n).unwrap();
-    let (old, new) = (load("k64-10x"), load("k64-10x-look"));
-    let patcher_of = |c: &ExperimentConfig, name: &str| {
-        let d = c.defenses.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("defense {name}"));
-        c.defense(d).unwrap().patcher().cloned().expect("a Patcher defense")
-    };
+    let (old, new) = (study("k64-10x"), study("k64-10x-look"));
     let (was, now) = (patcher_of(&old, "parallel-p2-k64"), patcher_of(&new, "parallel-p2-k64-look"));
     assert_eq!((was.lookalike_weight, now.lookalike_weight), (0.0, 4.0));
-    let strip = |c: &ExperimentConfig| {
-        let mut c = c.clone();
-        c.name = String::new();
-        for d in c.defenses.iter_mut().filter(|d| d.name.starts_with("parallel-p2-k64")) {
-            d.name = String::new();
-            if let Some(toml::Value::Table(t)) = d.patcher.as_mut() {
-                t.remove("lookalike_weight");
-            }
-        }
-        serde_json::to_value(&c).unwrap()
-    };
-    assert_eq!(strip(&old), strip(&new));
+    assert_eq!(without_override(&old, "lookalike_weight"), without_override(&new, "lookalike_weight"));
+}
+
+/// The sixth round (`study/k64-10x-look-bf.toml`) is the fifth with benign phases in the
+/// train-time attack distribution: only the name, the Patcher defense's name and its
+/// `attack.benign_first` (share 0.5, 16 or 32 of K = 64 steps) differ.
+#[test]
+fn the_benign_first_study_is_the_look_study_with_benign_phases() {
+    use patcher::defense::patcher::BenignFirst;
+    let (old, new) = (study("k64-10x-look"), study("k64-10x-look-bf"));
+    let (was, now) = (patcher_of(&old, "parallel-p2-k64-look"), patcher_of(&new, "parallel-p2-k64-look-bf"));
+    assert_eq!(was.attack.benign_first, None);
+    assert_eq!(now.attack.benign_first, Some(BenignFirst { share: 0.5, steps: vec![16, 32] }));
+    assert_eq!((now.attack.lrs, now.lookalike_weight), (was.attack.lrs, 4.0), "merged over [patcher]");
+    assert_eq!(without_override(&old, "attack"), without_override(&new, "attack"));
 }

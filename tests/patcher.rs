@@ -16,8 +16,8 @@
 use burn::prelude::*;
 use patcher::defense::parallel;
 use patcher::defense::patcher::{
-    HardenOptions, HarmTerms, InnerAttack, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule, LoraAttacks,
-    PatcherConfig, PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads,
+    BenignFirst, HardenOptions, HarmTerms, InnerAttack, InnerKind, InnerRecord, InnerSelection, InnerWeight, KSchedule,
+    LoraAttacks, PatcherConfig, PatcherData, Streams, backprop_inner, harden, harmful_terms, outer_step, retain_grads,
     retain_kl_grads, sample_attack,
 };
 use patcher::model::LlamaConfig;
@@ -849,5 +849,159 @@ fn harden_benchmark_reports_both_critical_paths() {
     // benchmark prints `-` elsewhere): at least what was resident before the run.
     if let (Some(base), Some(seq), Some(par)) = (r.resident_mb, r.sequential_peak_mb, r.parallel_peak_mb) {
         assert!(seq >= base - 1.0 && par >= base - 1.0, "{r:?}");
+    }
+}
+
+/// A distribution with a benign phase on every full-parameter attack: K = 4, the first 2 steps
+/// on benign data.
+fn benign_first_cfg(share: f64) -> PatcherConfig {
+    let mut c = exposing(PatcherConfig { k: KSchedule::constant(4), ..base_cfg() });
+    c.attack.benign_first = Some(BenignFirst { share, steps: vec![2] });
+    c
+}
+
+/// `b` benign AdamW steps then harmful ones with a fresh optimizer state, computed directly on
+/// the batches `batch(k)` picks for 1-based step k: the weights after each of `k_total` steps.
+fn benign_then_harmful(m: &Llama, lr: f64, b: usize, k_total: usize, batch: impl Fn(usize) -> Batch) -> Vec<Llama> {
+    let mut at = m.clone();
+    let mut opt = OptimState::new(m.params.len());
+    let mut out = vec![];
+    for k in 1..=k_total {
+        let (_, g) = loss_and_grads(&at, &batch(k));
+        optim::step(&OptimizerConfig::adamw(), &mut opt, &mut at.params, &g, lr);
+        if k == b {
+            opt = OptimState::new(m.params.len());
+        }
+        out.push(at.clone());
+    }
+    out
+}
+
+/// The benign phase of the train-time distribution (`attack.benign_first`), sequential: the
+/// simulated attack's first 2 of 4 steps train on the benign stream, the last 2 on the harmful
+/// one with a fresh AdamW state, as computed directly (max |Δ| below 1e-6 after every step);
+/// the optimizer's reset and the benign batches both matter (weights differ without them); an
+/// outer step takes its tamper-resistance gradients (steps 3 and 4) at those weights.
+#[test]
+fn a_benign_first_attack_fine_tunes_on_benign_data_then_attacks_with_a_fresh_optimizer() {
+    let m = model();
+    let d = data();
+    let c = benign_first_cfg(1.0);
+    let streams = Streams::new(&c, &d);
+    let benign = streams.benign_attack.clone().expect("a benign stream with benign_first");
+    let a = sample_attack(&c, 0, 0);
+    assert_eq!((a.benign_steps, a.variant().as_deref()), (2, Some("benign-2")));
+    let pick = |k: usize| {
+        let stream = if k <= 2 { &benign } else { &streams.harmful };
+        Batch::new(&stream.batch(k - 1), 0, 32, &m)
+    };
+    let direct = benign_then_harmful(&m, a.lr, 2, 4, pick);
+    let mut sim = InnerAttack::new(&m, a.clone(), 4).unwrap();
+    let mut diffs = vec![];
+    for k in 1..=4 {
+        assert_eq!(sim.attack.benign_at(k - 1), k <= 2);
+        sim.step(&pick(k));
+        diffs.push(max_diff(&sim.attacked.params, &direct[k - 1].params));
+    }
+    let worst = diffs.iter().fold(0.0f32, |x, &y| x.max(y));
+    println!("benign-first simulated attack vs direct computation, max |Δ| over 4 steps: {worst:e}");
+    assert!(worst < 1e-6, "{diffs:?}");
+    let no_reset = benign_then_harmful(&m, a.lr, 0, 4, pick);
+    let harmful_only = benign_then_harmful(&m, a.lr, 2, 4, |k| Batch::new(&streams.harmful.batch(k - 1), 0, 32, &m));
+    for (what, other) in [("the optimizer reset", &no_reset), ("the benign batches", &harmful_only)] {
+        let moved = max_diff(&other[3].params, &direct[3].params);
+        assert!(moved > 1e-4, "{what} changed nothing: {moved}");
+    }
+    // The outer step: retain gradient + β·w(k)·∇L_tr at the direct weights after steps 3 and 4.
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
+    assert_eq!(stats.attack_variant.as_deref(), Some("benign-2"));
+    let exposed = neg_delta(&m.params, &st.model.params);
+    let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
+    for (k, w) in c.inner.steps(4) {
+        let at = &direct[k - 1];
+        let tb = Batch::new(&streams.refusal_tr.batch(k - 1), 0, 32, at);
+        add_scaled(&mut g, &loss_and_grads(at, &tb).1, c.beta * w);
+    }
+    let want: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let diff = max_diff(&exposed, &want);
+    println!("outer gradient with a benign-first attack vs direct: {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+}
+
+/// Parallel Patcher with a benign phase (P = 2, K = 4, θ frozen): worker 0, starting at age 0,
+/// takes its first 2 steps on its own benign stream and the next on its harmful one with a
+/// fresh optimizer; worker 1, starting at age 2, is past the phase and attacks on harmful data.
+/// Both offsets match direct computations on the batches `t·K + age`.
+#[test]
+fn parallel_trajectories_take_the_benign_phase_on_their_own_streams() {
+    let m = model();
+    let d = data();
+    let c = PatcherConfig { outer_lr: 0.0, ..benign_first_cfg(1.0) };
+    let base = Streams::new(&c, &d);
+    let streams: Vec<Streams> = (0..2).map(|j| parallel_streams(&base, &c, j)).collect();
+    let mut st = state(&m);
+    let mut trajs = parallel::init_trajectories(&m, &c, 2).unwrap();
+    assert_eq!(trajs.iter().map(|t| t.age).collect::<Vec<_>>(), vec![0, 2]);
+    let worker1 = trajs[1].clone();
+    let steps = 3;
+    let mut after_one = None;
+    for s in 0..steps {
+        parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap();
+        if s == 0 {
+            after_one = Some(trajs[1].clone());
+        }
+    }
+    let formed = |t: &parallel::Trajectory| -> Vec<Tensor<2>> {
+        m.params.iter().zip(&t.offset).map(|(a, b)| a.clone() + b.clone()).collect()
+    };
+    let s0 = &streams[0];
+    let benign0 = s0.benign_attack.clone().unwrap();
+    // Step s (1-based) of worker 0 is outer step s − 1 at age s − 1: batch (s − 1)·4 + (s − 1).
+    let pick0 = |s: usize| {
+        let idx = (s - 1) * 5;
+        Batch::new(&if s <= 2 { &benign0 } else { &s0.harmful }.batch(idx), 0, 32, &m)
+    };
+    let direct0 = benign_then_harmful(&m, trajs[0].attack.lr, 2, steps, pick0);
+    let diff0 = max_diff(&formed(&trajs[0]), &direct0[steps - 1].params);
+    let pick1 = |_: usize| Batch::new(&streams[1].harmful.batch(2), 0, 32, &m);
+    let direct1 = benign_then_harmful(&m, worker1.attack.lr, 0, 1, pick1);
+    let diff1 = max_diff(&formed(after_one.as_ref().unwrap()), &direct1[0].params);
+    println!("parallel benign-first trajectories vs direct: worker 0 {diff0:e}, worker 1 {diff1:e}");
+    assert!(diff0 < 1e-5 && diff1 < 1e-5, "{diff0} {diff1}");
+    assert_ne!(
+        streams[0].benign_attack.as_ref().unwrap().seed,
+        streams[1].benign_attack.as_ref().unwrap().seed,
+        "each worker has its own benign stream"
+    );
+}
+
+/// Sampling and validation: at share 0.5 about half the full-parameter attacks of 400 outer
+/// steps get a benign phase of a listed length, LoRA attacks never do; a phase that leaves no
+/// harmful step, a share outside [0, 1] and the meta-gradient correction are refused naming
+/// the field.
+#[test]
+fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
+    let mut c = benign_first_cfg(0.5);
+    c.attack.benign_first = Some(BenignFirst { share: 0.5, steps: vec![1, 3] });
+    c.attack.lora = Some(LoraAttacks { share: 0.25, ranks: vec![2], lrs: vec![2e-2], ..Default::default() });
+    let sampled: Vec<_> = (0..400).map(|t| sample_attack(&c, t, 0)).collect();
+    let full = sampled.iter().filter(|a| a.lora.is_none()).count();
+    let with: Vec<usize> = sampled.iter().filter(|a| a.benign_steps > 0).map(|a| a.benign_steps).collect();
+    println!("benign phases in {} full-parameter attacks of 400 at share 0.5: {}", full, with.len());
+    assert!((full as f64 * 0.4..=full as f64 * 0.6).contains(&(with.len() as f64)), "{} of {full}", with.len());
+    assert!(with.iter().all(|&b| b == 1 || b == 3) && with.contains(&1) && with.contains(&3));
+    assert!(sampled.iter().filter(|a| a.lora.is_some()).all(|a| a.benign_steps == 0));
+    c.validate().unwrap();
+    for (bf, meta, field) in [
+        (BenignFirst { share: 0.5, steps: vec![4] }, 0, "attack.benign_first.steps"),
+        (BenignFirst { share: 1.5, steps: vec![1] }, 0, "attack.benign_first.share"),
+        (BenignFirst { share: 0.5, steps: vec![1] }, 1, "meta_steps"),
+    ] {
+        let mut bad = benign_first_cfg(0.5);
+        bad.attack.benign_first = Some(bf);
+        bad.meta_steps = meta;
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains(field), "{e}");
     }
 }

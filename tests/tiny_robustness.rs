@@ -35,7 +35,7 @@ mod common;
 use std::time::Instant;
 
 use burn::prelude::*;
-use patcher::experiment::robustness_study::{Power, Protocol, Trial, run_trial};
+use patcher::experiment::robustness_study::{GUARD_RATIO, Power, Protocol, Trial, run_trial};
 use patcher::io::hf::load_model;
 use patcher::tokenizer::ChatTokenizer;
 
@@ -101,7 +101,7 @@ fn patcher_is_harder_to_break_within_the_capability_guard_over_training_seeds() 
              unattacked HS sft {:.3} patcher {:.3} | EM sft {:.3} patcher {:.3} | benign loss sft {:.3} patcher {:.3} | \
              over-refusal sft {:.3} patcher {:.3} | {:.0}s",
             t.seed,
-            t.guarded_gap_at(STEPS, 0.9),
+            t.guarded_gap_at(STEPS, GUARD_RATIO),
             t.gap_at(STEPS),
             t.sft.hs,
             t.patcher.hs,
@@ -115,7 +115,7 @@ fn patcher_is_harder_to_break_within_the_capability_guard_over_training_seeds() 
         );
     }
     let mean = |f: &dyn Fn(&Trial) -> f64| Power::of(&trials.iter().map(f).collect::<Vec<_>>()).mean;
-    let guarded = mean(&|t| t.guarded_gap_at(STEPS, 0.9));
+    let guarded = mean(&|t| t.guarded_gap_at(STEPS, GUARD_RATIO));
     let plain = mean(&|t| t.gap_at(STEPS));
     let dem = mean(&|t| t.patcher.exact_match - t.sft.exact_match);
     let ratio = mean(&|t| t.patcher.benign_loss / t.sft.benign_loss);

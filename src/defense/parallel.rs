@@ -9,7 +9,9 @@
 //! aⱼ), and if aⱼ ∈ S adds `β·(K/P)·w(aⱼ)·∇L_tr(θ + Δⱼ)`; worker 0 also adds
 //! `∇[L_ret + α·L_ref (+ ω·L_look)](θ)`. The contributions are summed by an all-reduce ([`Collective`]) and
 //! one outer step is taken. A trajectory that reaches age K restarts (Δ = 0, fresh optimizer,
-//! a newly sampled attack). The `K/P` factor makes the expected tamper-resistance weight per
+//! a newly sampled attack). A trajectory whose attack has a benign phase (`attack.benign_first`)
+//! takes its first steps on benign batches and resets its optimizer state when the phase ends.
+//! The `K/P` factor makes the expected tamper-resistance weight per
 //! outer step equal the sequential algorithm's (Σ_S w = 1); with P = 1 and K = 1 the two
 //! algorithms coincide exactly (a test).
 //!
@@ -99,6 +101,7 @@ pub fn worker_streams(base: &Streams, cfg: &PatcherConfig, j: usize) -> Streams 
         refusal_tr: re(&base.refusal_tr, "refusal_tr"),
         harmful: re(&base.harmful, "harmful"),
         harmful_tr: re(&base.harmful_tr, "harmful_tr"),
+        benign_attack: base.benign_attack.as_ref().map(|m| re(m, "benign_attack")),
     }
 }
 
@@ -131,7 +134,7 @@ fn worker_step(
     let (attacked, harm_loss) = match &mut traj.lora {
         // One step of the adapters on the current θ, then θ + s·BA.
         Some(lora) => {
-            let b = attack_batch(theta, streams, data, max_len, idx);
+            let b = attack_batch(theta, streams, data, max_len, idx, false);
             let (l, g) = lora.loss_and_grads(theta, &b);
             optim::step(&traj.attack.optimizer, &mut traj.opt, &mut lora.params, &g, traj.attack.lr);
             (lora.merge(theta), l)
@@ -143,7 +146,12 @@ fn worker_step(
                 *a = a.clone() + d.clone();
             }
             let before: Vec<Tensor<2>> = attacked.params.clone();
-            let l = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, max_len, idx);
+            let benign = traj.attack.benign_at(traj.age);
+            let l = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, max_len, idx, benign);
+            if traj.age + 1 == traj.attack.benign_steps {
+                // The harmful phase starts with a fresh optimizer, as the real attack's does.
+                traj.opt = OptimState::new(theta.params.len());
+            }
             // Δ ← Δ + (θ' − (θ + Δ)).
             for ((d, a), b) in traj.offset.iter_mut().zip(&attacked.params).zip(&before) {
                 *d = d.clone() + (a.clone() - b.clone());

@@ -88,6 +88,11 @@ impl KSchedule {
         if self.kind == KScheduleKind::Constant { self.start.max(1) } else { self.start.max(self.end).max(1) }
     }
 
+    /// The smallest K of the schedule.
+    pub fn min(&self) -> usize {
+        if self.kind == KScheduleKind::Constant { self.start.max(1) } else { self.start.min(self.end).max(1) }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.start == 0 {
             return Err(Error::Invalid("k.start must be >= 1".into()));
@@ -156,8 +161,9 @@ impl InnerSelection {
 
 /// The train-time attack distribution: each outer step samples one optimizer and one
 /// learning rate uniformly from these lists, a learning-rate schedule over its K steps from
-/// `schedules` (none: constant), and, with probability `lora.share`, LoRA adapters instead of
-/// full-parameter fine-tuning (rank and learning rate from `lora`'s lists).
+/// `schedules` (none: constant), with probability `lora.share` LoRA adapters instead of
+/// full-parameter fine-tuning (rank and learning rate from `lora`'s lists), and, for a
+/// full-parameter attack, with probability `benign_first.share` a benign phase first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttackDistribution {
@@ -171,6 +177,9 @@ pub struct AttackDistribution {
     /// LoRA attacks in the distribution (none: full-parameter only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraAttacks>,
+    /// Benign-then-harmful attacks in the distribution (none: harmful from the first step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub benign_first: Option<BenignFirst>,
 }
 
 impl Default for AttackDistribution {
@@ -181,7 +190,50 @@ impl Default for AttackDistribution {
             batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
             schedules: vec![],
             lora: None,
+            benign_first: None,
         }
+    }
+}
+
+/// Benign-then-harmful attacks in the train-time distribution (`attack.benign_first`): with
+/// probability `share` a full-parameter attack's first `b` of its K steps (`b` drawn from
+/// `steps`) fine-tune on benign data (`PatcherData::retain`) at the attack's learning rate, and
+/// the remaining `K − b` on harmful data with a fresh optimizer state, as the real
+/// `benign-then-harmful` attack does (`attack::attack` with `benign_first_steps`). The
+/// tamper-resistance terms are taken at the steps of S in both phases: weights fine-tuned on
+/// benign data alone must keep refusing too. LoRA attacks have no benign phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BenignFirst {
+    pub share: f64,
+    pub steps: Vec<usize>,
+}
+
+impl Default for BenignFirst {
+    fn default() -> Self {
+        Self { share: 0.5, steps: vec![16, 32] }
+    }
+}
+
+impl BenignFirst {
+    /// `k_min`: the smallest K of the run's schedule; each phase must leave a harmful step.
+    fn validate(&self, k_min: usize) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.share) {
+            return Err(Error::Invalid(format!(
+                "field `attack.benign_first.share`: {} is not a probability",
+                self.share
+            )));
+        }
+        if self.steps.is_empty() {
+            return Err(Error::Invalid("field `attack.benign_first.steps`: must be non-empty".into()));
+        }
+        if let Some(&b) = self.steps.iter().find(|&&b| b == 0 || b >= k_min) {
+            return Err(Error::Invalid(format!(
+                "field `attack.benign_first.steps`: {b} must be between 1 and K − 1 (the smallest K of \
+                 the run is {k_min}), so that the attack has a benign and a harmful phase"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -402,6 +454,16 @@ impl PatcherConfig {
         if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
             return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
         }
+        if let Some(bf) = &self.attack.benign_first {
+            bf.validate(self.k.min())?;
+            if self.meta_steps > 0 {
+                return Err(Error::Invalid(
+                    "`meta_steps` (the meta-gradient correction) is implemented for harmful-only attacks; \
+                     remove `attack.benign_first` or set meta_steps = 0"
+                        .into(),
+                ));
+            }
+        }
         if let Some(l) = &self.attack.lora {
             l.validate()?;
             if self.meta_steps > 0 {
@@ -435,8 +497,9 @@ pub fn check_data(cfg: &PatcherConfig, data: &PatcherData) -> Result<()> {
     if cfg.lookalike_weight > 0.0 && data.lookalike.is_empty() {
         return Err(Error::Invalid(format!(
             "field `lookalike_weight`: {} needs benign look-alikes in the benign data (rows of category \
-             `overrefusal` or of preset:benign-lookalike), and it holds none",
-            cfg.lookalike_weight
+             `{}` or of preset:benign-lookalike), and it holds none",
+            cfg.lookalike_weight,
+            crate::data::synth::OVERREFUSAL
         )));
     }
     Ok(())
@@ -466,6 +529,9 @@ pub struct Streams {
     pub refusal_tr: Mixture,
     pub harmful: Mixture,
     pub harmful_tr: Mixture,
+    /// The benign phase's stream (retain data in the attack's batches); `None` without
+    /// `attack.benign_first`.
+    pub benign_attack: Option<Mixture>,
 }
 
 impl Streams {
@@ -480,6 +546,11 @@ impl Streams {
             refusal_tr: mk("refusal_tr", &data.refusal, &cfg.tr_batch),
             harmful: mk("harmful", &data.harmful, &cfg.attack.batch),
             harmful_tr: mk("harmful_tr", &data.harmful, &cfg.tr_batch),
+            benign_attack: cfg
+                .attack
+                .benign_first
+                .is_some()
+                .then(|| mk("benign_attack", &data.retain, &cfg.attack.batch)),
         }
     }
 }
@@ -493,6 +564,8 @@ pub struct SampledAttack {
     pub schedule: ScheduleConfig,
     /// LoRA adapters and their initialisation seed ([`Lora::new`]); `None`: full-parameter.
     pub lora: Option<(LoraConfig, u64)>,
+    /// Steps of the benign phase before the harmful one (0: none; [`BenignFirst`]).
+    pub benign_steps: usize,
 }
 
 impl SampledAttack {
@@ -501,9 +574,15 @@ impl SampledAttack {
         self.schedule.lr_at(self.lr, k, k_total)
     }
 
+    /// Whether 0-based inner step `k` is in the benign phase (trains on benign data).
+    pub fn benign_at(&self, k: usize) -> bool {
+        k < self.benign_steps
+    }
+
     /// What sets it apart from a constant-rate full-parameter attack, for the metrics: the
     /// schedule's kind when it is not the plain constant rate (`cosine`, `linear`, `constant`
-    /// with a warm-up), the LoRA rank (`cosine lora-r16`); `None` when nothing does.
+    /// with a warm-up), the LoRA rank (`cosine lora-r16`), the benign phase (`benign-16`);
+    /// `None` when nothing does.
     pub fn variant(&self) -> Option<String> {
         let mut parts = vec![];
         if self.schedule != ScheduleConfig::default() {
@@ -512,13 +591,17 @@ impl SampledAttack {
         if let Some((l, _)) = &self.lora {
             parts.push(format!("lora-r{}", l.rank));
         }
+        if self.benign_steps > 0 {
+            parts.push(format!("benign-{}", self.benign_steps));
+        }
         (!parts.is_empty()).then(|| parts.join(" "))
     }
 }
 
-/// The attack of outer step `t` (a pure function of the seed and `t`). The schedule and LoRA
-/// draws come after the optimizer's and learning rate's, and only when the distribution has
-/// them, so a distribution without them samples what it always sampled.
+/// The attack of outer step `t` (a pure function of the seed and `t`). The schedule, LoRA and
+/// benign-phase draws come after the optimizer's and learning rate's, in that order, and only
+/// when the distribution has them, so a distribution without them samples what it always
+/// sampled.
 pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAttack {
     let mut r = Rng::derive(cfg.seed, &format!("attack/{t}/{worker}"));
     let a = &cfg.attack;
@@ -527,6 +610,7 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
         lr: *r.choose(&a.lrs),
         schedule: ScheduleConfig::default(),
         lora: None,
+        benign_steps: 0,
     };
     if !a.schedules.is_empty() {
         out.schedule = r.choose(&a.schedules).clone();
@@ -536,6 +620,12 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
     {
         out.lora = Some((l.config(*r.choose(&l.ranks)), r.next_u64()));
         out.lr = *r.choose(&l.lrs);
+    }
+    if let Some(bf) = &a.benign_first {
+        let (u, b) = (r.uniform(), *r.choose(&bf.steps));
+        if out.lora.is_none() && u < bf.share {
+            out.benign_steps = b;
+        }
     }
     out
 }
@@ -698,8 +788,10 @@ impl InnerAttack {
         })
     }
 
-    /// One attack step on batch `b`: returns the attacker's loss, its gradient (over the
-    /// adapters with LoRA) and the learning rate it stepped with.
+    /// One attack step on batch `b` (the caller picks a benign batch while
+    /// `attack.benign_at(step)`): returns the attacker's loss, its gradient (over the adapters
+    /// with LoRA) and the learning rate it stepped with. The benign phase's last step leaves a
+    /// fresh optimizer state for the harmful phase.
     pub fn step(&mut self, b: &Batch) -> (f64, Vec<Option<Tensor<2>>>, f64) {
         let lr = self.attack.lr_at(self.step, self.k_total);
         self.step += 1;
@@ -712,7 +804,15 @@ impl InnerAttack {
             }
             None => full_step(&mut self.attacked, &mut self.opt, &self.attack.optimizer, b, lr),
         };
+        if self.step == self.attack.benign_steps {
+            self.opt = OptimState::new(self.opt_len());
+        }
         (l, g, lr)
+    }
+
+    /// Parameters the attacker's optimizer updates.
+    fn opt_len(&self) -> usize {
+        self.lora.as_ref().map_or(self.attacked.params.len(), |(l, _)| l.params.len())
     }
 }
 
@@ -731,8 +831,9 @@ fn full_step(
 }
 
 /// One simulated full-parameter attack step on `at` with `opt_state`, at the attack's peak
-/// learning rate (parallel Patcher's full-parameter trajectories; it refuses schedules):
-/// returns the attacker's loss.
+/// learning rate (parallel Patcher's full-parameter trajectories; it refuses schedules), on a
+/// benign batch when `benign`: returns the attacker's loss.
+#[allow(clippy::too_many_arguments)]
 pub fn inner_step(
     at: &mut Llama,
     opt_state: &mut OptimState,
@@ -741,14 +842,22 @@ pub fn inner_step(
     data: &PatcherData,
     max_len: usize,
     idx: usize,
+    benign: bool,
 ) -> f64 {
-    let b = attack_batch(at, s, data, max_len, idx);
+    let b = attack_batch(at, s, data, max_len, idx, benign);
     full_step(at, opt_state, &attack.optimizer, &b, attack.lr).0
 }
 
-/// The attacker's batch of inner step `idx`.
-pub fn attack_batch(at: &Llama, s: &Streams, data: &PatcherData, max_len: usize, idx: usize) -> Batch {
-    Batch::new(&s.harmful.batch(idx), data.pad_id, max_len, at)
+/// The attacker's batch of inner step `idx`: harmful, or from the benign phase's stream when
+/// `benign` (which exists when the distribution has `benign_first`, the only way to draw a
+/// benign phase).
+pub fn attack_batch(at: &Llama, s: &Streams, data: &PatcherData, max_len: usize, idx: usize, benign: bool) -> Batch {
+    let stream = match (&s.benign_attack, benign) {
+        (Some(b), true) => b,
+        (None, true) => panic!("a benign phase was drawn from a distribution without `benign_first`"),
+        (_, false) => &s.harmful,
+    };
+    Batch::new(&stream.batch(idx), data.pad_id, max_len, at)
 }
 
 /// One simulated attack step, kept for the meta-gradient's backward pass through it: the
@@ -875,7 +984,8 @@ pub fn outer_step(
     for k in 1..=k_total {
         let idx = t * kmax + k - 1;
         let before = (cfg.meta_steps > 0).then(|| sim.attacked.clone());
-        let batch = attack_batch(&sim.attacked, streams, data, cfg.attack.batch.max_len, idx);
+        let benign = sim.attack.benign_at(k - 1);
+        let batch = attack_batch(&sim.attacked, streams, data, cfg.attack.batch.max_len, idx, benign);
         let (l, gh, lr) = sim.step(&batch);
         harm_end = l;
         if let Some(before) = before {
