@@ -197,7 +197,19 @@ fn the_benign_first_study_is_the_look_study_with_benign_phases() {
     let (old, new) = (study("k64-10x-look"), study("k64-10x-look-bf"));
     let (was, now) = (patcher_of(&old, "parallel-p2-k64-look"), patcher_of(&new, "parallel-p2-k64-look-bf"));
     assert_eq!(was.attack.benign_first, None);
-    assert_eq!(now.attack.benign_first, Some(BenignFirst { share: 0.5, steps: vec![16, 32] }));
+    assert_eq!(now.attack.benign_first, Some(BenignFirst { share: 0.5, steps: vec![16, 32], prepend: false }));
     assert_eq!((now.attack.lrs, now.lookalike_weight), (was.attack.lrs, 4.0), "merged over [patcher]");
+    assert_eq!(without_override(&old, "attack"), without_override(&new, "attack"));
+}
+
+/// The seventh round (`study/k64-10x-look-bfp.toml`) is the sixth with its benign phases
+/// prepended to the K harmful steps: only the names and `attack.benign_first.prepend` differ.
+#[test]
+fn the_prepended_benign_study_is_the_benign_first_study_with_prepend() {
+    let (old, new) = (study("k64-10x-look-bf"), study("k64-10x-look-bfp"));
+    let (was, now) = (patcher_of(&old, "parallel-p2-k64-look-bf"), patcher_of(&new, "parallel-p2-k64-look-bfp"));
+    let (was, now) = (was.attack.benign_first.unwrap(), now.attack.benign_first.unwrap());
+    assert_eq!((was.prepend, now.prepend), (false, true));
+    assert_eq!((now.share, now.steps), (was.share, was.steps));
     assert_eq!(without_override(&old, "attack"), without_override(&new, "attack"));
 }

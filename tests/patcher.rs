@@ -856,7 +856,7 @@ fn harden_benchmark_reports_both_critical_paths() {
 /// on benign data.
 fn benign_first_cfg(share: f64) -> PatcherConfig {
     let mut c = exposing(PatcherConfig { k: KSchedule::constant(4), ..base_cfg() });
-    c.attack.benign_first = Some(BenignFirst { share, steps: vec![2] });
+    c.attack.benign_first = Some(BenignFirst { share, steps: vec![2], prepend: false });
     c
 }
 
@@ -983,7 +983,7 @@ fn parallel_trajectories_take_the_benign_phase_on_their_own_streams() {
 #[test]
 fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
     let mut c = benign_first_cfg(0.5);
-    c.attack.benign_first = Some(BenignFirst { share: 0.5, steps: vec![1, 3] });
+    c.attack.benign_first = Some(BenignFirst { share: 0.5, steps: vec![1, 3], prepend: false });
     c.attack.lora = Some(LoraAttacks { share: 0.25, ranks: vec![2], lrs: vec![2e-2], ..Default::default() });
     let sampled: Vec<_> = (0..400).map(|t| sample_attack(&c, t, 0)).collect();
     let full = sampled.iter().filter(|a| a.lora.is_none()).count();
@@ -994,9 +994,9 @@ fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
     assert!(sampled.iter().filter(|a| a.lora.is_some()).all(|a| a.benign_steps == 0));
     c.validate().unwrap();
     for (bf, meta, field) in [
-        (BenignFirst { share: 0.5, steps: vec![4] }, 0, "attack.benign_first.steps"),
-        (BenignFirst { share: 1.5, steps: vec![1] }, 0, "attack.benign_first.share"),
-        (BenignFirst { share: 0.5, steps: vec![1] }, 1, "meta_steps"),
+        (BenignFirst { steps: vec![4], ..Default::default() }, 0, "attack.benign_first.steps"),
+        (BenignFirst { share: 1.5, steps: vec![1], ..Default::default() }, 0, "attack.benign_first.share"),
+        (BenignFirst { steps: vec![1], ..Default::default() }, 1, "meta_steps"),
     ] {
         let mut bad = benign_first_cfg(0.5);
         bad.attack.benign_first = Some(bf);
@@ -1004,4 +1004,88 @@ fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
+}
+
+/// A prepended benign phase (`prepend = true`, K = 2, b = 2): the attack is 2 benign steps then
+/// K = 2 harmful ones with a fresh state (the same weights as the phase inside K = 4 above),
+/// S and w(k) count the harmful steps only, and the sequential outer step's gradient is the
+/// retain gradient plus `β·w(h)·∇L_tr` after harmful steps h = 1, 2 (inner steps 3, 4). Passes:
+/// b + K + |S| + 1. A phase longer than K is accepted.
+#[test]
+fn a_prepended_benign_phase_keeps_k_harmful_steps_and_counts_s_over_them() {
+    let m = model();
+    let d = data();
+    let mut c = benign_first_cfg(1.0);
+    c.k = KSchedule::constant(2);
+    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![2], prepend: true });
+    c.validate().unwrap();
+    assert_eq!(c.max_attack_len(), 4);
+    let streams = Streams::new(&c, &d);
+    let benign = streams.benign_attack.clone().unwrap();
+    let a = sample_attack(&c, 0, 0);
+    assert_eq!((a.benign_steps, a.prepend, a.len(2)), (2, true, 4));
+    assert_eq!((1..=4).map(|k| a.counted_step(k)).collect::<Vec<_>>(), vec![None, None, Some(1), Some(2)]);
+    let pick = |k: usize| {
+        let stream = if k <= 2 { &benign } else { &streams.harmful };
+        Batch::new(&stream.batch(k - 1), 0, 32, &m)
+    };
+    let direct = benign_then_harmful(&m, a.lr, 2, 4, pick);
+    let mut st = state(&m);
+    let stats = outer_step(&mut st, &m, &c, &d, &streams).unwrap();
+    assert_eq!(stats.passes, 4 + 2 + 1);
+    let exposed = neg_delta(&m.params, &st.model.params);
+    let (_, mut g) = retain_grads(&m, &c, &streams, &d, 0);
+    let selected = c.inner.steps(2);
+    assert_eq!(selected.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2]);
+    for (h, w) in selected {
+        let at = &direct[2 + h - 1];
+        let tb = Batch::new(&streams.refusal_tr.batch(2 + h - 1), 0, 32, at);
+        add_scaled(&mut g, &loss_and_grads(at, &tb).1, c.beta * w);
+    }
+    let want: Vec<Tensor<2>> = g.into_iter().map(|x| x.unwrap()).collect();
+    let diff = max_diff(&exposed, &want);
+    println!("outer gradient with a prepended benign phase vs direct: {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
+    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![5], prepend: true });
+    c.validate().unwrap();
+    assert_eq!(c.max_attack_len(), 7);
+}
+
+/// Parallel Patcher with a prepended phase (P = 1, K = 2, b = 2, θ frozen): no
+/// tamper-resistance term during the phase (NaN TR loss at ages 1 and 2, finite at 3 and 4),
+/// the offset after 3 outer steps equals the direct computation on the batches `t·(b + K) +
+/// age`, and the trajectory restarts at age b + K.
+#[test]
+fn parallel_trajectories_with_a_prepended_phase_run_b_plus_k_steps() {
+    let m = model();
+    let d = data();
+    let mut c = PatcherConfig { outer_lr: 0.0, ..benign_first_cfg(1.0) };
+    c.k = KSchedule::constant(2);
+    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![2], prepend: true });
+    let base = Streams::new(&c, &d);
+    let streams = vec![parallel_streams(&base, &c, 0)];
+    let mut st = state(&m);
+    let mut trajs = parallel::init_trajectories(&m, &c, 1).unwrap();
+    let lr = trajs[0].attack.lr;
+    let mut tr = vec![];
+    let mut after_three = None;
+    for s in 0..4 {
+        tr.push(parallel::outer_step(&mut st, &mut trajs, &c, &d, &streams).unwrap().tr_loss);
+        if s == 2 {
+            after_three = Some(trajs[0].clone());
+        }
+    }
+    assert!(tr[0].is_nan() && tr[1].is_nan() && tr[2].is_finite() && tr[3].is_finite(), "{tr:?}");
+    assert_eq!(trajs[0].age, 0, "restarted at age b + K = 4");
+    let benign = base.benign_attack.clone().unwrap();
+    let pick = |s: usize| {
+        let idx = (s - 1) * 4 + (s - 1);
+        Batch::new(&if s <= 2 { &benign } else { &base.harmful }.batch(idx), 0, 32, &m)
+    };
+    let direct = benign_then_harmful(&m, lr, 2, 3, pick);
+    let t = after_three.unwrap();
+    let formed: Vec<Tensor<2>> = m.params.iter().zip(&t.offset).map(|(a, b)| a.clone() + b.clone()).collect();
+    let diff = max_diff(&formed, &direct[2].params);
+    println!("parallel trajectory with a prepended phase vs direct: {diff:e}");
+    assert!(diff < 1e-5, "{diff}");
 }

@@ -10,7 +10,9 @@
 //! `∇[L_ret + α·L_ref (+ ω·L_look)](θ)`. The contributions are summed by an all-reduce ([`Collective`]) and
 //! one outer step is taken. A trajectory that reaches age K restarts (Δ = 0, fresh optimizer,
 //! a newly sampled attack). A trajectory whose attack has a benign phase (`attack.benign_first`)
-//! takes its first steps on benign batches and resets its optimizer state when the phase ends.
+//! takes its first steps on benign batches and resets its optimizer state when the phase ends;
+//! with `prepend` the phase comes before its K harmful steps (it restarts at age b + K, and its
+//! ages count for S from the end of the phase).
 //! The `K/P` factor makes the expected tamper-resistance weight per
 //! outer step equal the sequential algorithm's (Σ_S w = 1); with P = 1 and K = 1 the two
 //! algorithms coincide exactly (a test).
@@ -127,9 +129,8 @@ fn worker_step(
     comm: &dyn Collective,
 ) -> (Vec<Option<Tensor<2>>>, WorkerOut, f64) {
     let k_total = cfg.k.k_at(t, cfg.outer_steps);
-    let kmax = cfg.k.max();
-    // Batch index: the sequential algorithm's `t*kmax + k - 1` when P = 1 and K = 1.
-    let idx = t * kmax + traj.age;
+    // Batch index: the sequential algorithm's `t*stride + k - 1` when P = 1 and K = 1.
+    let idx = t * cfg.max_attack_len() + traj.age;
     let max_len = cfg.attack.batch.max_len;
     let (attacked, harm_loss) = match &mut traj.lora {
         // One step of the adapters on the current θ, then θ + s·BA.
@@ -163,7 +164,8 @@ fn worker_step(
     let mut passes = 1;
     let mut g: Vec<Option<Tensor<2>>> = vec![None; theta.params.len()];
     let mut tr_loss = None;
-    if let Some(&(_, w)) = cfg.inner.steps(k_total).iter().find(|(k, _)| *k == traj.age) {
+    let counted = traj.attack.counted_step(traj.age);
+    if let Some((_, w)) = counted.and_then(|h| cfg.inner.steps(k_total).into_iter().find(|(k, _)| *k == h)) {
         let (l_ref, _, gt) = tr_grads(&attacked, cfg, streams, data, idx);
         let scale = cfg.beta * w * k_total as f64 / p as f64;
         crate::train::step::add_scaled(&mut g, &gt, scale);
@@ -177,7 +179,7 @@ fn worker_step(
         retain_loss = l;
         passes += 1;
     }
-    if traj.age >= k_total {
+    if traj.age >= traj.attack.len(k_total) {
         // Restart: fresh trajectory with a new attack sample (LoRA configs were validated with
         // the config, so drawing adapters cannot fail here).
         *traj = fresh(theta, cfg, t + 1, j, 0).expect("LoRA settings validated with the config");

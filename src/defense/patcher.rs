@@ -88,7 +88,7 @@ impl KSchedule {
         if self.kind == KScheduleKind::Constant { self.start.max(1) } else { self.start.max(self.end).max(1) }
     }
 
-    /// The smallest K of the schedule.
+    /// The smallest K of the schedule (at least 1).
     pub fn min(&self) -> usize {
         if self.kind == KScheduleKind::Constant { self.start.max(1) } else { self.start.min(self.end).max(1) }
     }
@@ -202,21 +202,32 @@ impl Default for AttackDistribution {
 /// `benign-then-harmful` attack does (`attack::attack` with `benign_first_steps`). The
 /// tamper-resistance terms are taken at the steps of S in both phases: weights fine-tuned on
 /// benign data alone must keep refusing too. LoRA attacks have no benign phase.
+///
+/// With `prepend`, the benign phase comes before the K harmful steps instead of taking their
+/// place (`b + K` steps): the harmful attack is as long as without it, S and w(k) count its
+/// steps only, and no tamper-resistance term is taken during the benign phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BenignFirst {
     pub share: f64,
     pub steps: Vec<usize>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub prepend: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl Default for BenignFirst {
     fn default() -> Self {
-        Self { share: 0.5, steps: vec![16, 32] }
+        Self { share: 0.5, steps: vec![16, 32], prepend: false }
     }
 }
 
 impl BenignFirst {
-    /// `k_min`: the smallest K of the run's schedule; each phase must leave a harmful step.
+    /// `k_min`: the smallest K of the run's schedule; a phase within K must leave a harmful
+    /// step.
     fn validate(&self, k_min: usize) -> Result<()> {
         if !(0.0..=1.0).contains(&self.share) {
             return Err(Error::Invalid(format!(
@@ -227,7 +238,11 @@ impl BenignFirst {
         if self.steps.is_empty() {
             return Err(Error::Invalid("field `attack.benign_first.steps`: must be non-empty".into()));
         }
-        if let Some(&b) = self.steps.iter().find(|&&b| b == 0 || b >= k_min) {
+        if self.prepend {
+            if self.steps.contains(&0) {
+                return Err(Error::Invalid("field `attack.benign_first.steps`: 0 is not a benign phase".into()));
+            }
+        } else if let Some(&b) = self.steps.iter().find(|&&b| b == 0 || b >= k_min) {
             return Err(Error::Invalid(format!(
                 "field `attack.benign_first.steps`: {b} must be between 1 and K − 1 (the smallest K of \
                  the run is {k_min}), so that the attack has a benign and a harmful phase"
@@ -420,6 +435,17 @@ impl PatcherConfig {
         }
     }
 
+    /// The longest simulated attack: the largest K, plus the longest prepended benign phase.
+    /// Also the stride of the attacker's batch indices per outer step, so that no two outer
+    /// steps share a batch.
+    pub fn max_attack_len(&self) -> usize {
+        let extra = match &self.attack.benign_first {
+            Some(bf) if bf.prepend => bf.steps.iter().copied().max().unwrap_or(0),
+            _ => 0,
+        };
+        self.k.max() + extra
+    }
+
     /// Whether `L_tr` has a term on harmful answers (one more pass per selected inner step).
     pub fn harmful_tr(&self) -> bool {
         self.gamma > 0.0 || self.tr_entropy > 0.0 || self.tr_unlikelihood > 0.0
@@ -566,6 +592,8 @@ pub struct SampledAttack {
     pub lora: Option<(LoraConfig, u64)>,
     /// Steps of the benign phase before the harmful one (0: none; [`BenignFirst`]).
     pub benign_steps: usize,
+    /// The benign phase comes before the K harmful steps (`BenignFirst::prepend`).
+    pub prepend: bool,
 }
 
 impl SampledAttack {
@@ -577,6 +605,18 @@ impl SampledAttack {
     /// Whether 0-based inner step `k` is in the benign phase (trains on benign data).
     pub fn benign_at(&self, k: usize) -> bool {
         k < self.benign_steps
+    }
+
+    /// Steps of the whole attack when its harmful part has `k_total` (more with a prepended
+    /// benign phase).
+    pub fn len(&self, k_total: usize) -> usize {
+        k_total + if self.prepend { self.benign_steps } else { 0 }
+    }
+
+    /// The step that S and w(k) count for 1-based inner step `k`: `k` itself, or with a
+    /// prepended benign phase its step in the harmful part (`None` during the phase).
+    pub fn counted_step(&self, k: usize) -> Option<usize> {
+        if self.prepend { k.checked_sub(self.benign_steps).filter(|&h| h > 0) } else { Some(k) }
     }
 
     /// What sets it apart from a constant-rate full-parameter attack, for the metrics: the
@@ -611,6 +651,7 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
         schedule: ScheduleConfig::default(),
         lora: None,
         benign_steps: 0,
+        prepend: false,
     };
     if !a.schedules.is_empty() {
         out.schedule = r.choose(&a.schedules).clone();
@@ -625,6 +666,7 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
         let (u, b) = (r.uniform(), *r.choose(&bf.steps));
         if out.lora.is_none() && u < bf.share {
             out.benign_steps = b;
+            out.prepend = bf.prepend;
         }
     }
     out
@@ -964,7 +1006,7 @@ pub fn outer_step(
     let t0 = Instant::now();
     let t = state.step;
     let k_total = cfg.k.k_at(t, cfg.outer_steps);
-    let kmax = cfg.k.max();
+    let stride = cfg.max_attack_len();
     let (mut retain_loss, mut g) = retain_grads(&state.model, cfg, streams, data, t);
     let kl_pass = usize::from(cfg.retain_kl > 0.0);
     if cfg.retain_kl > 0.0 {
@@ -976,13 +1018,14 @@ pub fn outer_step(
     let attack = sample_attack(cfg, t, 0);
     let attack_variant = attack.variant();
     let selected = cfg.inner.steps(k_total);
-    let mut sim = InnerAttack::new(&state.model, attack, k_total)?;
+    let len = attack.len(k_total);
+    let mut sim = InnerAttack::new(&state.model, attack, len)?;
     let (mut tr_sum, mut harm_end) = (0.0, f64::NAN);
     // The last `meta_steps` inner steps, oldest first, for the meta-gradient correction.
     let mut records: std::collections::VecDeque<InnerRecord> = Default::default();
     let mut meta_passes = 0;
-    for k in 1..=k_total {
-        let idx = t * kmax + k - 1;
+    for k in 1..=len {
+        let idx = t * stride + k - 1;
         let before = (cfg.meta_steps > 0).then(|| sim.attacked.clone());
         let benign = sim.attack.benign_at(k - 1);
         let batch = attack_batch(&sim.attacked, streams, data, cfg.attack.batch.max_len, idx, benign);
@@ -995,7 +1038,7 @@ pub fn outer_step(
                 records.pop_front();
             }
         }
-        if let Some(&(_, w)) = selected.iter().find(|(kk, _)| *kk == k) {
+        if let Some(&(_, w)) = sim.attack.counted_step(k).and_then(|h| selected.iter().find(|(kk, _)| *kk == h)) {
             let (l_ref, _, mut gt) = tr_grads(&sim.attacked, cfg, streams, data, idx);
             for rec in records.iter().rev() {
                 gt = backprop_inner(rec, &gt, cfg.meta_fd);
@@ -1017,7 +1060,7 @@ pub fn outer_step(
         attack_optimizer: sim.attack.optimizer.kind.to_string(),
         attack_lr: sim.attack.lr,
         attack_variant,
-        passes: k_total + selected.len() * cfg.tr_passes() + meta_passes + 1 + kl_pass,
+        passes: len + selected.len() * cfg.tr_passes() + meta_passes + 1 + kl_pass,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -210,8 +210,8 @@ pub enum Defense {
 impl Defense {
     /// Forward/backward passes per training step on the critical path (the cost column):
     /// Patcher `K + Σ_{k∈S} (tr_passes + min(meta_steps, k)) + 1` (+1 with `retain_kl`) at its
-    /// largest K; parallel Patcher's slowest worker `1 + tr_passes + 1`; a baseline's own count;
-    /// SFT 1; none 0.
+    /// largest K (K + b with a prepended benign phase of b steps); parallel Patcher's slowest
+    /// worker `1 + tr_passes + 1`; a baseline's own count; SFT 1; none 0.
     pub fn passes_per_step(&self) -> usize {
         match self {
             Self::None => 0,
@@ -220,7 +220,7 @@ impl Defense {
                 let k = c.k.max();
                 let per_selected: usize =
                     c.inner.steps(k).iter().map(|(s, _)| c.tr_passes() + c.meta_steps.min(*s)).sum();
-                k + per_selected + 1 + usize::from(c.retain_kl > 0.0)
+                c.max_attack_len() + per_selected + 1 + usize::from(c.retain_kl > 0.0)
             }
             Self::PatcherParallel { config, .. } => 1 + config.tr_passes() + 1,
             Self::Method(m) => m.passes_per_step(),
