@@ -226,15 +226,48 @@ pub fn run(state: TrainState, cfg: &TrainConfig, data: &Mixture, pad_id: u32, op
 
 /// Append one JSON line to `path` (created if missing).
 pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).at(path)?;
-    let line = serde_json::to_string(value).expect("json");
-    writeln!(f, "{line}").at(path)
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path).at(path)?;
+    let mut line = serde_json::to_string(value).expect("json");
+    line.push('\n');
+    // A run killed between a line and its newline left the file without one: end that line
+    // first, so that it and this one both stay whole (a resumed run appends after a kill).
+    let len = f.metadata().at(path)?.len();
+    if len > 0 {
+        let mut last = [0u8];
+        f.seek(SeekFrom::Start(len - 1)).at(path)?;
+        f.read_exact(&mut last).at(path)?;
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
+    }
+    // One write of the whole line (`writeln!` issues two: the line, then its newline).
+    f.write_all(line.as_bytes()).at(path)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A metrics file a kill left without its last newline: the next appended line stays on
+    /// its own line, and both parse (before, they merged into one unparseable line).
+    #[test]
+    fn appending_after_a_line_without_its_newline_keeps_both_lines() {
+        let dir = std::env::temp_dir().join(format!("append-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        std::fs::write(&path, "{\"step\":5}\n{\"step\":6}").unwrap();
+        append_jsonl(&path, &serde_json::json!({ "step": 5 })).unwrap();
+        append_jsonl(&path, &serde_json::json!({ "step": 6 })).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![5, 6, 5, 6], "{text:?}");
+        assert!(text.ends_with('\n'));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     use crate::model::llama::to_vec_f32;
     use crate::rng::Rng;
     use crate::train::step::Example;
