@@ -149,8 +149,7 @@ fn worker_step(
             let before: Vec<Tensor<2>> = attacked.params.clone();
             let benign = traj.attack.benign_at(traj.age);
             let l = inner_step(&mut attacked, &mut traj.opt, &traj.attack, streams, data, max_len, idx, benign);
-            if traj.age + 1 == traj.attack.benign_steps {
-                // The harmful phase starts with a fresh optimizer, as the real attack's does.
+            if traj.attack.fresh_optimizer_after(traj.age + 1) {
                 traj.opt = OptimState::new(theta.params.len());
             }
             // Δ ← Δ + (θ' − (θ + Δ)).

@@ -607,6 +607,12 @@ impl SampledAttack {
         k < self.benign_steps
     }
 
+    /// Whether the attacker's optimizer state starts afresh after `steps` steps: the benign
+    /// phase ends there and the harmful one begins, as the real attack's does.
+    pub fn fresh_optimizer_after(&self, steps: usize) -> bool {
+        steps == self.benign_steps
+    }
+
     /// Steps of the whole attack when its harmful part has `k_total` (more with a prepended
     /// benign phase).
     pub fn len(&self, k_total: usize) -> usize {
@@ -846,7 +852,7 @@ impl InnerAttack {
             }
             None => full_step(&mut self.attacked, &mut self.opt, &self.attack.optimizer, b, lr),
         };
-        if self.step == self.attack.benign_steps {
+        if self.attack.fresh_optimizer_after(self.step) {
             self.opt = OptimState::new(self.opt_len());
         }
         (l, g, lr)

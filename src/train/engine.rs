@@ -248,6 +248,9 @@ pub fn append_jsonl<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::llama::to_vec_f32;
+    use crate::rng::Rng;
+    use crate::train::step::Example;
 
     /// A metrics file a kill left without its last newline: the next appended line stays on
     /// its own line, and both parse (before, they merged into one unparseable line).
@@ -268,9 +271,6 @@ pub(crate) mod tests {
         assert!(text.ends_with('\n'));
         let _ = std::fs::remove_dir_all(&dir);
     }
-    use crate::model::llama::to_vec_f32;
-    use crate::rng::Rng;
-    use crate::train::step::Example;
 
     /// The poisoned token: its (untied) embedding row is NaN, so a NaN enters the computation
     /// exactly at the steps whose batch holds an example with it, and nowhere else (the
