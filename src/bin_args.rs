@@ -337,8 +337,9 @@ pub enum Cmd {
     Study {
         what: String,
         /// The protocol: `k16` (sequential Patcher at K = 16, issue 18), `k64` (the method
-        /// study's parallel K = 64 recipe against a 100-step attack at 2x its lr, issue 14) or
-        /// `k64-look` (`k64` with the benign look-alikes' term at weight 4, the tiny recipe).
+        /// study's parallel K = 64 recipe against a 100-step attack at 2x its lr, issue 14),
+        /// `k64-look` (`k64` with the benign look-alikes' term at weight 4) or `k64-look-bfp`
+        /// (`k64-look` with prepended benign phases: the default recipe, tests/tiny_robustness.rs).
         #[arg(long, default_value = "k16")]
         protocol: String,
         /// Override one setting of the protocol (`KEY=VALUE`, keys as in the study's

@@ -538,7 +538,8 @@ fn align_killed_and_rerun_matches_an_uninterrupted_run() {
 const PATCHER_KILL: &str = "outer_steps = 16\nouter_lr = 1e-3\ncheckpoint_every = 4\n\
     [k]\nkind = \"constant\"\nstart = 2\nend = 2\n[inner]\nkind = \"last\"\nn = 1\n\
     [retain_batch]\nbatch_size = 4\nmax_len = 48\n[tr_batch]\nbatch_size = 4\nmax_len = 48\n\
-    [attack]\nlrs = [1e-3]\nbatch = { batch_size = 4, max_len = 48 }\n";
+    [attack]\nlrs = [1e-3]\nbatch = { batch_size = 4, max_len = 48 }\n\
+    benign_first = { share = 0.5, steps = [2] }\n";
 
 fn harden_args(f: &Fixture, parallel: &str) -> Vec<String> {
     let cfg = f.dir.join("patcher-kill.toml");

@@ -196,8 +196,8 @@ fn the_benign_first_study_is_the_look_study_with_benign_phases() {
     use patcher::defense::patcher::BenignFirst;
     let (old, new) = (study("k64-10x-look"), study("k64-10x-look-bf"));
     let (was, now) = (patcher_of(&old, "parallel-p2-k64-look"), patcher_of(&new, "parallel-p2-k64-look-bf"));
-    assert_eq!(was.attack.benign_first, None);
-    assert_eq!(now.attack.benign_first, Some(BenignFirst { share: 0.5, steps: vec![16, 32], prepend: false }));
+    assert_eq!(was.attack.benign_phases(), None);
+    assert_eq!(now.attack.benign_first, BenignFirst { share: 0.5, steps: vec![16, 32], prepend: false });
     assert_eq!((now.attack.lrs, now.lookalike_weight), (was.attack.lrs, 4.0), "merged over [patcher]");
     assert_eq!(without_override(&old, "attack"), without_override(&new, "attack"));
 }
@@ -208,8 +208,78 @@ fn the_benign_first_study_is_the_look_study_with_benign_phases() {
 fn the_prepended_benign_study_is_the_benign_first_study_with_prepend() {
     let (old, new) = (study("k64-10x-look-bf"), study("k64-10x-look-bfp"));
     let (was, now) = (patcher_of(&old, "parallel-p2-k64-look-bf"), patcher_of(&new, "parallel-p2-k64-look-bfp"));
-    let (was, now) = (was.attack.benign_first.unwrap(), now.attack.benign_first.unwrap());
+    let (was, now) = (was.attack.benign_first, now.attack.benign_first);
     assert_eq!((was.prepend, now.prepend), (false, true));
     assert_eq!((now.share, now.steps), (was.share, was.steps));
     assert_eq!(without_override(&old, "attack"), without_override(&new, "attack"));
+}
+
+/// The default `[patcher]` is the seventh round's recipe: the winning defense of
+/// `study/k64-10x-look-bfp.toml` has the default's method settings (K, S and its weights, the
+/// loss weights, the look-alike term, the benign phases); only the scale (outer steps and lr,
+/// batches, the attack's learning rates) is the tiny tier's.
+#[test]
+fn the_default_patcher_settings_are_the_seventh_rounds_recipe() {
+    let (r, d) = (
+        patcher_of(&study("k64-10x-look-bfp"), "parallel-p2-k64-look-bfp"),
+        patcher::defense::patcher::PatcherConfig::default(),
+    );
+    let method = |c: &patcher::defense::patcher::PatcherConfig| {
+        (
+            serde_json::to_value(&c.k).unwrap(),
+            (c.inner.kind, c.inner.weight), // `n` counts only for `last`
+            [
+                c.alpha,
+                c.lookalike_weight,
+                c.beta,
+                c.gamma,
+                c.cap,
+                c.tr_refusal,
+                c.tr_entropy,
+                c.tr_unlikelihood,
+                c.retain_kl,
+            ],
+            c.attack.benign_first.clone(),
+            (c.attack.optimizers.clone(), c.meta_steps),
+        )
+    };
+    assert_eq!(method(&r), method(&d));
+}
+
+/// No shipped config runs a Patcher setting it does not name: every Patcher defense has the
+/// look-alike term and benign phases off unless its file sets them (the configs before they
+/// became defaults pin them off, so their notebook results reproduce).
+#[test]
+fn shipped_configs_name_the_lookalike_term_and_benign_phases_when_they_use_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for dir in [root.clone(), root.join("study"), root.join("size-transfer"), root.join("sft-pareto")] {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.extension().and_then(|x| x.to_str()) != Some("toml")
+                || ["align-", "attack-", "patcher-", "tiny-"].iter().any(|s| name.starts_with(s))
+            {
+                continue;
+            }
+            let text = read(&p);
+            let c = patcher::experiment::ExperimentConfig::from_toml(&text, &name).unwrap();
+            for d in &c.defenses {
+                let Some(pc) = c.defense(d).unwrap().patcher().cloned() else { continue };
+                assert!(pc.lookalike_weight == 0.0 || text.contains("lookalike_weight = 4.0"), "{name}: {}", d.name);
+                assert!(
+                    pc.attack.benign_phases().is_none() || text.contains("benign_first = { share = 0.5"),
+                    "{name}: {}",
+                    d.name
+                );
+                checked += 1;
+            }
+        }
+    }
+    // The standalone `patcher harden --config` file of the quick SmolLM2 run.
+    let text = read(&root.join("patcher-smollm2-quick.toml"));
+    let pc: patcher::defense::patcher::PatcherConfig = toml::from_str(&text).unwrap();
+    assert_eq!((pc.lookalike_weight, pc.attack.benign_phases()), (0.0, None));
+    println!("{checked} Patcher defenses checked");
+    assert!(checked >= 20, "{checked}");
 }

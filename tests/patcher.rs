@@ -55,7 +55,8 @@ fn base_cfg() -> PatcherConfig {
         cap: 1.0,
         clip_norm: 0.0,
         seed: 5,
-        ..Default::default()
+        // The core method; tests of the look-alike term and of benign phases set them.
+        ..PatcherConfig::core()
     };
     c.attack.batch = b;
     c.attack.lrs = vec![3e-2];
@@ -856,7 +857,7 @@ fn harden_benchmark_reports_both_critical_paths() {
 /// on benign data.
 fn benign_first_cfg(share: f64) -> PatcherConfig {
     let mut c = exposing(PatcherConfig { k: KSchedule::constant(4), ..base_cfg() });
-    c.attack.benign_first = Some(BenignFirst { share, steps: vec![2], prepend: false });
+    c.attack.benign_first = BenignFirst { share, steps: vec![2], prepend: false };
     c
 }
 
@@ -983,7 +984,7 @@ fn parallel_trajectories_take_the_benign_phase_on_their_own_streams() {
 #[test]
 fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
     let mut c = benign_first_cfg(0.5);
-    c.attack.benign_first = Some(BenignFirst { share: 0.5, steps: vec![1, 3], prepend: false });
+    c.attack.benign_first = BenignFirst { share: 0.5, steps: vec![1, 3], prepend: false };
     c.attack.lora = Some(LoraAttacks { share: 0.25, ranks: vec![2], lrs: vec![2e-2], ..Default::default() });
     let sampled: Vec<_> = (0..400).map(|t| sample_attack(&c, t, 0)).collect();
     let full = sampled.iter().filter(|a| a.lora.is_none()).count();
@@ -994,16 +995,44 @@ fn benign_phases_are_sampled_at_their_share_and_bad_settings_are_refused() {
     assert!(sampled.iter().filter(|a| a.lora.is_some()).all(|a| a.benign_steps == 0));
     c.validate().unwrap();
     for (bf, meta, field) in [
-        (BenignFirst { steps: vec![4], ..Default::default() }, 0, "attack.benign_first.steps"),
+        (BenignFirst { steps: vec![4], prepend: false, ..Default::default() }, 0, "attack.benign_first.steps"),
         (BenignFirst { share: 1.5, steps: vec![1], ..Default::default() }, 0, "attack.benign_first.share"),
         (BenignFirst { steps: vec![1], ..Default::default() }, 1, "meta_steps"),
     ] {
         let mut bad = benign_first_cfg(0.5);
-        bad.attack.benign_first = Some(bf);
+        bad.attack.benign_first = bf;
         bad.meta_steps = meta;
         let e = bad.validate().unwrap_err().to_string();
         assert!(e.contains(field), "{e}");
     }
+    // `share = 0` turns the phases off: any steps, the meta-gradient allowed, no stream, no
+    // phase drawn, attacks of K steps.
+    let mut off = c.clone();
+    off.attack.benign_first = BenignFirst { share: 0.0, steps: vec![], prepend: true };
+    (off.meta_steps, off.attack.lora) = (1, None);
+    off.validate().unwrap();
+    assert!(off.attack.benign_phases().is_none() && Streams::new(&off, &data()).benign_attack.is_none());
+    assert_eq!(off.max_attack_len(), off.k.max());
+    assert!((0..200).all(|t| sample_attack(&off, t, 0).benign_steps == 0));
+}
+
+/// The default `[patcher]` is the tiny-tier study's recipe (docs/results.md sections 35-38):
+/// the core method plus the look-alikes' term at ω = 4 and half the attacks prepending 16 or 32
+/// benign steps; `PatcherConfig::core()` differs from it in those two settings only.
+#[test]
+fn the_default_is_the_core_method_plus_the_recipes_two_additions() {
+    let d = PatcherConfig::default();
+    assert_eq!(d.lookalike_weight, 4.0);
+    assert_eq!(d.attack.benign_first, BenignFirst { share: 0.5, steps: vec![16, 32], prepend: true });
+    assert_eq!((d.k.max(), d.inner.kind, d.beta, d.gamma, d.cap), (64, InnerKind::All, 2.0, 1.0, 4.0));
+    d.validate().unwrap();
+    assert_eq!(d.max_attack_len(), 64 + 32);
+    let core = PatcherConfig::core();
+    assert_eq!((core.lookalike_weight, core.attack.benign_phases()), (0.0, None));
+    let mut back = core.clone();
+    back.lookalike_weight = d.lookalike_weight;
+    back.attack.benign_first = d.attack.benign_first.clone();
+    assert_eq!(back, d);
 }
 
 /// A prepended benign phase (`prepend = true`, K = 2, b = 2): the attack is 2 benign steps then
@@ -1017,7 +1046,7 @@ fn a_prepended_benign_phase_keeps_k_harmful_steps_and_counts_s_over_them() {
     let d = data();
     let mut c = benign_first_cfg(1.0);
     c.k = KSchedule::constant(2);
-    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![2], prepend: true });
+    c.attack.benign_first = BenignFirst { share: 1.0, steps: vec![2], prepend: true };
     c.validate().unwrap();
     assert_eq!(c.max_attack_len(), 4);
     let streams = Streams::new(&c, &d);
@@ -1046,7 +1075,7 @@ fn a_prepended_benign_phase_keeps_k_harmful_steps_and_counts_s_over_them() {
     let diff = max_diff(&exposed, &want);
     println!("outer gradient with a prepended benign phase vs direct: {diff:e}");
     assert!(diff < 1e-5, "{diff}");
-    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![5], prepend: true });
+    c.attack.benign_first = BenignFirst { share: 1.0, steps: vec![5], prepend: true };
     c.validate().unwrap();
     assert_eq!(c.max_attack_len(), 7);
 }
@@ -1061,7 +1090,7 @@ fn parallel_trajectories_with_a_prepended_phase_run_b_plus_k_steps() {
     let d = data();
     let mut c = PatcherConfig { outer_lr: 0.0, ..benign_first_cfg(1.0) };
     c.k = KSchedule::constant(2);
-    c.attack.benign_first = Some(BenignFirst { share: 1.0, steps: vec![2], prepend: true });
+    c.attack.benign_first = BenignFirst { share: 1.0, steps: vec![2], prepend: true };
     let base = Streams::new(&c, &d);
     let streams = vec![parallel_streams(&base, &c, 0)];
     let mut st = state(&m);

@@ -177,9 +177,9 @@ pub struct AttackDistribution {
     /// LoRA attacks in the distribution (none: full-parameter only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lora: Option<LoraAttacks>,
-    /// Benign-then-harmful attacks in the distribution (none: harmful from the first step).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub benign_first: Option<BenignFirst>,
+    /// Benign-then-harmful attacks in the distribution (`share = 0`: harmful from the first
+    /// step).
+    pub benign_first: BenignFirst,
 }
 
 impl Default for AttackDistribution {
@@ -190,8 +190,16 @@ impl Default for AttackDistribution {
             batch: BatchConfig { batch_size: 8, max_len: 256, bucket_window: 1 },
             schedules: vec![],
             lora: None,
-            benign_first: None,
+            benign_first: BenignFirst::default(),
         }
+    }
+}
+
+impl AttackDistribution {
+    /// The benign phases, when any is drawn: `benign_first` with a share above 0
+    /// (`benign_first = { share = 0.0 }` turns the default's off; it then draws nothing).
+    pub fn benign_phases(&self) -> Option<&BenignFirst> {
+        (self.benign_first.share > 0.0).then_some(&self.benign_first)
     }
 }
 
@@ -206,26 +214,31 @@ impl Default for AttackDistribution {
 /// With `prepend`, the benign phase comes before the K harmful steps instead of taking their
 /// place (`b + K` steps): the harmful attack is as long as without it, S and w(k) count its
 /// steps only, and no tamper-resistance term is taken during the benign phase.
+///
+/// The default is the tiny-tier study's recipe (docs/results.md section 38): half the attacks
+/// prepend 16 or 32 benign steps. `share = 0` turns the phases off. Configs saved before the
+/// default (commit 1549faf and earlier) wrote no `prepend` when it was false and no
+/// `benign_first` when it was off; [`crate::experiment::legacy_identity`] reads them so.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BenignFirst {
     pub share: f64,
     pub steps: Vec<usize>,
-    #[serde(skip_serializing_if = "is_false")]
     pub prepend: bool,
-}
-
-fn is_false(v: &bool) -> bool {
-    !*v
 }
 
 impl Default for BenignFirst {
     fn default() -> Self {
-        Self { share: 0.5, steps: vec![16, 32], prepend: false }
+        Self { share: 0.5, steps: vec![16, 32], prepend: true }
     }
 }
 
 impl BenignFirst {
+    /// No benign phases (share 0).
+    pub fn off() -> Self {
+        Self { share: 0.0, ..Self::default() }
+    }
+
     /// `k_min`: the smallest K of the run's schedule; a phase within K must leave a harmful
     /// step.
     fn validate(&self, k_min: usize) -> Result<()> {
@@ -234,6 +247,9 @@ impl BenignFirst {
                 "field `attack.benign_first.share`: {} is not a probability",
                 self.share
             )));
+        }
+        if self.share == 0.0 {
+            return Ok(());
         }
         if self.steps.is_empty() {
             return Err(Error::Invalid("field `attack.benign_first.steps`: must be non-empty".into()));
@@ -325,8 +341,9 @@ pub struct PatcherConfig {
     pub alpha: f64,
     /// Weight ω of the benign look-alikes' loss at θ (`PatcherData::lookalike`, a batch of
     /// their own in the retain pass): the contrast that keeps the refusals the tamper-resistance
-    /// term strengthens from spreading to safe requests in the same words (0 disables it).
-    #[serde(skip_serializing_if = "is_zero")]
+    /// term strengthens from spreading to safe requests in the same words (0 disables it; the
+    /// default 4 is the tiny-tier study's, docs/results.md sections 35-38). Written even when 0:
+    /// configs saved before it became the default omitted a 0 ([`crate::experiment::legacy_identity`]).
     pub lookalike_weight: f64,
     /// Weight of the tamper-resistance gradient.
     pub beta: f64,
@@ -366,11 +383,14 @@ pub struct PatcherConfig {
 }
 
 /// The method's settings are the tiny-tier study's winning recipe (issue 14, docs/results.md
-/// sections 23 and 31; run it as parallel Patcher with P = 2): K = 64 at every inner step with
-/// linear weights, β = 2, the capped harmful-loss term γ = 1 at c = 4. Parallel Patcher's outer
-/// step costs the same passes for any K (3-4 per worker); sequential Patcher at K = 64 costs
-/// K + 2K + 1 = 193. The scale's settings (outer steps and lr, batches, the attack's learning
-/// rates) are the real tier's; the tiny tier's are in `configs/study/k64-10x.toml`.
+/// sections 23, 31, 35 and 38; run it as parallel Patcher with P = 2): K = 64 at every inner
+/// step with linear weights, β = 2, the capped harmful-loss term γ = 1 at c = 4, the benign
+/// look-alikes' term at ω = 4, and half the simulated attacks prepending 16 or 32 benign steps
+/// ([`BenignFirst`]). Parallel Patcher's outer step costs the same passes for any K (3-4 per
+/// worker); sequential Patcher at K = 64 costs K + 2K + 1 = 193, plus the benign steps. The
+/// scale's settings (outer steps and lr, batches, the attack's learning rates) are the real
+/// tier's; the tiny tier's are in `configs/study/k64-10x-look-bfp.toml`. [`Self::core`] is the
+/// method without the last two.
 impl Default for PatcherConfig {
     fn default() -> Self {
         Self {
@@ -384,7 +404,7 @@ impl Default for PatcherConfig {
             inner: InnerSelection::default(),
             attack: AttackDistribution::default(),
             alpha: 1.0,
-            lookalike_weight: 0.0,
+            lookalike_weight: 4.0,
             beta: 2.0,
             gamma: 1.0,
             cap: 4.0,
@@ -421,6 +441,15 @@ fn is_default_fd(v: &f64) -> bool {
 }
 
 impl PatcherConfig {
+    /// The default without the recipe's two additions to the bi-level objective: no benign
+    /// look-alikes' term (ω = 0) and harmful-only simulated attacks (no benign phases). The
+    /// method as the paper states it, and the settings every config before section 38 ran.
+    pub fn core() -> Self {
+        let mut c = Self { lookalike_weight: 0.0, ..Self::default() };
+        c.attack.benign_first = BenignFirst::off();
+        c
+    }
+
     /// The settings only sequential Patcher implements, if any is used (parallel Patcher refuses
     /// them, naming it).
     pub fn sequential_only(&self) -> Option<&'static str> {
@@ -439,7 +468,7 @@ impl PatcherConfig {
     /// Also the stride of the attacker's batch indices per outer step, so that no two outer
     /// steps share a batch.
     pub fn max_attack_len(&self) -> usize {
-        let extra = match &self.attack.benign_first {
+        let extra = match self.attack.benign_phases() {
             Some(bf) if bf.prepend => bf.steps.iter().copied().max().unwrap_or(0),
             _ => 0,
         };
@@ -480,15 +509,13 @@ impl PatcherConfig {
         if self.attack.optimizers.is_empty() || self.attack.lrs.is_empty() {
             return Err(Error::Invalid("attack.optimizers and attack.lrs must be non-empty".into()));
         }
-        if let Some(bf) = &self.attack.benign_first {
-            bf.validate(self.k.min())?;
-            if self.meta_steps > 0 {
-                return Err(Error::Invalid(
-                    "`meta_steps` (the meta-gradient correction) is implemented for harmful-only attacks; \
-                     remove `attack.benign_first` or set meta_steps = 0"
-                        .into(),
-                ));
-            }
+        self.attack.benign_first.validate(self.k.min())?;
+        if self.attack.benign_phases().is_some() && self.meta_steps > 0 {
+            return Err(Error::Invalid(
+                "`meta_steps` (the meta-gradient correction) is implemented for harmful-only attacks; \
+                 set attack.benign_first = { share = 0.0 } or meta_steps = 0"
+                    .into(),
+            ));
         }
         if let Some(l) = &self.attack.lora {
             l.validate()?;
@@ -574,7 +601,7 @@ impl Streams {
             harmful_tr: mk("harmful_tr", &data.harmful, &cfg.tr_batch),
             benign_attack: cfg
                 .attack
-                .benign_first
+                .benign_phases()
                 .is_some()
                 .then(|| mk("benign_attack", &data.retain, &cfg.attack.batch)),
         }
@@ -668,7 +695,7 @@ pub fn sample_attack(cfg: &PatcherConfig, t: usize, worker: usize) -> SampledAtt
         out.lora = Some((l.config(*r.choose(&l.ranks)), r.next_u64()));
         out.lr = *r.choose(&l.lrs);
     }
-    if let Some(bf) = &a.benign_first {
+    if let Some(bf) = a.benign_phases() {
         let (u, b) = (r.uniform(), *r.choose(&bf.steps));
         if out.lora.is_none() && u < bf.share {
             out.benign_steps = b;
@@ -1193,10 +1220,15 @@ mod tests {
             tr_batch: b.clone(),
             k: KSchedule::constant(2),
             inner: InnerSelection { kind: InnerKind::Last, n: 1, weight: InnerWeight::Uniform },
-            attack: AttackDistribution { lrs: vec![1e-3], batch: b.clone(), ..Default::default() },
+            attack: AttackDistribution {
+                lrs: vec![1e-3],
+                batch: b.clone(),
+                benign_first: BenignFirst::off(),
+                ..Default::default()
+            },
             seed,
             checkpoint_every: 1,
-            ..Default::default()
+            ..PatcherConfig::core()
         };
         // The first outer step t whose inner attack (batches t*K .. t*K+K-1) meets the poison,
         // for the first seed that puts it past outer step 2.
@@ -1235,7 +1267,7 @@ mod tests {
         let mean_nll = |ex: Vec<&Example>| loss_and_grads(&model, &Batch::new(&ex, 0, 32, &model)).0;
         for (omega, t) in [(0.0, 3), (2.5, 3), (2.5, 8)] {
             let cfg =
-                PatcherConfig { retain_batch: b.clone(), alpha: 0.7, lookalike_weight: omega, ..Default::default() };
+                PatcherConfig { retain_batch: b.clone(), alpha: 0.7, lookalike_weight: omega, ..PatcherConfig::core() };
             let s = Streams::new(&cfg, &data);
             assert_eq!(s.lookalike.is_some(), omega > 0.0);
             let (got, _) = retain_grads(&model, &cfg, &s, &data, t);
@@ -1246,7 +1278,7 @@ mod tests {
             println!("ω = {omega}, step {t}: retain pass {got:.6}, separate passes {want:.6}");
             assert!((got - want).abs() < 1e-5 * want.abs().max(1.0), "ω = {omega}: {got} against {want}");
         }
-        let cfg = PatcherConfig { lookalike_weight: 1.0, ..Default::default() };
+        let cfg = PatcherConfig { lookalike_weight: 1.0, ..PatcherConfig::core() };
         let err = check_data(&cfg, &PatcherData { lookalike: vec![], ..data }).unwrap_err().to_string();
         assert!(err.contains("lookalike_weight") && err.contains("holds none"), "{err}");
         let bad = PatcherConfig { lookalike_weight: -1.0, ..Default::default() };

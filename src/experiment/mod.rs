@@ -110,6 +110,34 @@ fn limit(v: Vec<Conversation>, n: usize) -> Vec<Conversation> {
     if n == 0 { v } else { v.into_iter().take(n).collect() }
 }
 
+/// A saved config (`config.json`, a study's `protocol.json`) in the form written before the
+/// tiny recipe's additions became Patcher's defaults (docs/results.md section 39), for
+/// comparing saved against resolved configs: that form omitted `lookalike_weight` when it was
+/// 0, `attack.benign_first` when it was off and its `prepend` when it was false, so those
+/// entries are dropped (at any depth: a defense's `patcher` overrides too) on both sides. A
+/// config that turns them on keeps them.
+pub fn legacy_identity(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("lookalike_weight").and_then(|w| w.as_f64()) == Some(0.0) {
+                o.remove("lookalike_weight");
+            }
+            let off = |b: &serde_json::Value| b.get("share").and_then(|s| s.as_f64()) == Some(0.0);
+            if o.get("benign_first").is_some_and(off) {
+                o.remove("benign_first");
+            }
+            if let Some(b) = o.get_mut("benign_first").and_then(|b| b.as_object_mut())
+                && b.get("prepend").and_then(|p| p.as_bool()) == Some(false)
+            {
+                b.remove("prepend");
+            }
+            o.values_mut().for_each(legacy_identity);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(legacy_identity),
+        _ => {}
+    }
+}
+
 impl Runner {
     /// A runner for `cfg` in `dir`. Nothing is written yet: the directory and its `config.json`
     /// are created by the first stage that runs, so a run that fails on its inputs (a missing
@@ -134,6 +162,7 @@ impl Runner {
                     o.remove("attack_seeds");
                     o.remove("guard");
                 }
+                legacy_identity(&mut v);
                 v
             };
             if core(&old) != core(&resolved) {
@@ -606,6 +635,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::defense::patcher::PatcherConfig;
 
     fn convs(prompts: &[&str]) -> Vec<Conversation> {
         prompts.iter().map(|p| Conversation::prompt_only_from(*p)).collect()
@@ -628,5 +658,41 @@ mod tests {
         let on = ExperimentConfig::from_toml("[data]\ndisjoint_harmful = true\n", "t.toml").unwrap();
         assert!(on.data.disjoint_harmful);
         assert!(!serde_json::to_string(&ExperimentConfig::default()).unwrap().contains("disjoint_harmful"));
+    }
+
+    /// A run directory whose `config.json` was written before the look-alike term and the
+    /// benign phases became defaults (without `lookalike_weight` when 0, without
+    /// `benign_first` when off, without `prepend` when false) still matches the config that pins
+    /// them off, and not the new defaults.
+    #[test]
+    fn a_config_json_of_the_legacy_form_matches_the_config_that_pins_the_old_settings() {
+        let dir = std::env::temp_dir().join(format!("patcher-legacy-identity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pinned = ExperimentConfig::from_toml(
+            "[patcher]\nlookalike_weight = 0.0\n[patcher.attack]\nbenign_first = { share = 0.0 }\n\n\
+             [[defenses]]\nname = \"p\"\nkind = \"patcher\"\n\
+             patcher = { attack = { benign_first = { share = 0.5, steps = [4], prepend = false } } }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut legacy = serde_json::to_value(&pinned).unwrap();
+        let text = legacy.to_string();
+        assert!(text.contains("\"lookalike_weight\":0.0") && text.contains("\"prepend\":false"), "{text}");
+        let patcher = legacy["patcher"].as_object_mut().unwrap();
+        patcher.remove("lookalike_weight");
+        patcher["attack"].as_object_mut().unwrap().remove("benign_first");
+        let d = &mut legacy["defenses"][0]["patcher"]["attack"]["benign_first"];
+        d.as_object_mut().unwrap().remove("prepend");
+        std::fs::write(dir.join("config.json"), legacy.to_string()).unwrap();
+        Runner::new(&dir, pinned.clone(), Device::flex(), false).expect("the legacy form of the pinned config");
+        // The defaults (ω = 4, prepended phases), or the defense's phases prepended, differ.
+        let defaults = ExperimentConfig { patcher: PatcherConfig::default(), ..pinned.clone() };
+        assert!(Runner::new(&dir, defaults, Device::flex(), false).is_err());
+        let mut prepended = pinned.clone();
+        prepended.defenses[0].patcher =
+            Some(toml::from_str("attack = { benign_first = { share = 0.5, steps = [4], prepend = true } }").unwrap());
+        assert!(Runner::new(&dir, prepended, Device::flex(), false).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

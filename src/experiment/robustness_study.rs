@@ -93,7 +93,7 @@ impl Protocol {
             inner: InnerSelection { kind: InnerKind::Last, n: 4, weight: InnerWeight::Linear },
             retain_batch: batch(16),
             tr_batch: batch(8),
-            ..Default::default()
+            ..PatcherConfig::core()
         };
         patcher.attack.optimizers = vec![OptimizerConfig::adamw()];
         patcher.attack.lrs = vec![2e-4, 4e-4];
@@ -137,20 +137,32 @@ impl Protocol {
     }
 
     /// [`Self::k64`] with the benign look-alikes' term at ω = 4 (`lookalike_weight`,
-    /// docs/results.md section 35): the tiny tier's recipe, which over-refuses no more than SFT.
+    /// docs/results.md section 35), which over-refuses no more than SFT.
     pub fn k64_look() -> Self {
         let mut p = Self::k64();
         p.patcher.lookalike_weight = 4.0;
         p
     }
 
-    /// `k16`, `k64` or `k64-look`.
+    /// [`Self::k64_look`] with half the simulated attacks prepending 16 or 32 benign steps
+    /// (`attack.benign_first`, docs/results.md section 38): the default recipe's method settings
+    /// ([`PatcherConfig::default`]) at the tiny tier's scale.
+    pub fn k64_look_bfp() -> Self {
+        let mut p = Self::k64_look();
+        p.patcher.attack.benign_first = PatcherConfig::default().attack.benign_first;
+        p
+    }
+
+    /// `k16`, `k64`, `k64-look` or `k64-look-bfp`.
     pub fn named(name: &str) -> Result<Self> {
         match name {
             "k16" => Ok(Self::k16()),
             "k64" => Ok(Self::k64()),
             "k64-look" => Ok(Self::k64_look()),
-            other => Err(crate::Error::Invalid(format!("unknown robustness protocol `{other}` (k16, k64, k64-look)"))),
+            "k64-look-bfp" => Ok(Self::k64_look_bfp()),
+            other => Err(crate::Error::Invalid(format!(
+                "unknown robustness protocol `{other}` (k16, k64, k64-look, k64-look-bfp)"
+            ))),
         }
     }
 
@@ -504,9 +516,12 @@ pub fn run_study(
     let proto_json = serde_json::to_string_pretty(p).map_err(|e| crate::Error::Invalid(e.to_string()))?;
     if proto_path.exists() {
         let text = std::fs::read_to_string(&proto_path).at(&proto_path)?;
-        let saved: Protocol =
+        let mut saved: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| crate::Error::Invalid(format!("{}: {e}", proto_path.display())))?;
-        if saved != *p {
+        let mut ours = serde_json::to_value(p).map_err(|e| crate::Error::Invalid(e.to_string()))?;
+        super::legacy_identity(&mut saved);
+        super::legacy_identity(&mut ours);
+        if saved != ours {
             return Err(crate::Error::Invalid(format!(
                 "{} holds trials of another protocol: use another --out",
                 proto_path.display()
