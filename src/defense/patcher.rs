@@ -1220,12 +1220,7 @@ mod tests {
             tr_batch: b.clone(),
             k: KSchedule::constant(2),
             inner: InnerSelection { kind: InnerKind::Last, n: 1, weight: InnerWeight::Uniform },
-            attack: AttackDistribution {
-                lrs: vec![1e-3],
-                batch: b.clone(),
-                benign_first: BenignFirst::off(),
-                ..Default::default()
-            },
+            attack: AttackDistribution { lrs: vec![1e-3], batch: b.clone(), ..PatcherConfig::core().attack },
             seed,
             checkpoint_every: 1,
             ..PatcherConfig::core()
