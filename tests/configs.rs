@@ -283,3 +283,55 @@ fn shipped_configs_name_the_lookalike_term_and_benign_phases_when_they_use_them(
     println!("{checked} Patcher defenses checked");
     assert!(checked >= 20, "{checked}");
 }
+
+/// The six-defense sweep (`study/six-defenses.toml`, issue 15) reuses the seventh round's models
+/// and evaluations: its world, base, SFT, `[patcher]`, evaluation, the recipe's defense and its two
+/// attacks are `study/k64-10x-look-bfp.toml`'s, and its four baselines are `sweep-tiny.toml`'s
+/// tuned ones, unchanged. The grid is `study/k64-heldout.toml`'s.
+#[test]
+fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
+    use patcher::experiment::ExperimentConfig;
+    let (six, study_cfg) = (study("six-defenses"), study("k64-10x-look-bfp"));
+    let tiny = {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweep-tiny.toml");
+        ExperimentConfig::from_toml(&read(&path), "sweep-tiny").unwrap()
+    };
+    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap()
+    }
+    let shared = |c: &ExperimentConfig| {
+        (
+            (c.seed, c.samples, c.budgets.clone(), c.attack_seeds.clone()),
+            [
+                json(&c.base),
+                json(&c.tiny),
+                json(&c.synth),
+                json(&c.data),
+                json(&c.align),
+                json(&c.patcher),
+                json(&c.eval),
+            ],
+            json(&c.guard),
+        )
+    };
+    assert_eq!(shared(&six), shared(&study_cfg));
+    let spec = |c: &ExperimentConfig, name: &str| {
+        let d = c.defenses.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("defense {name} in {}", c.name));
+        serde_json::to_value(d).unwrap()
+    };
+    for name in ["none", "sft", "parallel-p2-k64-look-bfp"] {
+        assert_eq!(spec(&six, name), spec(&study_cfg, name), "{name}");
+    }
+    for name in ["tar", "booster", "repnoise", "vaccine"] {
+        assert_eq!(spec(&six, name), spec(&tiny, name), "{name}");
+    }
+    assert_eq!(six.defenses.len(), 7);
+    let attacks = |c: &ExperimentConfig| serde_json::to_value(&c.attacks[..2]).unwrap();
+    assert_eq!(attacks(&six), attacks(&study_cfg));
+    assert_eq!(six.attacks.len(), 2);
+    let mut grid = study("k64-heldout").sweep.expect("a grid");
+    let six_grid = six.sweep.clone().expect("a grid");
+    assert_eq!(six_grid.defenses, ["sft", "parallel-p2-k64-look-bfp", "tar", "booster", "repnoise", "vaccine"]);
+    grid.defenses = six_grid.defenses.clone();
+    assert_eq!(serde_json::to_value(&grid).unwrap(), serde_json::to_value(&six_grid).unwrap());
+}
