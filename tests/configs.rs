@@ -296,7 +296,7 @@ fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/sweep-tiny.toml");
         ExperimentConfig::from_toml(&read(&path), "sweep-tiny").unwrap()
     };
-    fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    fn json<T: serde::Serialize + ?Sized>(v: &T) -> serde_json::Value {
         serde_json::to_value(v).unwrap()
     }
     let shared = |c: &ExperimentConfig| {
@@ -317,7 +317,7 @@ fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
     assert_eq!(shared(&six), shared(&study_cfg));
     let spec = |c: &ExperimentConfig, name: &str| {
         let d = c.defenses.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("defense {name} in {}", c.name));
-        serde_json::to_value(d).unwrap()
+        json(d)
     };
     for name in ["none", "sft", "parallel-p2-k64-look-bfp"] {
         assert_eq!(spec(&six, name), spec(&study_cfg, name), "{name}");
@@ -326,12 +326,12 @@ fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
         assert_eq!(spec(&six, name), spec(&tiny, name), "{name}");
     }
     assert_eq!(six.defenses.len(), 7);
-    let attacks = |c: &ExperimentConfig| serde_json::to_value(&c.attacks[..2]).unwrap();
+    let attacks = |c: &ExperimentConfig| json(&c.attacks[..2]);
     assert_eq!(attacks(&six), attacks(&study_cfg));
     assert_eq!(six.attacks.len(), 2);
     let mut grid = study("k64-heldout").sweep.expect("a grid");
     let six_grid = six.sweep.clone().expect("a grid");
     assert_eq!(six_grid.defenses, ["sft", "parallel-p2-k64-look-bfp", "tar", "booster", "repnoise", "vaccine"]);
     grid.defenses = six_grid.defenses.clone();
-    assert_eq!(serde_json::to_value(&grid).unwrap(), serde_json::to_value(&six_grid).unwrap());
+    assert_eq!(json(&grid), json(&six_grid));
 }
