@@ -287,7 +287,9 @@ fn shipped_configs_name_the_lookalike_term_and_benign_phases_when_they_use_them(
 /// The six-defense sweep (`study/six-defenses.toml`, issue 15) reuses the seventh round's models
 /// and evaluations: its world, base, SFT, `[patcher]`, evaluation, the recipe's defense and its two
 /// attacks are `study/k64-10x-look-bfp.toml`'s, and its four baselines are `sweep-tiny.toml`'s
-/// tuned ones, unchanged. The grid is `study/k64-heldout.toml`'s.
+/// tuned ones, unchanged. The sequential Patcher is the recipe but for K, the inner steps in L_tr
+/// and the benign phases' lengths (2-4 of K = 8 for 16-32 of K = 64). The grid is
+/// `sweep-tiny.toml`'s full one.
 #[test]
 fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
     use patcher::experiment::ExperimentConfig;
@@ -325,13 +327,26 @@ fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
     for name in ["tar", "booster", "repnoise", "vaccine"] {
         assert_eq!(spec(&six, name), spec(&tiny, name), "{name}");
     }
-    assert_eq!(six.defenses.len(), 7);
+    assert_eq!(six.defenses.len(), 8);
+    let (recipe, seq) = (patcher_of(&six, "parallel-p2-k64-look-bfp"), patcher_of(&six, "sequential-k8-look-bfp"));
+    assert_eq!(spec(&six, "sequential-k8-look-bfp")["kind"], "patcher");
+    assert_eq!(json(&seq.inner), json(&six.patcher.inner));
+    let k8 = patcher::defense::patcher::KSchedule::constant(8);
+    assert_eq!((&seq.k, &six.patcher.k, &seq.attack.benign_first.steps[..]), (&k8, &k8, &[2, 4][..]));
+    let mut as_recipe = seq.clone();
+    (as_recipe.k, as_recipe.inner) = (recipe.k.clone(), recipe.inner.clone());
+    as_recipe.attack.benign_first.steps = recipe.attack.benign_first.steps.clone();
+    assert_eq!(json(&as_recipe), json(&recipe));
     let attacks = |c: &ExperimentConfig| json(&c.attacks[..2]);
     assert_eq!(attacks(&six), attacks(&study_cfg));
     assert_eq!(six.attacks.len(), 2);
-    let mut grid = study("k64-heldout").sweep.expect("a grid");
+    let mut grid = tiny.sweep.clone().expect("a grid");
     let six_grid = six.sweep.clone().expect("a grid");
-    assert_eq!(six_grid.defenses, ["sft", "parallel-p2-k64-look-bfp", "tar", "booster", "repnoise", "vaccine"]);
+    assert_eq!(
+        six_grid.defenses,
+        ["sft", "parallel-p2-k64-look-bfp", "sequential-k8-look-bfp", "tar", "booster", "repnoise", "vaccine"]
+    );
+    assert_eq!(six_grid.lrs, [1e-6, 1e-5, 1e-4, 1e-3]);
     grid.defenses = six_grid.defenses.clone();
     assert_eq!(json(&grid), json(&six_grid));
 }
