@@ -235,7 +235,17 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     assert_eq!(std::fs::read_to_string(dir.join("stages.json")).unwrap(), stages_json, "a finished stage ran again");
     let names = |x: &patcher::report::Results| x.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&r2), names(&r));
-    // A different config in the same directory is refused.
+    // A different config in the same directory is refused; one with a defense more is not (each
+    // defense's stages are cached under its name), but one whose defense changed under its name is.
+    let mut more = cfg.clone();
+    let mut extra = more.defenses.iter().find(|d| d.name == "sft").unwrap().clone();
+    extra.name = "sft-again".into();
+    more.defenses.push(extra);
+    assert!(Runner::new(&dir, more.clone(), Device::flex(), false).is_ok());
+    let changed = more.defenses.iter_mut().find(|d| d.name == "sft").unwrap();
+    changed.attacked = !changed.attacked;
+    let err = Runner::new(&dir, more, Device::flex(), false).err().expect("a changed defense is refused").to_string();
+    assert!(err.contains("defense `sft` changed"), "{err}");
     let mut other = cfg;
     other.seed = 99;
     assert!(Runner::new(&dir, other, Device::flex(), false).is_err());

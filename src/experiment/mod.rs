@@ -154,20 +154,30 @@ impl Runner {
             // The sweep grid and the attack seeds are not part of a run's identity: each sweep
             // cell and each seed's attack is cached under its own name, so both can grow on the
             // same models (`config.json` is rewritten with them). Nor is the report's guard,
-            // which only reads the rows.
+            // which only reads the rows. Defenses are cached under their names too, so a run can
+            // gain (or drop) a defense; one that keeps its name must keep its settings.
             let core = |v: &serde_json::Value| {
                 let mut v = v.clone();
+                legacy_identity(&mut v);
+                let mut defenses = std::collections::BTreeMap::new();
                 if let Some(o) = v.as_object_mut() {
                     o.remove("sweep");
                     o.remove("attack_seeds");
                     o.remove("guard");
+                    if let Some(serde_json::Value::Array(ds)) = o.remove("defenses") {
+                        for d in ds {
+                            defenses.insert(d["name"].as_str().unwrap_or_default().to_string(), d);
+                        }
+                    }
                 }
-                legacy_identity(&mut v);
-                v
+                (v, defenses)
             };
-            if core(&old) != core(&resolved) {
+            let ((old_core, old_defenses), (new_core, new_defenses)) = (core(&old), core(&resolved));
+            let changed = new_defenses.iter().find(|(name, d)| old_defenses.get(*name).is_some_and(|o| o != *d));
+            if old_core != new_core || changed.is_some() {
+                let what = changed.map(|(name, _)| format!(" (defense `{name}` changed)")).unwrap_or_default();
                 return Err(Error::Invalid(format!(
-                    "{} holds a run of a different config; use another --out directory (or delete it)",
+                    "{} holds a run of a different config{what}; use another --out directory (or delete it)",
                     dir.display()
                 )));
             }
