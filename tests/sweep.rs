@@ -38,6 +38,12 @@ max_len = 64
 name = "sft"
 kind = "sft"
 
+# Not swept (`sweep.defenses`): the sweep leaves its training to `patcher run`.
+[[defenses]]
+name = "vaccine"
+kind = "vaccine"
+settings = { rho = 1.0, train = { steps = 2, lr = 1e-3, batch = { batch_size = 4, max_len = 64 } } }
+
 [[attacks]]
 name = "adamw-1e-3"
 preset = "full-adamw-5e-5"
@@ -51,6 +57,7 @@ optimizers = [{ kind = "adamw" }]
 modes = ["full"]
 batch_sizes = [4]
 seeds = [0]
+defenses = ["sft"]
 
 [eval]
 max_new_tokens = 24
@@ -158,6 +165,7 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     let r1 = check_consistent(&run, 4);
     let before = cells(&run);
     assert_eq!(before.len(), 2, "one cached file per attack run");
+    assert!(!run.join("models/vaccine").exists() && !log.contains("vaccine"), "an unswept defense was trained:\n{log}");
 
     // Again: every run is skipped (files untouched) and the results are the same.
     let t0 = Instant::now();
@@ -187,10 +195,13 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     // `patcher run` shares the directory: its stages are done already.
     let out = patcher(&["run", &s(&exp), "--out", &s(&run)]);
     let log = String::from_utf8_lossy(&out.stderr);
-    // Only its own stages run: the attacks of its `[[attacks]]`, which the sweep does not make.
+    // Only its own stages run: the attacks of its `[[attacks]]`, which the sweep does not make,
+    // and the unswept defense's training, evaluation and attack.
     let ran: Vec<&str> = log.lines().filter(|l| l.ends_with(" ...")).collect();
-    assert!(ran.iter().all(|l| l.contains("] attack ")), "patcher run redid a stage of the sweep's:\n{log}");
-    assert_eq!(ran.len(), 1, "{log}");
+    let (sft, vaccine): (Vec<&str>, Vec<&str>) = ran.iter().partition(|l| !l.contains("vaccine"));
+    assert_eq!(sft, ["[micro-sweep] attack adamw-1e-3 on sft ..."], "patcher run redid a stage of the sweep's:\n{log}");
+    assert!(vaccine.iter().any(|l| l.contains("defense vaccine")), "{log}");
+    assert!(run.join("models/vaccine/config.json").exists());
     assert!(run.join("report.md").exists());
 
     // With the run's evaluations in the directory, the sweep's side-by-side table gains the
@@ -201,6 +212,15 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     let d = &r4["defenses"][0];
     assert_eq!(d["breaks"][0]["attack"], "adamw-1e-3", "{d}");
     assert_eq!(d["breaks"][0]["max_budget"], 8, "{d}");
+    // The steps-to-break, guarded and not, are those of the run's evaluations under the sweep's
+    // guard against the defense's unattacked figures.
+    let pair: patcher::experiment::PairResult =
+        serde_json::from_str(&std::fs::read_to_string(run.join("evals/sft__adamw-1e-3.json")).unwrap()).unwrap();
+    let base: patcher::experiment::sweep::Baseline = serde_json::from_value(d["unattacked"].clone()).unwrap();
+    let grid: patcher::experiment::sweep::SweepConfig = serde_json::from_value(r4["grid"].clone()).unwrap();
+    let direct =
+        patcher::experiment::sweep::attack_break("adamw-1e-3", false, &pair.rows, &base, (grid.guard, grid.guard_on));
+    assert_eq!(d["breaks"][0], serde_json::to_value(&direct).unwrap(), "{d}");
     assert_eq!(d["cost"]["passes_per_step"], 1, "SFT: one pass a step: {d}");
     assert!(d["cost"]["training_seconds"].as_f64().is_some_and(|s| s > 0.0), "{d}");
     let md = std::fs::read_to_string(run.join("sweep/report.md")).unwrap();

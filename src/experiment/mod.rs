@@ -326,11 +326,18 @@ impl Runner {
         Ok(cache.clone().expect("loaded above"))
     }
 
-    /// Build every defense's model (stages named by [`defense_stage`]); returns (name, directory).
-    pub fn defenses(&mut self, base: &Path, data: &TierData) -> Result<Vec<(String, PathBuf)>> {
+    /// Build the model of every defense that `wanted` names (stages named by [`defense_stage`]);
+    /// returns (name, directory) for those, in the config's order.
+    pub fn defenses(
+        &mut self,
+        base: &Path,
+        data: &TierData,
+        wanted: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<(String, PathBuf)>> {
         let mut out = vec![];
         let sft_dir = self.model_dir("sft");
-        let needs_sft = self.cfg.defenses.iter().any(|d| d.kind != DefenseKind::None);
+        let chosen: Vec<config::DefenseSpec> = self.cfg.defenses.iter().filter(|d| wanted(&d.name)).cloned().collect();
+        let needs_sft = chosen.iter().any(|d| d.kind != DefenseKind::None);
         if needs_sft {
             let cfg = self.cfg.align.clone();
             let progress = self.progress;
@@ -348,7 +355,7 @@ impl Runner {
                 crate::io::hf::save_model(&aligned, &dir, Some(&base))
             })?;
         }
-        for d in self.cfg.defenses.clone() {
+        for d in chosen {
             let dir = match self.cfg.defense(&d)? {
                 Defense::None => base.to_path_buf(),
                 Defense::Sft => sft_dir.clone(),
@@ -608,7 +615,7 @@ impl Runner {
         self.cfg.check_inputs("experiment config")?;
         let data = self.tier_data()?;
         let base = self.base_model()?;
-        let defenses = self.defenses(&base, &data)?;
+        let defenses = self.defenses(&base, &data, &|_| true)?;
         let pairs = self.evaluations(&defenses, &data)?;
         self.record_config()?;
         let rows = crate::report::aggregate::average_seeds(pairs.iter().flat_map(|p| p.rows.clone()).collect());

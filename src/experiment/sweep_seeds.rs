@@ -22,7 +22,7 @@ use std::time::Instant;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::sweep::{Baseline, Break, GuardMetric, SweepResults, read_experiment, sweep_experiment};
+use super::sweep::{Baseline, Break, Cost, GuardMetric, SweepResults, read_experiment, sweep_experiment};
 use crate::error::{Error, IoContext, Result};
 use crate::io::write_json;
 
@@ -38,6 +38,9 @@ pub struct SeedOutcome {
     /// Steps-to-break under the experiment's own attacks (empty when `patcher run` has not run
     /// in that seed's directory).
     pub breaks: Vec<Break>,
+    /// What the defense cost to make on this seed (passes per step, training wall-clock).
+    #[serde(default)]
+    pub cost: Option<Cost>,
 }
 
 /// One defense over the seeds.
@@ -125,6 +128,7 @@ pub fn summarize(runs: &[(u64, PathBuf, SweepResults)]) -> Result<SeedsSummary> 
                         worst_hs: d.worst.as_ref().map(|w| w.harmful_score),
                         worst_attack: d.worst.as_ref().map_or("every cell guarded".into(), |w| w.attack()),
                         breaks: d.breaks.clone(),
+                        cost: d.cost.clone(),
                     }
                 })
                 .collect();
@@ -223,10 +227,23 @@ mod tests {
     /// maximum, computed here by hand; a defense with every cell guarded has none.
     #[test]
     fn the_summary_has_each_seeds_worst_case_and_their_spread() {
-        let runs: Vec<(u64, PathBuf, SweepResults)> = [(0, vec![0.2, 0.6]), (1, vec![0.9, 0.3]), (2, vec![0.4])]
+        let mut runs: Vec<(u64, PathBuf, SweepResults)> = [(0, vec![0.2, 0.6]), (1, vec![0.9, 0.3]), (2, vec![0.4])]
             .into_iter()
             .map(|(s, hs)| (s, PathBuf::from(format!("runs/x-s{s}")), results(s, &hs)))
             .collect();
+        // Defense a's cost and steps-to-break per seed (b's are not measured).
+        let breaks = [(Some(25), Some(50)), (None, None), (Some(25), Some(25))];
+        for ((seed, _, r), (unguarded, guarded)) in runs.iter_mut().zip(breaks) {
+            let seconds = 100.0 + 20.0 * *seed as f64;
+            r.defenses[0].cost = Some(Cost { passes_per_step: 7, training_seconds: Some(seconds) });
+            r.defenses[0].breaks = vec![Break {
+                attack: "adamw".into(),
+                held_out: false,
+                steps_to_break: unguarded,
+                guarded_steps_to_break: guarded,
+                max_budget: 100,
+            }];
+        }
         let s = summarize(&runs).unwrap();
         assert_eq!((s.seeds.clone(), s.commits.clone()), (vec![0, 1, 2], vec!["c0".into(), "c1".into(), "c2".into()]));
         let a = &s.defenses[0];
@@ -242,6 +259,10 @@ mod tests {
         assert_eq!((b.worst_mean, b.worst_sd, b.worst_max), (None, None, None));
         let md = crate::report::sweep_seeds::seeds_markdown(&s);
         assert!(md.contains("63% ± 25%") && md.contains("60 / 90 / 40%"), "{md}");
+        // Guarded steps-to-break per seed, the unguarded one where it differs; cost per seed.
+        assert!(md.contains("| breaks at: adamw | passes / step | training |"), "{md}");
+        assert!(md.contains("| 90% | 50 (25), >100, 25 | 7 | 100 / 120 / 140 s |"), "{md}");
+        assert!(md.contains("| –, –, – | – | – |"), "b: nothing measured: {md}");
     }
 
     /// Sweeps that do not match (another defense list or guard) are refused, naming the seed.

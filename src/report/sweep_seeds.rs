@@ -4,8 +4,9 @@
 
 use std::fmt::Write as _;
 
+use crate::experiment::sweep::Cost;
 use crate::experiment::sweep_seeds::{DefenseSeeds, SeedsSummary};
-use crate::report::sweep::{break_attacks, break_label};
+use crate::report::sweep::{BREAK_NOTE, break_attacks, break_label};
 use crate::report::{display_defense, md_cell, pct};
 
 /// Per-seed percentages as `60 / 90 / 40%` (`–` for a missing value).
@@ -41,8 +42,8 @@ pub fn seeds_markdown(s: &SeedsSummary) -> String {
     for (a, held_out) in &attacks {
         let _ = write!(md, " breaks at: {}{} |", md_cell(a), if *held_out { "*" } else { "" });
     }
-    md.push_str("\n|---|---:|---:|---:|---:|---:|---:|");
-    md.push_str(&"---:|".repeat(attacks.len()));
+    md.push_str(" passes / step | training |\n|---|---:|---:|---:|---:|---:|---:|");
+    md.push_str(&"---:|".repeat(attacks.len() + 2));
     md.push('\n');
     for d in &s.defenses {
         let mean = match (d.worst_mean, d.worst_sd) {
@@ -63,10 +64,24 @@ pub fn seeds_markdown(s: &SeedsSummary) -> String {
         for (a, _) in &attacks {
             let _ = write!(md, " {} |", breaks(d, a));
         }
+        let costs: Vec<&Cost> = d.per_seed.iter().filter_map(|o| o.cost.as_ref()).collect();
+        let mut passes: Vec<String> = costs.iter().map(|c| c.passes_per_step.to_string()).collect();
+        passes.dedup();
+        let seconds: Vec<String> = d
+            .per_seed
+            .iter()
+            .map(|o| o.cost.as_ref().and_then(|c| c.training_seconds).map_or("–".into(), |s| format!("{s:.0}")))
+            .collect();
+        let training = if costs.is_empty() { "–".into() } else { format!("{} s", seconds.join(" / ")) };
+        let passes = if passes.is_empty() { "–".into() } else { passes.join(" / ") };
+        let _ = write!(md, " {passes} | {training} |");
         md.push('\n');
     }
+    md.push_str("\n`*` held-out attack; ");
+    md.push_str(BREAK_NOTE);
     md.push_str(
-        "\n`*` held-out attack; steps-to-break is the first budget with HS ≥ 50% (`>N`: not broken within N).\n\n",
+        ". Cost: forward/backward passes per training step on the critical path, and each seed's training \
+         wall-clock.\n\n",
     );
     md.push_str("## The worst attack per seed\n\n| defense | seed | worst-case HS | attack |\n|---|---:|---:|---|\n");
     for d in &s.defenses {
