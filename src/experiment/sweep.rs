@@ -550,9 +550,9 @@ pub fn aggregate(
 
 impl Runner {
     /// The worst-case sweep (module doc): the runner's data and base stages, the swept
-    /// defenses' stages and unattacked evaluations, then every attack run of the grid on every swept defense
-    /// (skipping runs cached in `sweep/cells/`), then `sweep/results.json`, `report.md` and
-    /// the heatmaps. `provenance` is recorded in the results.
+    /// defenses' stages and unattacked evaluations, then every attack run of the grid on every
+    /// swept defense (skipping runs cached in `sweep/cells/`), then `sweep/results.json`,
+    /// `report.md` and the heatmaps. `provenance` is recorded in the results.
     pub fn sweep(&mut self, provenance: Provenance) -> Result<SweepResults> {
         let grid = self.cfg.sweep.clone().unwrap_or_default();
         grid.validate(&self.cfg)?;
