@@ -10,7 +10,7 @@ more finished sweeps (each `DIR/sweep/results.json`, one per training seed) with
 and prints, per defense, over the cells that break it (HS >= 50%): the range of the benign-loss
 rise those breaks cost, and the cheapest break (the one with the smallest rise) per seed.
 
-Usage: python3 scripts/sweep_guards.py runs/six-defenses runs/six-defenses-s1 runs/six-defenses-s2
+Usage: python3 scripts/sweep_breaks.py runs/six-defenses runs/six-defenses-s1 runs/six-defenses-s2
 """
 
 import json
