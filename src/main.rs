@@ -152,7 +152,8 @@ fn run(cli: Cli) -> Result<()> {
             let (m, tok) = load(&model, &device)?;
             let (h, b) = (load_all(&harmful, Split::Train)?, load_all(&benign, Split::Train)?);
             let t0 = Instant::now();
-            let attacked = patcher::attack::attack(&m, &tok, &cfg, &h, &b, &[], &mut |_, _| Ok(()), true)?;
+            let opts = patcher::attack::AttackOptions { progress: true, ..Default::default() };
+            let attacked = patcher::attack::attack(&m, &tok, &cfg, &h, &b, &[], &mut |_, _| Ok(()), &opts)?;
             println!("attack `{preset}` ran {} steps in {:.1}s", cfg.train.steps, t0.elapsed().as_secs_f64());
             if let Some(out) = out {
                 patcher::io::hf::save_model(&attacked, &out, Some(&model))?;
@@ -336,7 +337,17 @@ fn robustness_curve(
     let (h, b) = (load_all(harmful, Split::Train)?, load_all(benign, Split::Train)?);
     let judge = eval.judge.shared()?;
     let judge = judge.as_ref();
-    let ae = AttackEval { attack: &attack, harmful: &h, benign: &b, budgets, suite, judge, eval, progress: true };
+    let ae = AttackEval {
+        attack: &attack,
+        harmful: &h,
+        benign: &b,
+        budgets,
+        suite,
+        judge,
+        eval,
+        progress: true,
+        partial: None,
+    };
     let mut points = vec![];
     pipeline::attack_and_evaluate(m, tok, &ae, &|_| true, &mut |budget, evaluated| {
         let (r, _) = evaluated.expect("every budget is evaluated");

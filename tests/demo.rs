@@ -55,6 +55,8 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let r = runner.run(Provenance::now(vec!["cargo test --test demo".into()])).unwrap();
     println!("reduced demo: {:.1}s\n{}", t0.elapsed().as_secs_f64(), summary_table(&r));
     let rows = || r.rows.iter().map(|x| (&x.defense, &x.attack, x.budget)).collect::<Vec<_>>();
+    // Each attack's checkpoints and saved evaluations go once its stage's file is written.
+    assert!(!dir.join("evals/.partial").exists(), "an attack's partial directory was left behind");
 
     // The summary's defenses and attacks are exactly the config's, in its order.
     let defenses: Vec<String> = cfg.defenses.iter().map(|d| d.name.clone()).collect();

@@ -164,7 +164,7 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     assert!(log.contains("cell 1/2: sft, adamw full bs4 lr 1e-4 seed 0 ..."), "{log}");
     let r1 = check_consistent(&run, 4);
     let before = cells(&run);
-    assert_eq!(before.len(), 2, "one cached file per attack run");
+    assert_eq!(before.len(), 2, "one cached file per attack run (and no partial directory left)");
     assert!(!run.join("models/vaccine").exists() && !log.contains("vaccine"), "an unswept defense was trained:\n{log}");
 
     // Again: every run is skipped (files untouched) and the results are the same.

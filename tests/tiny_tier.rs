@@ -35,7 +35,8 @@ fn alignment_raises_refusals_and_a_full_parameter_attack_undoes_it() {
 
     let atk =
         AttackConfig { train: TrainConfig { steps: 80, lr: 5e-4, batch, ..Default::default() }, ..Default::default() };
-    let attacked = attack(&aligned, &tok, &atk, &w.harm_train, &[], &[], &mut |_, _| Ok(()), false).unwrap();
+    let attacked =
+        attack(&aligned, &tok, &atk, &w.harm_train, &[], &[], &mut |_, _| Ok(()), &Default::default()).unwrap();
     let (at, _) = evaluate(&attacked, &tok, &suite, &KeywordJudge, &ecfg).unwrap();
 
     let line = |n: &str, r: &patcher::eval::suite::EvalReport| {

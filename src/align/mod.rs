@@ -90,7 +90,7 @@ fn align_one(
     let dir = opts.out_dir.clone();
     let mut validator = Validator::new(&cfg.select, dir.as_deref())?;
     let total = cfg.train.steps;
-    let RunOptions { out_dir, progress, name, on_step: mut outer, stop_after } = opts;
+    let RunOptions { out_dir, progress, name, on_step: mut outer, stop_after, checkpoint_at } = opts;
     let state = {
         let mut on_step = |state: &TrainState, stats: &StepStats| -> Result<()> {
             if let Some(cb) = outer.as_mut() {
@@ -108,7 +108,7 @@ fn align_one(
             }
             Ok(())
         };
-        let opts = RunOptions { out_dir, progress, name, on_step: Some(&mut on_step), stop_after };
+        let opts = RunOptions { out_dir, progress, name, on_step: Some(&mut on_step), stop_after, checkpoint_at };
         run(start, &cfg.train, &mix, tok.pad_id, opts)?
     };
     if state.step < total {

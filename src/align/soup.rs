@@ -97,7 +97,7 @@ pub(super) fn align_soup(
     benign: &[Conversation],
     opts: RunOptions,
 ) -> Result<Llama> {
-    let RunOptions { out_dir, progress, name, on_step, stop_after } = opts;
+    let RunOptions { out_dir, progress, name, on_step, stop_after, checkpoint_at } = opts;
     if on_step.is_some() {
         return Err(Error::Invalid(
             "[align.soup] runs several alignments; a per-step callback is not supported".into(),
@@ -115,6 +115,7 @@ pub(super) fn align_soup(
             name: format!("{name} seed {seed} ({}/{})", i + 1, seeds.len()),
             on_step: None,
             stop_after,
+            checkpoint_at: checkpoint_at.clone(),
         };
         let (m, finished) = super::align_one(model, tok, &member, refusals, benign, opts)?;
         if !finished {

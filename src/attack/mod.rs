@@ -98,9 +98,26 @@ pub fn from_file(path: &std::path::Path) -> Result<AttackConfig> {
     Ok(cfg)
 }
 
+/// Where an attack writes and how it reports.
+#[derive(Debug, Clone, Default)]
+pub struct AttackOptions {
+    /// Show progress bars (stderr).
+    pub progress: bool,
+    /// Checkpoint here (`benign/` for a benign-first phase, `harmful/` for the harmful phase,
+    /// each with its `metrics.jsonl`): after every budget step, every
+    /// [`CHECKPOINT_AFTER`](crate::train::driver::CHECKPOINT_AFTER) and at the end. An existing
+    /// checkpoint is resumed, so a killed attack restarts from its last checkpoint, not step 1.
+    pub checkpoints: Option<std::path::PathBuf>,
+    /// Stop the harmful phase after this many steps in total, without a final checkpoint, as a
+    /// killed run would (for tests of resume).
+    pub stop_after: Option<usize>,
+}
+
 /// Run the attack on `model`. `on_budget(step, model)` is called with the attacked model after
 /// each step listed in `budgets` (harmful-phase steps; budget 0 is the model before the
-/// harmful phase). Returns the final attacked model (adapters merged for LoRA).
+/// harmful phase) that this call reaches: an attack resumed from a checkpoint at step `s`
+/// calls it for budget 0 and the budgets above `s`. Returns the final attacked model (adapters
+/// merged for LoRA).
 #[allow(clippy::too_many_arguments)]
 pub fn attack(
     model: &Llama,
@@ -110,8 +127,10 @@ pub fn attack(
     benign: &[Conversation],
     budgets: &[usize],
     on_budget: &mut dyn FnMut(usize, &Llama) -> Result<()>,
-    progress: bool,
+    opts: &AttackOptions,
 ) -> Result<Llama> {
+    let progress = opts.progress;
+    let dir = |phase: &str| opts.checkpoints.as_ref().map(|d| d.join(phase));
     let mut start = model.clone();
     if cfg.benign_first_steps > 0 {
         if benign.is_empty() {
@@ -119,7 +138,8 @@ pub fn attack(
         }
         let tc = TrainConfig { steps: cfg.benign_first_steps, lora: None, ..cfg.train.clone() };
         let mix = Mixture::try_single("benign", examples_from(tok, benign)?, tc.batch.clone(), tc.seed ^ 0xb)?;
-        let opts = RunOptions { progress, name: "attack: benign phase".into(), ..Default::default() };
+        let opts =
+            RunOptions { progress, name: "attack: benign phase".into(), out_dir: dir("benign"), ..Default::default() };
         start = run(TrainState::new(start, &tc)?, &tc, &mix, tok.pad_id, opts)?.model;
     }
     let sets = [("harmful", harmful, cfg.harmful_weight), ("benign", benign, cfg.benign_weight)];
@@ -132,7 +152,14 @@ pub fn attack(
     let mut cb = |s: &TrainState, st: &StepStats| -> Result<()> {
         if budgets.contains(&st.step) { on_budget(st.step, &s.merged()) } else { Ok(()) }
     };
-    let opts = RunOptions { progress, name: "attack".into(), on_step: Some(&mut cb), ..Default::default() };
+    let opts = RunOptions {
+        progress,
+        name: "attack".into(),
+        on_step: Some(&mut cb),
+        out_dir: dir("harmful"),
+        stop_after: opts.stop_after,
+        checkpoint_at: budgets.iter().copied().filter(|&b| b > 0).collect(),
+    };
     let state = run(TrainState::new(start, &tc)?, &tc, &mix, tok.pad_id, opts)?;
     Ok(state.merged())
 }

@@ -489,7 +489,13 @@ impl Runner {
             0 => (format!("{name}__{}.json", a.name), format!("attack {} on {name}", a.name)),
             s => (format!("{name}__{}__s{s}.json", a.name), format!("attack {} on {name} (seed {s})", a.name)),
         };
-        let path = self.dir.join("evals").join(file);
+        let path = self.dir.join("evals").join(&file);
+        // The attack's checkpoints and evaluations so far, until the stage's file is written.
+        let partial = self.dir.join("evals").join(".partial").join(file.trim_end_matches(".json"));
+        if path.exists() {
+            // Killed between writing the stage's file and removing its partial directory.
+            pipeline::PartialAttack::clear(&partial)?;
+        }
         let mut acfg = self.cfg.attack_for(a)?;
         // Seed 0 is the run a config without `attack_seeds` makes.
         acfg.train.seed ^= self.cfg.seed ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -510,6 +516,7 @@ impl Runner {
                 judge,
                 eval: &ecfg,
                 progress,
+                partial: Some(&partial),
             };
             // Budget 0 is the unattacked model, evaluated above with the same suite and seed.
             let evaluate_at = |b: usize| b != 0 || b == top;
@@ -525,7 +532,8 @@ impl Runner {
                 Ok(())
             };
             pipeline::attack_and_evaluate(&m, &tok, &ae, &evaluate_at, &mut on_point)?;
-            write_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })
+            write_json(&path, &PairResult { rows, samples, seconds: t0.elapsed().as_secs_f64() })?;
+            pipeline::PartialAttack::clear(&partial)
         })?;
         let mut pair: PairResult = load_json(&path)?;
         if !self.cfg.attack_seeds.is_empty() {

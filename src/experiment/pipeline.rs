@@ -12,13 +12,15 @@
 //!
 //! [`Runner`]: super::Runner
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::attack::AttackConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{AttackConfig, AttackOptions};
 use crate::data::Conversation;
 use crate::data::synth::{SynthConfig, SynthWorld};
 use crate::defense::patcher::{HardenOptions, PatcherConfig, PatcherData};
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::eval::JudgedAnswer;
 use crate::eval::judge::Judge;
 use crate::eval::suite::{EvalConfig, EvalReport, SuiteData, evaluate};
@@ -167,11 +169,73 @@ pub struct AttackEval<'a> {
     pub judge: &'a dyn Judge,
     pub eval: &'a EvalConfig,
     pub progress: bool,
+    /// Where the attack keeps its checkpoints and its evaluated budgets (`points.json`) until
+    /// the caller has written its result; a rerun resumes from them ([`PartialAttack`]).
+    pub partial: Option<&'a Path>,
+}
+
+/// One evaluation saved in an attack's `partial` directory ([`PartialAttack`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialPoint {
+    pub budget: usize,
+    pub report: EvalReport,
+    pub items: Vec<JudgedAnswer>,
+}
+
+/// An interrupted attack's saved state, in its `partial` directory: the attack's checkpoints
+/// (`benign/`, `harmful/`) and `points.json`, every budget evaluated so far with its judged
+/// answers, rewritten atomically after each evaluation. A rerun replays the saved points and
+/// evaluates only the budgets after them; the caller removes the directory
+/// ([`PartialAttack::clear`]) once it has written its own result.
+pub struct PartialAttack;
+
+impl PartialAttack {
+    fn points_file(dir: &Path) -> PathBuf {
+        dir.join("points.json")
+    }
+
+    /// The saved points in budget order (none when the directory or file is absent).
+    pub fn points(dir: &Path) -> Result<Vec<PartialPoint>> {
+        let path = Self::points_file(dir);
+        if !path.exists() {
+            return Ok(vec![]);
+        }
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        let mut points: Vec<PartialPoint> = serde_json::from_str(&text)
+            .map_err(|e| Error::Format { file: path.display().to_string(), why: e.to_string() })?;
+        points.sort_by_key(|p| p.budget);
+        Ok(points)
+    }
+
+    fn save(dir: &Path, points: &[PartialPoint]) -> Result<()> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let path = Self::points_file(dir);
+        write_atomic(&path, serde_json::to_string(points).expect("json").as_bytes()).at(&path)
+    }
+
+    /// Remove the directory (and its parent when that is left empty, as the runner's
+    /// `.partial/` is): its attack's result is written.
+    pub fn clear(dir: &Path) -> Result<()> {
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(e).at(dir);
+        }
+        if let Some(parent) = dir.parent() {
+            let _ = std::fs::remove_dir(parent); // fails, as it should, while not empty
+        }
+        Ok(())
+    }
 }
 
 /// Attack `model` once and evaluate it at every budget. `on_point(budget, evaluated)` is called
-/// in budget order; `evaluated` is `None` where `evaluate_at(budget)` is false (the caller has
-/// that point already, e.g. the unattacked model at budget 0).
+/// once per budget, in budget order; `evaluated` is `None` where `evaluate_at(budget)` is false
+/// (the caller has that point already, e.g. the unattacked model at budget 0).
+///
+/// With `ae.partial`, the attack checkpoints at every budget and saves each evaluation there; a
+/// call after an interruption resumes the attack from its last checkpoint and hands the saved
+/// evaluations to `on_point` instead of evaluating again (the weights at a budget are those a
+/// run without the interruption has: resume is exact).
 pub fn attack_and_evaluate(
     model: &Llama,
     tok: &ChatTokenizer,
@@ -179,16 +243,74 @@ pub fn attack_and_evaluate(
     evaluate_at: &dyn Fn(usize) -> bool,
     on_point: &mut dyn FnMut(usize, Option<Evaluated>) -> Result<()>,
 ) -> Result<Llama> {
+    attack_and_evaluate_until(model, tok, ae, evaluate_at, on_point, None)
+}
+
+/// [`attack_and_evaluate`], the harmful phase stopped after `stop_after` steps as a killed run
+/// would be (for tests of resume): `on_point` then sees only the budgets reached.
+pub fn attack_and_evaluate_until(
+    model: &Llama,
+    tok: &ChatTokenizer,
+    ae: &AttackEval,
+    evaluate_at: &dyn Fn(usize) -> bool,
+    on_point: &mut dyn FnMut(usize, Option<Evaluated>) -> Result<()>,
+    stop_after: Option<usize>,
+) -> Result<Llama> {
     let mut acfg = ae.attack.clone();
     acfg.train.steps = ae.budgets.iter().copied().max().unwrap_or(0).max(1);
+    let mut saved = match ae.partial {
+        Some(dir) => PartialAttack::points(dir)?,
+        None => vec![],
+    };
+    let mut replay: std::collections::VecDeque<PartialPoint> = saved.clone().into();
+    if ae.progress && !replay.is_empty() {
+        let b: Vec<String> = replay.iter().map(|p| p.budget.to_string()).collect();
+        eprintln!(
+            "[attack] resuming: evaluations at {} steps saved in {}",
+            b.join(", "),
+            ae.partial.unwrap().display()
+        );
+    }
+    let mut delivered = vec![];
+    let mut deliver = |b: usize, e: Option<Evaluated>, delivered: &mut Vec<usize>| {
+        delivered.push(b);
+        on_point(b, e)
+    };
     let mut on_budget = |b: usize, m: &Llama| -> Result<()> {
+        // Saved points below this budget were reached before the checkpoint the attack resumed
+        // from; a saved point at this budget is this very evaluation.
+        while replay.front().is_some_and(|p| p.budget < b) {
+            let p = replay.pop_front().expect("front");
+            deliver(p.budget, Some((p.report, p.items)), &mut delivered)?;
+        }
+        if replay.front().is_some_and(|p| p.budget == b) {
+            let p = replay.pop_front().expect("front");
+            return deliver(b, Some((p.report, p.items)), &mut delivered);
+        }
         let label = format!("eval after {b} attack steps");
         let run = || evaluate(m, tok, ae.suite, ae.judge, ae.eval);
         let label = ae.progress.then_some(label.as_str());
         let e = if evaluate_at(b) { Some(crate::train::progress::maybe_labelled(label, run)?) } else { None };
-        on_point(b, e)
+        if let (Some(dir), Some((report, items))) = (ae.partial, &e) {
+            saved.push(PartialPoint { budget: b, report: report.clone(), items: items.clone() });
+            PartialAttack::save(dir, &saved)?;
+        }
+        deliver(b, e, &mut delivered)
     };
-    crate::attack::attack(model, tok, &acfg, ae.harmful, ae.benign, ae.budgets, &mut on_budget, ae.progress)
+    let opts = AttackOptions { progress: ae.progress, checkpoints: ae.partial.map(Path::to_path_buf), stop_after };
+    let attacked = crate::attack::attack(model, tok, &acfg, ae.harmful, ae.benign, ae.budgets, &mut on_budget, &opts)?;
+    // Killed after its last evaluation and checkpoint: nothing was left to run.
+    for p in replay {
+        deliver(p.budget, Some((p.report, p.items)), &mut delivered)?;
+    }
+    let reached = |b: usize| stop_after.is_none_or(|s| b <= s);
+    if let Some(b) = ae.budgets.iter().find(|&&b| reached(b) && !delivered.contains(&b)) {
+        let dir = ae.partial.map(|d| d.display().to_string()).unwrap_or_default();
+        return Err(Error::Invalid(format!(
+            "the attack resumed past budget {b} but {dir}/points.json has no evaluation at it; remove {dir} to rerun the attack"
+        )));
+    }
+    Ok(attacked)
 }
 
 /// Write `out/curve.json`: the attack's name and the report at every budget.

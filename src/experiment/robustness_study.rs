@@ -364,7 +364,7 @@ pub fn run_trial(
             harmful_loss = r.harmful_loss.unwrap_or(f64::NAN);
             Ok(())
         };
-        attack(m, tok, &p.attack(a), &world.harm_train, &[], &budgets, &mut on_budget, false)?;
+        attack(m, tok, &p.attack(a), &world.harm_train, &[], &budgets, &mut on_budget, &Default::default())?;
         Ok((reads, harmful_loss))
     };
     let mut attacks = vec![];

@@ -586,13 +586,16 @@ impl Runner {
             baselines.push((name.clone(), b));
             for (key, attack) in &plan {
                 n += 1;
-                let path = cells_dir.join(run_file(name, key, attack, &steps, &self.cfg.eval));
+                let file = run_file(name, key, attack, &steps, &self.cfg.eval);
+                let path = cells_dir.join(&file);
+                let partial = cells_dir.join(".partial").join(file.trim_end_matches(".json"));
                 let what = format!("cell {n}/{total}: {name}, {}", key.label());
                 // A record made before benign losses were kept cannot serve a benign-loss guard.
                 let stale = grid.guard_on == GuardMetric::BenignLoss
                     && load_json::<RunRecord>(&path).is_ok_and(|r| r.points.iter().any(|p| p.benign_loss.is_none()));
                 if path.exists() && !stale {
                     self.log(&format!("{what}: done already, skipped"));
+                    pipeline::PartialAttack::clear(&partial)?;
                 } else {
                     self.log(&format!("{what} ..."));
                     let (m, tok) = self.load_cached(&mut model, dir)?;
@@ -607,6 +610,7 @@ impl Runner {
                         judge: judge.as_ref(),
                         eval: &self.cfg.eval,
                         progress: self.progress,
+                        partial: Some(&partial),
                     };
                     pipeline::attack_and_evaluate(&m, &tok, &ae, &|_| true, &mut |b, e| {
                         let (rep, _) = e.expect("every budget is evaluated");
@@ -622,6 +626,7 @@ impl Runner {
                         seconds: secs,
                     };
                     write_json(&path, &record)?;
+                    pipeline::PartialAttack::clear(&partial)?;
                     let hs: Vec<String> = record.points.iter().map(|p| pct(p.harmful_score)).collect();
                     self.log(&format!("{what}: {secs:.1}s, HS {} at {steps:?} steps", hs.join(" / ")));
                 }

@@ -68,6 +68,9 @@ pub struct Options<'a, S> {
     /// Also checkpoint once this long has passed since the last checkpoint ([`CHECKPOINT_AFTER`]
     /// by default; `None`: by step count only).
     pub checkpoint_after: Option<Duration>,
+    /// Also checkpoint after each of these steps (an attack's evaluation budgets, so that a
+    /// killed attack resumes from its last evaluated budget).
+    pub checkpoint_at: Vec<usize>,
 }
 
 impl<S> Default for Options<'_, S> {
@@ -78,6 +81,7 @@ impl<S> Default for Options<'_, S> {
             stop_after: None,
             on_step: None,
             checkpoint_after: Some(CHECKPOINT_AFTER),
+            checkpoint_at: vec![],
         }
     }
 }
@@ -114,8 +118,9 @@ pub fn drive<K: Serialize, M: Method>(
         }
         let due = plan.checkpoint_every > 0 && state.step.is_multiple_of(plan.checkpoint_every);
         let overdue = opts.checkpoint_after.is_some_and(|d| last_saved.elapsed() >= d);
+        let listed = opts.checkpoint_at.contains(&state.step);
         if let Some(dir) = &opts.out_dir
-            && (due || overdue || state.step == plan.total)
+            && (due || overdue || listed || state.step == plan.total)
         {
             checkpoint::save(dir, &state, plan.run_key, &method.save())?;
             last_saved = Instant::now();

@@ -188,6 +188,8 @@ pub struct RunOptions<'a> {
     /// Stop after this many steps in total without a final checkpoint, as a killed run would
     /// (for tests of resume).
     pub stop_after: Option<usize>,
+    /// Also checkpoint after each of these steps (with `out_dir`).
+    pub checkpoint_at: Vec<usize>,
 }
 
 /// SFT on a batch stream: the fine-tuning engine's [`driver::Method`].
@@ -219,6 +221,7 @@ pub fn run(state: TrainState, cfg: &TrainConfig, data: &Mixture, pad_id: u32, op
         progress: opts.progress,
         stop_after: opts.stop_after,
         on_step: opts.on_step,
+        checkpoint_at: opts.checkpoint_at,
         ..Default::default()
     };
     driver::drive(state, &plan, &mut Sft { cfg, data, pad_id }, options)
