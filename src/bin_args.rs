@@ -259,6 +259,18 @@ pub enum Cmd {
     },
     /// Re-render report.md / report.html from a run directory's results.json.
     Report { run: PathBuf },
+    /// One defense of a finished run as a Hugging Face model directory, with the run's config,
+    /// results and report in `patcher-run/` and a model card (`README.md`) of its figures.
+    Export {
+        /// The run directory (`patcher run --out`).
+        run: PathBuf,
+        /// The defense's name in the run's config.
+        #[arg(long)]
+        defense: String,
+        /// A new (or empty) directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Several runs side by side (for example one experiment on two model sizes): a markdown
     /// table per measure (HS by each judge, over-refusal, utility) with a column per run, and
     /// steps-to-break; printed, or written to --out.

@@ -244,6 +244,15 @@ fn run(cli: Cli) -> Result<()> {
             let p = patcher::report::write_report(&run, &r)?;
             println!("wrote {} and {}", p.markdown.display(), p.html.display());
         }
+        Cmd::Export { run, defense, out } => {
+            let e = patcher::experiment::export::export(&run, &defense, &out)?;
+            println!(
+                "wrote {}: {} model files, {} run files in patcher-run/, README.md",
+                e.dir.display(),
+                e.model_files.len(),
+                e.run_files.len()
+            );
+        }
         Cmd::Compare { runs, labels, out } => {
             if !labels.is_empty() && labels.len() != runs.len() {
                 bail!("--labels: {} labels for {} runs", labels.len(), runs.len());

@@ -223,6 +223,7 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
         std::fs::read_to_string(dir.join(format!("curve-{}.svg", patcher::report::slug(&attacks[0].0)))).unwrap();
     assert!(curve.contains("<polygon opacity=\"0.15\""), "the curve's band is drawn");
     let (r, cfg) = (rs, seeded);
+    check_export(&dir, &r);
 
     // Re-running the same directory recomputes no stage: a stage that runs records its time in
     // stages.json, which stays as it was. A done stage loads no model either: the run's model
@@ -252,4 +253,60 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     other.seed = 99;
     assert!(Runner::new(&dir, other, Device::flex(), false).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `patcher export`'s library half on the finished run: the Booster defense as a model
+/// directory with the run beside it, and the refusals.
+fn check_export(run: &std::path::Path, r: &patcher::report::Results) {
+    use patcher::experiment::export::export;
+    let out = run.with_file_name(format!("{}-export", run.file_name().unwrap().to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&out);
+    let e = export(run, "booster", &out).unwrap();
+    println!("exported {:?} and {:?}", e.model_files, e.run_files);
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "README.md"] {
+        assert!(out.join(f).is_file(), "{f} missing from the export");
+    }
+    assert!(!out.join("train").exists(), "the training checkpoints were exported");
+    let bytes = |p: std::path::PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(bytes(out.join("model.safetensors")) == bytes(run.join("models/booster/model.safetensors")));
+    assert!(bytes(out.join("patcher-run/results.json")) == bytes(run.join("results.json")));
+    assert!(out.join("patcher-run/metrics.jsonl").is_file(), "the defense's training log");
+    // The report's figures travel with it.
+    let md = std::fs::read_to_string(out.join("patcher-run/report.md")).unwrap();
+    let svgs: Vec<&str> = md.split(['(', ')']).filter(|p| p.ends_with(".svg")).collect();
+    assert!(!svgs.is_empty(), "report.md links no figure");
+    for svg in svgs {
+        assert!(out.join("patcher-run").join(svg).is_file(), "{svg} missing beside report.md");
+    }
+    // The exported directory is a model the engine loads and a chat tokenizer.
+    let m = patcher::io::hf::load_model(&out, &Device::flex()).unwrap();
+    assert_eq!(
+        m.params.len(),
+        patcher::io::hf::load_model(&run.join("models/booster"), &Device::flex()).unwrap().params.len()
+    );
+    patcher::tokenizer::ChatTokenizer::from_dir(&out).unwrap();
+    // The card shows the defense's own figures, from the run's results.
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    let base = unattacked(&r.rows, "booster").expect("booster's unattacked row");
+    let line = format!("| none (unattacked) | 0 | {} [", patcher::report::pct(base.harmful_score));
+    assert!(card.contains(&line), "{line} not in the card:\n{card}");
+    assert!(card.contains("Steps-to-break") && card.contains("library_name: transformers"), "{card}");
+    // The SFT baseline's HS under the same attack, beside the defense's.
+    let attacked = r.rows.iter().find(|x| x.defense == "booster" && x.budget > 0).expect("an attacked row");
+    let sft = r.rows.iter().find(|x| x.defense == "sft" && x.attack == attacked.attack && x.budget == attacked.budget);
+    assert!(card.contains("HS of `sft`"), "{card}");
+    let row = card.lines().find(|l| l.starts_with(&format!("| {} | {} |", attacked.attack, attacked.budget)));
+    let row =
+        row.unwrap_or_else(|| panic!("no row for {} at {} in the card:\n{card}", attacked.attack, attacked.budget));
+    assert!(row.contains(&format!(" {} |", patcher::report::pct(sft.unwrap().harmful_score))), "{row}");
+    // Refusals: a non-empty --out, an unknown defense (naming the run's), the base model.
+    let again = export(run, "booster", &out).unwrap_err().to_string();
+    assert!(again.contains("not empty"), "{again}");
+    let other = run.with_file_name("export-refused");
+    let unknown = export(run, "nope", &other).unwrap_err().to_string();
+    assert!(unknown.contains("no defense `nope`") && unknown.contains("booster"), "{unknown}");
+    let none = export(run, "none", &other).unwrap_err().to_string();
+    assert!(none.contains("base model unchanged"), "{none}");
+    assert!(!other.exists(), "a refused export wrote {}", other.display());
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -18,6 +18,7 @@
 //! world) live in [`pipeline`], shared with the CLI and the benchmarks.
 
 pub mod config;
+pub mod export;
 pub mod overrides;
 pub mod pipeline;
 pub mod robustness_study;
