@@ -327,6 +327,42 @@ pub fn write_curve(out: &Path, attack: &str, points: &[(usize, EvalReport)]) -> 
 mod tests {
     use super::*;
 
+    /// A saved evaluation reads back bit for bit, so a resumed attack's figures are the
+    /// uninterrupted run's: 1.8376221313751002 is a refusal loss that serde_json's default
+    /// float parser read back one unit in the last place off (docs/results.md section 42).
+    #[test]
+    fn saved_points_read_back_exactly() {
+        let dir = std::env::temp_dir().join(format!("patcher-partial-points-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let values = [1.8376221313751002, 0.1 + 0.2, 2.0f64.sqrt(), 1.0 / 3.0, 6.02214076e23, 5e-324];
+        let points: Vec<PartialPoint> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| PartialPoint {
+                budget: 10 - i,
+                report: EvalReport {
+                    refusal_loss: Some(v),
+                    benign_loss: Some(-v),
+                    utility: v / 7.0,
+                    ..Default::default()
+                },
+                items: vec![],
+            })
+            .collect();
+        PartialAttack::save(&dir, &points).unwrap();
+        let back = PartialAttack::points(&dir).unwrap();
+        assert_eq!(back.iter().map(|p| p.budget).collect::<Vec<_>>(), [5, 6, 7, 8, 9, 10], "in budget order");
+        for p in &points {
+            let q = back.iter().find(|q| q.budget == p.budget).unwrap();
+            let bits = |r: &EvalReport| {
+                [r.refusal_loss.unwrap().to_bits(), r.benign_loss.unwrap().to_bits(), r.utility.to_bits()]
+            };
+            assert_eq!(bits(&q.report), bits(&p.report), "budget {}", p.budget);
+        }
+        PartialAttack::clear(&dir).unwrap();
+        assert!(!dir.exists());
+    }
+
     /// The look-alikes that `patcher_data` picks from the retain examples by index are exactly
     /// the look-alike conversations encoded on their own, in order.
     #[test]
