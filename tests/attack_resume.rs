@@ -11,6 +11,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use patcher::attack::AttackConfig;
+use patcher::data::synth::SynthWorld;
 use patcher::eval::keyword::KeywordJudge;
 use patcher::eval::suite::{EvalConfig, EvalReport, SuiteData};
 use patcher::experiment::pipeline::{AttackEval, PartialAttack, attack_and_evaluate, attack_and_evaluate_until};
@@ -47,15 +48,21 @@ fn latest_step(dir: &Path) -> u64 {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["step"].as_u64().unwrap()
 }
 
-#[test]
-fn a_stopped_attack_resumes_from_its_last_budget_to_the_uninterrupted_result() {
+/// The cached tiny model, its tokenizer, the synthetic world and its suite, an evaluation of
+/// `limit` prompts per set at `new_tokens` tokens, and a small attack batch.
+fn fixture(limit: usize, new_tokens: usize) -> (Llama, ChatTokenizer, SynthWorld, SuiteData, EvalConfig, BatchConfig) {
     let dir = common::tiny_model_dir();
     let model = load_model(&dir, &Device::flex()).unwrap();
     let tok = ChatTokenizer::from_dir(&dir).unwrap();
     let w = common::world();
     let suite = SuiteData::synth(&w);
-    let ecfg = EvalConfig { max_new_tokens: 16, batch_size: 64, limit: 24, max_len: 96, ..Default::default() };
-    let batch = BatchConfig { batch_size: 8, max_len: 64, bucket_window: 1 };
+    let ecfg = EvalConfig { max_new_tokens: new_tokens, batch_size: 64, limit, max_len: 96, ..Default::default() };
+    (model, tok, w, suite, ecfg, BatchConfig { batch_size: 8, max_len: 64, bucket_window: 1 })
+}
+
+#[test]
+fn a_stopped_attack_resumes_from_its_last_budget_to_the_uninterrupted_result() {
+    let (model, tok, w, suite, ecfg, batch) = fixture(24, 16);
     let attack = AttackConfig {
         train: TrainConfig { steps: 12, lr: 5e-4, batch, ..Default::default() },
         benign_first_steps: 3,
@@ -141,13 +148,7 @@ fn a_stopped_attack_resumes_from_its_last_budget_to_the_uninterrupted_result() {
 
 #[test]
 fn a_checkpoint_without_its_evaluations_is_refused_by_name() {
-    let dir = common::tiny_model_dir();
-    let model = load_model(&dir, &Device::flex()).unwrap();
-    let tok = ChatTokenizer::from_dir(&dir).unwrap();
-    let w = common::world();
-    let suite = SuiteData::synth(&w);
-    let ecfg = EvalConfig { max_new_tokens: 8, batch_size: 64, limit: 8, max_len: 96, ..Default::default() };
-    let batch = BatchConfig { batch_size: 8, max_len: 64, bucket_window: 1 };
+    let (model, tok, w, suite, ecfg, batch) = fixture(8, 8);
     let attack =
         AttackConfig { train: TrainConfig { steps: 6, lr: 5e-4, batch, ..Default::default() }, ..Default::default() };
     let tmp = common::tempdir("attack-resume-missing");
