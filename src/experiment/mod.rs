@@ -26,7 +26,7 @@ pub mod sweep;
 pub mod sweep_seeds;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,20 @@ pub struct Runner {
     pub device: Device,
     pub progress: bool,
     stages: Vec<Stage>,
+    /// How often a running stage records its wall-clock so far ([`STAGE_CLOCK`]).
+    stage_clock_every: Duration,
+}
+
+/// The running stage's wall-clock so far, over all its segments: a stage finished across
+/// several runs of the same directory (killed, resumed from its checkpoints) records the sum in
+/// `stages.json`, with its number of segments as the stage's detail.
+const STAGE_CLOCK: &str = "stages-running.json";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunningStage {
+    name: String,
+    seconds: f64,
+    segments: usize,
 }
 
 fn load_json<T: for<'a> Deserialize<'a>>(path: &Path) -> Result<T> {
@@ -184,7 +198,7 @@ impl Runner {
             }
         }
         let stages = load_json(&dir.join("stages.json")).unwrap_or_default();
-        Ok(Self { dir: dir.to_path_buf(), cfg, device, progress, stages })
+        Ok(Self { dir: dir.to_path_buf(), cfg, device, progress, stages, stage_clock_every: Duration::from_secs(30) })
     }
 
     /// Record the resolved config in the run directory (before the first stage writes; again
@@ -231,13 +245,46 @@ impl Runner {
         let inputs = load(self)?;
         self.record_config()?;
         self.log(&format!("{name} ..."));
+        // The wall-clock of earlier segments of this stage (a killed run, resumed).
+        let clock = self.dir.join(STAGE_CLOCK);
+        let (before, segments) = match load_json::<RunningStage>(&clock) {
+            Ok(r) if r.name == name => (r.seconds, r.segments + 1),
+            _ => (0.0, 1),
+        };
+        if segments > 1 {
+            self.log(&format!("{name}: resumed after {before:.0}s in {} earlier segment(s)", segments - 1));
+        }
         let t0 = Instant::now();
-        f(self, inputs)?;
-        let seconds = t0.elapsed().as_secs_f64();
+        let record = |seconds: f64| write_json(&clock, &RunningStage { name: name.into(), seconds, segments });
+        let every = self.stage_clock_every;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let result = std::thread::scope(|scope| {
+            // Record the time so far every `every`, so that a kill loses at most that much of
+            // it; the stage's end (the sender dropped) wakes the thread at once.
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(every) {
+                    let _ = record(before + t0.elapsed().as_secs_f64());
+                }
+            });
+            let r = f(self, inputs);
+            drop(done_tx);
+            r
+        });
+        let seconds = before + t0.elapsed().as_secs_f64();
+        if let Err(e) = result {
+            record(seconds)?;
+            return Err(e);
+        }
         self.log(&format!("{name}: {seconds:.1}s"));
         self.stages.retain(|s| s.name != name);
-        self.stages.push(Stage { name: name.into(), seconds, detail: String::new() });
-        write_json(&self.dir.join("stages.json"), &self.stages)
+        let detail = if segments > 1 { format!("{segments} segments") } else { String::new() };
+        self.stages.push(Stage { name: name.into(), seconds, detail });
+        write_json(&self.dir.join("stages.json"), &self.stages)?;
+        match std::fs::remove_file(&clock) {
+            // A stage shorter than `every` never wrote one.
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).at(&clock),
+            _ => Ok(()),
+        }
     }
 
     fn world_dir(&self) -> PathBuf {
@@ -665,6 +712,52 @@ mod tests {
 
     fn convs(prompts: &[&str]) -> Vec<Conversation> {
         prompts.iter().map(|p| Conversation::prompt_only_from(*p)).collect()
+    }
+
+    /// A stage that fails (as a killed one stops) keeps its time so far, which the periodic
+    /// record also writes while it runs; finished in a later run of the same directory, it
+    /// records the sum of both segments.
+    #[test]
+    fn a_stage_finished_in_two_segments_records_the_sum_of_both() {
+        let dir = std::env::temp_dir().join(format!("patcher-stage-clock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let clock = dir.join(STAGE_CLOCK);
+        let runner = || {
+            let mut r = Runner::new(&dir, ExperimentConfig::default(), Device::flex(), false).unwrap();
+            r.stage_clock_every = Duration::from_millis(50);
+            r
+        };
+        let done = dir.join("done");
+        let pause = Duration::from_millis(400);
+        let first = runner().stage("s", &done, |_| -> Result<()> {
+            std::thread::sleep(pause);
+            // Written by the periodic record while the stage runs.
+            let mid: RunningStage = load_json(&clock)?;
+            assert!(mid.name == "s" && mid.segments == 1 && mid.seconds > 0.0, "{mid:?}");
+            Err(Error::Invalid("stopped".into()))
+        });
+        assert!(first.unwrap_err().to_string().contains("stopped"));
+        let kept: RunningStage = load_json(&clock).unwrap();
+        assert!(kept.seconds >= 0.4 && kept.segments == 1, "{kept:?}");
+        assert!(!dir.join("stages.json").exists(), "an unfinished stage was recorded as done");
+        runner()
+            .stage("s", &done, |_| -> Result<()> {
+                std::thread::sleep(pause);
+                Ok(())
+            })
+            .unwrap();
+        let stages: Vec<Stage> = load_json(&dir.join("stages.json")).unwrap();
+        let s = &stages[0];
+        println!("two segments of 0.4 s: recorded {:.3} s ({})", s.seconds, s.detail);
+        assert!(s.seconds >= kept.seconds + 0.4 && s.seconds < 2.0, "{s:?}");
+        assert_eq!((s.name.as_str(), s.detail.as_str()), ("s", "2 segments"));
+        assert!(!clock.exists(), "the running record outlived its stage");
+        // Another stage starts its own count.
+        runner().stage("t", &done, |_| -> Result<()> { Ok(()) }).unwrap();
+        let stages: Vec<Stage> = load_json(&dir.join("stages.json")).unwrap();
+        assert_eq!((stages[1].name.as_str(), stages[1].detail.as_str()), ("t", ""));
+        assert!(stages[1].seconds < 0.4);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
