@@ -37,9 +37,7 @@ const RUN_FILES: [&str; 5] = ["config.json", "results.json", "report.md", "repor
 /// Export defense `defense` of the finished run in `run` to `out` (see the module doc).
 pub fn export(run: &Path, defense: &str, out: &Path) -> Result<Exported> {
     let config_path = run.join("config.json");
-    let text = std::fs::read_to_string(&config_path).at(&config_path)?;
-    let config: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Format { file: config_path.display().to_string(), why: e.to_string() })?;
+    let config: serde_json::Value = super::load_json(&config_path)?;
     let defenses = config["defenses"].as_array().cloned().unwrap_or_default();
     let names: Vec<&str> = defenses.iter().filter_map(|d| d["name"].as_str()).collect();
     let Some(spec) = defenses.iter().find(|d| d["name"] == defense) else {

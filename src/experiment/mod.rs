@@ -537,9 +537,9 @@ impl Runner {
             0 => (format!("{name}__{}.json", a.name), format!("attack {} on {name}", a.name)),
             s => (format!("{name}__{}__s{s}.json", a.name), format!("attack {} on {name} (seed {s})", a.name)),
         };
-        let path = self.dir.join("evals").join(&file);
+        let path = self.dir.join("evals").join(file);
         // The attack's checkpoints and evaluations so far, until the stage's file is written.
-        let partial = self.dir.join("evals").join(".partial").join(file.trim_end_matches(".json"));
+        let partial = pipeline::PartialAttack::beside(&path);
         if path.exists() {
             // Killed between writing the stage's file and removing its partial directory.
             pipeline::PartialAttack::clear(&partial)?;

@@ -194,23 +194,26 @@ impl PartialAttack {
         dir.join("points.json")
     }
 
+    /// The partial directory of the attack whose result is written to `result`
+    /// (`<its directory>/.partial/<its name without .json>`).
+    pub fn beside(result: &Path) -> PathBuf {
+        let stem = result.file_name().map(|n| n.to_string_lossy().trim_end_matches(".json").to_string());
+        result.with_file_name(".partial").join(stem.unwrap_or_default())
+    }
+
     /// The saved points in budget order (none when the directory or file is absent).
     pub fn points(dir: &Path) -> Result<Vec<PartialPoint>> {
         let path = Self::points_file(dir);
         if !path.exists() {
             return Ok(vec![]);
         }
-        let text = std::fs::read_to_string(&path).at(&path)?;
-        let mut points: Vec<PartialPoint> = serde_json::from_str(&text)
-            .map_err(|e| Error::Format { file: path.display().to_string(), why: e.to_string() })?;
+        let mut points: Vec<PartialPoint> = super::load_json(&path)?;
         points.sort_by_key(|p| p.budget);
         Ok(points)
     }
 
     fn save(dir: &Path, points: &[PartialPoint]) -> Result<()> {
-        std::fs::create_dir_all(dir).at(dir)?;
-        let path = Self::points_file(dir);
-        write_atomic(&path, serde_json::to_string(points).expect("json").as_bytes()).at(&path)
+        crate::io::write_json(&Self::points_file(dir), points)
     }
 
     /// Remove the directory (and its parent when that is left empty, as the runner's

@@ -586,9 +586,8 @@ impl Runner {
             baselines.push((name.clone(), b));
             for (key, attack) in &plan {
                 n += 1;
-                let file = run_file(name, key, attack, &steps, &self.cfg.eval);
-                let path = cells_dir.join(&file);
-                let partial = cells_dir.join(".partial").join(file.trim_end_matches(".json"));
+                let path = cells_dir.join(run_file(name, key, attack, &steps, &self.cfg.eval));
+                let partial = pipeline::PartialAttack::beside(&path);
                 let what = format!("cell {n}/{total}: {name}, {}", key.label());
                 // A record made before benign losses were kept cannot serve a benign-loss guard.
                 let stale = grid.guard_on == GuardMetric::BenignLoss
