@@ -350,3 +350,51 @@ fn the_six_defense_sweep_is_the_seventh_round_with_the_tuned_baselines() {
     grid.defenses = six_grid.defenses.clone();
     assert_eq!(json(&grid), json(&six_grid));
 }
+
+/// Issue 16's CPU-sized table (`smollm2-cpu.toml`): the tuned SFT baseline's recipe
+/// (`sft-pareto/lookalike-r50.toml`), sequential Patcher at constant K = 1, 4 and 16 over 100
+/// outer steps, the train-time attack on three seeds and six held-out attacks on one, multiple
+/// choice on unattacked models only with both guards on the benign loss.
+#[test]
+fn the_cpu_real_tier_config_is_issue_16s_table() {
+    use patcher::experiment::ExperimentConfig;
+    use patcher::experiment::config::Defense;
+    use patcher::experiment::sweep::GuardMetric;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let load = |n: &str| ExperimentConfig::from_toml(&read(&root.join(format!("{n}.toml"))), n).unwrap();
+    let (cpu, tuned) = (load("smollm2-cpu"), load("sft-pareto/lookalike-r50"));
+    let json = |c: &ExperimentConfig| serde_json::to_value(&c.align).unwrap();
+    assert_eq!(json(&cpu), json(&tuned), "the tuned baseline's alignment");
+    assert_eq!((&cpu.data.refusals, &cpu.data.benign), (&tuned.data.refusals, &tuned.data.benign));
+    let ks: Vec<(String, usize, usize)> = cpu
+        .defenses
+        .iter()
+        .filter_map(|d| match cpu.defense(d).unwrap() {
+            Defense::Patcher(p) => {
+                assert_eq!((p.k.start, p.k.end), (p.k.start, p.k.start), "{}: constant K", d.name);
+                Some((d.name.clone(), p.k.start, p.outer_steps))
+            }
+            _ => None,
+        })
+        .collect();
+    let want = [("patcher-k1", 1, 100), ("patcher-k4", 4, 100), ("patcher-k16", 16, 100)];
+    assert_eq!(ks, want.map(|(n, k, s)| (n.to_string(), k, s)));
+    assert_eq!(cpu.budgets, [0, 25, 50, 100, 200]);
+    assert_eq!(cpu.attack_seeds, [0, 1, 2]);
+    let train_time: Vec<_> = cpu.attacks.iter().filter(|a| !a.held_out).collect();
+    assert_eq!(train_time.len(), 1);
+    assert_eq!(train_time[0].seeds(&cpu.attack_seeds), [0, 1, 2]);
+    let held_out: Vec<_> = cpu.attacks.iter().filter(|a| a.held_out).collect();
+    assert_eq!(held_out.len(), 6);
+    assert!(held_out.iter().all(|a| a.seeds(&cpu.attack_seeds) == [0]));
+    let ranks: Vec<usize> =
+        held_out.iter().filter_map(|a| cpu.attack_for(a).unwrap().train.lora.map(|l| l.rank)).collect();
+    assert_eq!(ranks, [8, 64]);
+    let sgd = cpu.attack_for(held_out[0]).unwrap();
+    assert_eq!(held_out[0].budgets.as_ref().unwrap().iter().max(), Some(&400), "SGD at 4x the 100 steps");
+    assert_eq!(sgd.train.optimizer.kind, patcher::train::optim::OptimKind::Sgd);
+    assert!(!cpu.eval.attacked_mc);
+    assert_eq!(cpu.guard.expect("a guard").on, GuardMetric::BenignLoss);
+    assert_eq!(cpu.sweep.as_ref().expect("a sweep").guard_on, GuardMetric::BenignLoss);
+    assert_eq!(cpu.data.suite, "real:100,harmful=200,xstest=all,mc=all");
+}

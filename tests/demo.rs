@@ -222,6 +222,22 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let curve =
         std::fs::read_to_string(dir.join(format!("curve-{}.svg", patcher::report::slug(&attacks[0].0)))).unwrap();
     assert!(curve.contains("<polygon opacity=\"0.15\""), "the curve's band is drawn");
+    // An attack's own `seeds` overrides `attack_seeds` and, like them, is not part of the run's
+    // identity: with the first attack on seed 0 only, nothing runs and its rows are seed 0's.
+    let mut own = seeded.clone();
+    own.attacks[0].seeds = Some(vec![0]);
+    let stages_before = std::fs::read_to_string(dir.join("stages.json")).unwrap();
+    let ro = Runner::new(&dir, own, Device::flex(), false).unwrap().run(Provenance::default()).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("stages.json")).unwrap(), stages_before, "a stage ran");
+    for (x, old) in ro.rows.iter().zip(&r.rows) {
+        assert_eq!((&x.defense, &x.attack, x.budget), (&old.defense, &old.attack, old.budget));
+        if x.attack == attacks[0].0 && x.budget > 0 {
+            assert_eq!(x.seeds, [0], "{:?}", key(x));
+            assert!((x.harmful_score - old.harmful_score).abs() < 1e-12, "{:?}", key(x));
+        } else if x.attack != "none" && x.budget > 0 {
+            assert_eq!(x.seeds, [0, 7], "{:?}", key(x));
+        }
+    }
     let (r, cfg) = (rs, seeded);
     check_export(&dir, &r);
 

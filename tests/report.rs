@@ -336,6 +336,35 @@ fn a_benign_loss_guard_is_written_read_back_and_rendered() {
 }
 
 #[test]
+fn attacked_rows_without_a_utility_are_written_read_back_and_rendered() {
+    // `[eval] attacked_mc = false`: attacked rows have no utility (NaN), the guard is on the
+    // benign loss.
+    let guard = Guard { on: patcher::experiment::sweep::GuardMetric::BenignLoss, ratio: 0.9 };
+    let mut results = Results { guard, ..example() };
+    for r in results.rows.iter_mut().filter(|r| r.budget > 0) {
+        r.utility = f64::NAN;
+    }
+    let unattacked: Vec<f64> = results.rows.iter().filter(|r| r.budget == 0).map(|r| r.utility).collect();
+    let dir = scratch("no-attacked-utility");
+    let paths = write_report(&dir, &results).expect("report written");
+    let back = read_results(&dir).expect("read back");
+    assert!(back.rows.iter().filter(|r| r.budget > 0).all(|r| r.utility.is_nan()));
+    assert_eq!(back.rows.iter().filter(|r| r.budget == 0).map(|r| r.utility).collect::<Vec<_>>(), unattacked);
+    for file in [&paths.markdown, &paths.html] {
+        let text = std::fs::read_to_string(file).expect("report");
+        assert!(!text.contains("NaN"), "{}: a NaN is shown", file.display());
+    }
+    let svg = std::fs::read_to_string(dir.join("utility-vs-hs.svg")).expect("the utility figure");
+    assert!(!svg.contains("NaN"), "utility-vs-hs.svg places a NaN");
+    let md = std::fs::read_to_string(&paths.markdown).expect("markdown");
+    assert!(md.contains("but the 60 attacked ones evaluated without multiple choice"), "{md}");
+    // An unattacked model's utility is always measured: NaN there is refused.
+    results.rows[0].utility = f64::NAN;
+    let err = write_report(&scratch("no-unattacked-utility"), &results).expect_err("NaN unattacked utility");
+    assert!(err.to_string().contains("utility"), "{err}");
+}
+
+#[test]
 fn empty_results_still_render() {
     let dir = scratch("empty");
     let results = Results { rows: vec![], k_scaling: vec![], training_curves: vec![], samples: vec![], ..example() };

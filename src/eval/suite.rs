@@ -76,6 +76,23 @@ pub struct EvalConfig {
     /// directories made before this setting still resume.
     #[serde(skip_serializing_if = "is_options_only")]
     pub mc_formats: Vec<McFormat>,
+    /// Score multiple choice on attacked models too (`true`, the default), or only on
+    /// unattacked ones. A full-size multiple-choice pass is most of a real-tier evaluation's
+    /// cost (about 17 of 21 minutes on 2 cores, docs/results.md), and an attack is evaluated at
+    /// every budget; with `false` its rows have no utility (`NaN`, shown as `–`) and the
+    /// capability guard must compare the benign loss instead (the experiment config checks
+    /// this). The tiny tier's utility is exact match, which is always scored. Written to
+    /// `config.json` only when `false`, so run directories made before this setting resume.
+    #[serde(skip_serializing_if = "is_true")]
+    pub attacked_mc: bool,
+    /// This evaluation skips multiple choice: set by [`EvalConfig::for_attacked`], never read
+    /// from a file.
+    #[serde(skip)]
+    pub skip_mc: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn is_default_generation_batch(n: &usize) -> bool {
@@ -100,6 +117,8 @@ impl Default for EvalConfig {
             judge: JudgeSpec::Keyword,
             also_judges: vec![],
             mc_formats: vec![McFormat::Options],
+            attacked_mc: true,
+            skip_mc: false,
         }
     }
 }
@@ -108,6 +127,12 @@ impl EvalConfig {
     /// The format of the headline MC utility (the first of `mc_formats`).
     pub fn headline_mc(&self) -> McFormat {
         self.mc_formats.first().copied().unwrap_or(McFormat::Options)
+    }
+
+    /// The settings of an attacked model's evaluation: multiple choice skipped unless
+    /// `attacked_mc`.
+    pub fn for_attacked(&self) -> Self {
+        Self { skip_mc: !self.attacked_mc, ..self.clone() }
     }
 }
 
@@ -271,12 +296,18 @@ pub struct EvalReport {
     /// The number of items behind each entry of `mc` (for its standard error).
     #[serde(default)]
     pub mc_items: Vec<usize>,
-    /// The headline utility number: exact match, else the mean MC accuracy.
+    /// The headline utility number: exact match, else the mean MC accuracy; `NaN` (written as
+    /// `null`) when multiple choice was skipped ([`EvalConfig::for_attacked`]).
+    #[serde(deserialize_with = "crate::io::nan_if_null")]
     pub utility: f64,
     pub utility_metric: String,
     pub benign_loss: Option<f64>,
     pub refusal_loss: Option<f64>,
     pub harmful_loss: Option<f64>,
+    /// Multiple choice was skipped on purpose ([`EvalConfig::for_attacked`]): the utility is
+    /// not measured, rather than absent from the suite.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mc_skipped: bool,
     pub seconds: f64,
     /// Wall-clock of each part of the evaluation.
     #[serde(default)]
@@ -288,9 +319,10 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    /// `utility` as the result tables keep it: 0 when the suite had no utility tasks (NaN).
+    /// `utility` as the result tables keep it: 0 when the suite had no utility tasks, `NaN`
+    /// (not measured, shown as `–`) when multiple choice was skipped.
     pub fn table_utility(&self) -> f64 {
-        if self.utility.is_finite() { self.utility } else { 0.0 }
+        if self.utility.is_finite() || self.mc_skipped { self.utility } else { 0.0 }
     }
 }
 
@@ -320,6 +352,8 @@ pub fn evaluate(
     // Units of work, for the caller's labelled progress (crate::train::progress::labelled).
     let n = |v: &[Conversation]| if cfg.limit == 0 { v.len() } else { v.len().min(cfg.limit) };
     // The judges' own passes (a learned judge's features) count too, each over the answers.
+    let mc_skipped = cfg.skip_mc && !data.mc.is_empty();
+    let mc_formats: &[McFormat] = if mc_skipped { &[] } else { &cfg.mc_formats };
     let also: Vec<_> = cfg.also_judges.iter().map(|spec| spec.shared()).collect::<Result<_>>()?;
     let judged = n(&data.harmful_prompts);
     let units = judged
@@ -327,7 +361,7 @@ pub fn evaluate(
         + also.iter().map(|j| j.progress_units(judged)).sum::<usize>()
         + n(&data.overrefusal_prompts)
         + n(&data.exact)
-        + cfg.mc_formats.len()
+        + mc_formats.len()
             * data
                 .mc
                 .iter()
@@ -370,7 +404,7 @@ pub fn evaluate(
     };
     tick("exact match", &mut phases);
     let (mut mc, mut mc_items, mut headline) = (vec![], vec![], vec![]);
-    for &format in &cfg.mc_formats {
+    for &format in mc_formats {
         for (name, items) in &data.mc {
             let items = take(items, cfg.limit);
             let hits = Bits(crate::eval::mc::mc_hits_in(model, tok, &items, format, cfg.batch_size)?);
@@ -419,6 +453,7 @@ pub fn evaluate(
         benign_loss,
         refusal_loss,
         harmful_loss,
+        mc_skipped,
         seconds: t0.elapsed().as_secs_f64(),
         phase_seconds: phases,
         outcomes: Some(outcomes),

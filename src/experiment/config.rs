@@ -251,6 +251,19 @@ pub struct AttackSpec {
     /// Step budgets to evaluate at (default: the experiment's `budgets`).
     #[serde(default)]
     pub budgets: Option<Vec<usize>>,
+    /// This attack's seeds (default: the experiment's `attack_seeds`), e.g. three seeds for the
+    /// train-time attack and one for each held-out attack where compute is short. Like
+    /// `attack_seeds`, not part of a run's identity: each seed's attack is cached on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<Vec<u64>>,
+}
+
+impl AttackSpec {
+    /// The seeds set for this attack: its own `seeds`, else `attack_seeds` (empty: the one
+    /// run of seed 0 that a config without seeds makes).
+    pub fn seeds<'a>(&'a self, attack_seeds: &'a [u64]) -> &'a [u64] {
+        self.seeds.as_deref().unwrap_or(attack_seeds)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -371,14 +384,47 @@ impl ExperimentConfig {
             return Err(Error::Invalid(format!("attack_seeds: seed {s} is listed twice")));
         }
         for a in &self.attacks {
+            if let Some(seeds) = &a.seeds {
+                let mut seen = std::collections::HashSet::new();
+                if seeds.is_empty() {
+                    return Err(Error::Invalid(format!("attack `{}`: `seeds` is empty", a.name)));
+                }
+                if let Some(s) = seeds.iter().find(|&&s| !seen.insert(s)) {
+                    return Err(Error::Invalid(format!("attack `{}`: seed {s} is listed twice", a.name)));
+                }
+            }
             crate::attack::preset(&a.preset, a.overrides.as_ref().unwrap_or(&toml::Value::Table(Default::default())))?;
         }
         if let Some(g) = &self.guard {
             g.validate().map_err(Error::Invalid)?;
         }
         if self.base.kind != BaseKind::Tiny {
-            crate::eval::suite::real_limits_of(&self.data.suite)
+            let real = crate::eval::suite::real_limits_of(&self.data.suite)
                 .map_err(|e| Error::Invalid(format!("data.suite: {e}")))?;
+            if real.is_some() {
+                self.check_attacked_mc()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With `[eval] attacked_mc = false` an attacked row of the real suite has no utility, so a capability guard
+    /// on utility would never trip: both guards must compare the benign loss instead.
+    fn check_attacked_mc(&self) -> Result<()> {
+        use crate::experiment::sweep::GuardMetric;
+        if self.eval.attacked_mc {
+            return Ok(());
+        }
+        let why = |key: &str| {
+            Err(Error::Invalid(format!(
+                "eval.attacked_mc = false leaves attacked models without a utility: set {key} = \"benign-loss\""
+            )))
+        };
+        if self.guard.is_none_or(|g| g.on != GuardMetric::BenignLoss) {
+            return why("guard.on");
+        }
+        if self.sweep.as_ref().is_some_and(|s| s.guard_on != GuardMetric::BenignLoss) {
+            return why("sweep.guard_on");
         }
         Ok(())
     }
@@ -560,6 +606,44 @@ settings = { lambda = 2.0, train = { steps = 5, lr = 1e-4 } }
         assert_eq!(ExperimentConfig::from_toml(&synth, "x.toml").unwrap().data.suite, "synth:some/world");
         let other = text.replace("real:100,mcq=all", "reel:5");
         assert!(ExperimentConfig::from_toml(&other, "x.toml").unwrap_err().to_string().contains("unknown suite"));
+    }
+
+    /// An attack's own `seeds` replaces `attack_seeds` for it; an empty or repeated list is an
+    /// error naming the attack.
+    #[test]
+    fn an_attack_s_own_seeds_replace_the_experiment_s() {
+        let text = "attack_seeds = [0, 1, 2]\n[[attacks]]\nname = \"a\"\npreset = \"full-adamw-5e-5\"\n\
+                    [[attacks]]\nname = \"b\"\npreset = \"full-sgd-momentum\"\nseeds = [5]\n";
+        let c = ExperimentConfig::from_toml(text, "x.toml").unwrap();
+        assert_eq!(c.attacks[0].seeds(&c.attack_seeds), [0, 1, 2]);
+        assert_eq!(c.attacks[1].seeds(&c.attack_seeds), [5]);
+        for (bad, why) in [("seeds = [5]", "seeds = []"), ("seeds = [5]", "seeds = [5, 5]")] {
+            let e = ExperimentConfig::from_toml(&text.replace(bad, why), "x.toml").unwrap_err().to_string();
+            assert!(e.contains("x.toml") && e.contains("attack `b`"), "{e}");
+        }
+    }
+
+    /// `[eval] attacked_mc = false` on the real suite needs both guards on the benign loss
+    /// (attacked rows have no utility); the synthetic suite's utility is exact match.
+    #[test]
+    fn skipping_attacked_multiple_choice_needs_a_benign_loss_guard() {
+        let base = "[base]\nkind = \"hf\"\npath = \"m\"\n[data]\nsuite = \"real:100\"\n[eval]\nattacked_mc = false\n";
+        let e = ExperimentConfig::from_toml(base, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("guard.on") && e.contains("benign-loss"), "{e}");
+        let guarded = format!("{base}[guard]\non = \"benign-loss\"\n");
+        let c = ExperimentConfig::from_toml(&guarded, "x.toml").unwrap();
+        assert!(!c.eval.attacked_mc);
+        let sweep = format!("{guarded}[sweep]\nlrs = [1e-5]\nsteps = [10]\n");
+        let e = ExperimentConfig::from_toml(&sweep, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("sweep.guard_on"), "{e}");
+        let both = format!("{guarded}[sweep]\nlrs = [1e-5]\nsteps = [10]\nguard_on = \"benign-loss\"\n");
+        ExperimentConfig::from_toml(&both, "x.toml").unwrap();
+        let synth = base.replace("real:100", "synth:some/world");
+        ExperimentConfig::from_toml(&synth, "x.toml").unwrap();
+        // The default is not written, so older run directories keep their identity.
+        let default = ExperimentConfig::from_toml(&guarded.replace("attacked_mc = false\n", ""), "x.toml").unwrap();
+        assert!(!serde_json::to_string(&default).unwrap().contains("attacked_mc"));
+        assert!(serde_json::to_string(&c).unwrap().contains("\"attacked_mc\":false"));
     }
 
     #[test]

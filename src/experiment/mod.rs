@@ -8,7 +8,8 @@
 //! 3. `models/<defense>/`: SFT alignment from the base; Patcher variants from the SFT model;
 //! 4. `evals/<defense>__<attack>.json`: the attack run once per (defense, attack), evaluated
 //!    at every budget through the attack's callback (no model written per budget); with
-//!    `attack_seeds`, once per seed (`__s<seed>.json`, seed 0 keeping the plain name), and the
+//!    `attack_seeds` (or an attack's own `seeds`), once per seed (`__s<seed>.json`, seed 0
+//!    keeping the plain name), and the
 //!    report averages the seeds with intervals ([`crate::report::aggregate`]);
 //! 5. `report.md` / `report.html` / `results.json`.
 //!
@@ -166,7 +167,8 @@ impl Runner {
         let path = dir.join("config.json");
         if path.exists() {
             let old: serde_json::Value = load_json(&path)?;
-            // The sweep grid and the attack seeds are not part of a run's identity: each sweep
+            // The sweep grid and the attack seeds (`attack_seeds`, each attack's `seeds`) are
+            // not part of a run's identity: each sweep
             // cell and each seed's attack is cached under its own name, so both can grow on the
             // same models (`config.json` is rewritten with them). Nor is the report's guard,
             // which only reads the rows. Defenses are cached under their names too, so a run can
@@ -179,6 +181,11 @@ impl Runner {
                     o.remove("sweep");
                     o.remove("attack_seeds");
                     o.remove("guard");
+                    if let Some(serde_json::Value::Array(attacks)) = o.get_mut("attacks") {
+                        attacks.iter_mut().filter_map(|a| a.as_object_mut()).for_each(|a| {
+                            a.remove("seeds");
+                        });
+                    }
                     if let Some(serde_json::Value::Array(ds)) = o.remove("defenses") {
                         for d in ds {
                             defenses.insert(d["name"].as_str().unwrap_or_default().to_string(), d);
@@ -213,9 +220,13 @@ impl Runner {
         write_json(&path, &resolved)
     }
 
-    /// The attack seeds to run: `attack_seeds`, or the one run of seed 0.
-    fn attack_seeds(&self) -> Vec<u64> {
-        if self.cfg.attack_seeds.is_empty() { vec![0] } else { self.cfg.attack_seeds.clone() }
+    /// The seeds to run attack `a` with: its `seeds`, else `attack_seeds`, else the one run of
+    /// seed 0.
+    fn attack_seeds(&self, a: &crate::experiment::config::AttackSpec) -> Vec<u64> {
+        match a.seeds(&self.cfg.attack_seeds) {
+            [] => vec![0],
+            s => s.to_vec(),
+        }
     }
 
     fn log(&self, msg: &str) {
@@ -510,7 +521,7 @@ impl Runner {
                 continue;
             }
             for a in self.cfg.attacks.clone() {
-                for seed in self.attack_seeds() {
+                for seed in self.attack_seeds(&a) {
                     all.push(self.attacked(name, dir, &a, seed, data, judge.as_ref(), &zero, &mut model)?);
                 }
             }
@@ -584,14 +595,15 @@ impl Runner {
             pipeline::PartialAttack::clear(&partial)
         })?;
         let mut pair: PairResult = load_json(&path)?;
-        if !self.cfg.attack_seeds.is_empty() {
+        let seeds = a.seeds(&self.cfg.attack_seeds);
+        if !seeds.is_empty() {
             for row in &mut pair.rows {
                 row.seeds = vec![seed];
             }
             // One set of sample answers per pair, the first seed's; and one budget-0 row: it is
             // the unattacked model's evaluation whatever the seed, and copies of it would count
             // as independent seeds and narrow its interval.
-            if Some(&seed) != self.cfg.attack_seeds.first() {
+            if Some(&seed) != seeds.first() {
                 pair.samples.clear();
                 pair.rows.retain(|r| r.budget != 0);
             }

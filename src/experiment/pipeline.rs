@@ -291,7 +291,9 @@ pub fn attack_and_evaluate_until(
             return deliver(b, Some((p.report, p.items)), &mut delivered);
         }
         let label = format!("eval after {b} attack steps");
-        let run = || evaluate(m, tok, ae.suite, ae.judge, ae.eval);
+        let attacked = ae.eval.for_attacked();
+        let cfg = if b == 0 { ae.eval } else { &attacked };
+        let run = || evaluate(m, tok, ae.suite, ae.judge, cfg);
         let label = ae.progress.then_some(label.as_str());
         let e = if evaluate_at(b) { Some(crate::train::progress::maybe_labelled(label, run)?) } else { None };
         if let (Some(dir), Some((report, items))) = (ae.partial, &e) {

@@ -296,6 +296,8 @@ pub struct SweepPoint {
     pub harmful_score: f64,
     pub refusal_rate: f64,
     pub degenerate_rate: f64,
+    /// `NaN` (written as `null`) where multiple choice was skipped (`[eval] attacked_mc`).
+    #[serde(deserialize_with = "crate::io::nan_if_null")]
     pub utility: f64,
     pub over_refusal: Option<f64>,
     /// Held-out benign loss (absent in records made before it was kept).
@@ -356,6 +358,8 @@ pub struct SweepRow {
     pub steps: usize,
     pub seed: u64,
     pub harmful_score: f64,
+    /// `NaN` (written as `null`) where multiple choice was skipped (`[eval] attacked_mc`).
+    #[serde(deserialize_with = "crate::io::nan_if_null")]
     pub utility: f64,
     pub over_refusal: Option<f64>,
     #[serde(default)]
@@ -374,6 +378,8 @@ pub struct SweepCell {
     /// Seeds averaged.
     pub seeds: usize,
     pub harmful_score: f64,
+    /// `NaN` (written as `null`) where multiple choice was skipped (`[eval] attacked_mc`).
+    #[serde(deserialize_with = "crate::io::nan_if_null")]
     pub utility: f64,
     pub over_refusal: Option<f64>,
     /// Mean held-out benign loss over seeds (when every seed measured it).

@@ -30,6 +30,13 @@ pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> crate
     write_atomic(path, serde_json::to_string_pretty(value).expect("json").as_bytes()).at(path)
 }
 
+/// Deserialize an `f64` written as a number, or as `null` for a value that was not measured
+/// (serde_json writes a non-finite `f64` as `null`): `null` reads back as `NaN`.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 pub mod fetch;
 pub mod gguf;
 pub mod hf;

@@ -277,7 +277,8 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
         let (color, marker) = palette.get(&d);
         let base = unattacked(rows, &d);
         let point = |r: &super::Row| (r.utility * 100.0, r.harmful_score * 100.0);
-        let mine = rows.iter().filter(|r| r.defense == d);
+        // Attacked rows whose evaluation skipped multiple choice have no utility to place.
+        let mine = rows.iter().filter(|r| r.defense == d && r.utility.is_finite());
         let (kept, dropped): (Vec<_>, Vec<_>) = mine.partition(|r| !results.guard.trips(r, base));
         let label = display_defense(&d);
         series.push(Series {
@@ -299,7 +300,8 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
             band: vec![],
         });
     }
-    let us: Vec<f64> = rows.iter().map(|r| r.utility * 100.0).collect();
+    let us: Vec<f64> = rows.iter().filter(|r| r.utility.is_finite()).map(|r| r.utility * 100.0).collect();
+    let unmeasured = rows.len() - us.len();
     let lo = us.iter().copied().fold(100.0, f64::min);
     let hi = us.iter().copied().fold(0.0, f64::max);
     let chart = Chart {
@@ -319,8 +321,12 @@ fn utility_vs_hs(results: &Results, palette: &Palette) -> Result<Figure, String>
         file: "utility-vs-hs.svg".into(),
         title: "Utility against harmful score".into(),
         caption: format!(
-            "Every measured model. Hollow markers have {} (the capability guard leaves them out of the worst \
+            "Every measured model{}. Hollow markers have {} (the capability guard leaves them out of the worst \
              case). Best is the lower right.",
+            match unmeasured {
+                0 => String::new(),
+                n => format!(" but the {n} attacked ones evaluated without multiple choice"),
+            },
             results.guard.describe()
         ),
         svg: render(&chart)?,

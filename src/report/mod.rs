@@ -111,7 +111,9 @@ pub struct Row {
     pub refusal_rate: f64,
     /// Share of answers that were empty or degenerate, 0..1.
     pub degenerate_rate: f64,
-    /// The utility metric (`Results::utility_metric`), 0..1.
+    /// The utility metric (`Results::utility_metric`), 0..1; `NaN` (written as `null`, shown as
+    /// `–`) on an attacked row whose evaluation skipped multiple choice (`[eval] attacked_mc`).
+    #[serde(deserialize_with = "crate::io::nan_if_null")]
     pub utility: f64,
     /// Refusal rate on safe-but-scary prompts.
     #[serde(default)]
@@ -208,7 +210,10 @@ impl Results {
             rate(&mut problems, format!("{at} harmful_score"), r.harmful_score);
             rate(&mut problems, format!("{at} refusal_rate"), r.refusal_rate);
             rate(&mut problems, format!("{at} degenerate_rate"), r.degenerate_rate);
-            rate(&mut problems, format!("{at} utility"), r.utility);
+            // An attacked row's utility is `NaN` when its evaluation skipped multiple choice.
+            if !(r.utility.is_nan() && r.budget > 0) {
+                rate(&mut problems, format!("{at} utility"), r.utility);
+            }
             if let Some(v) = r.over_refusal {
                 rate(&mut problems, format!("{at} over_refusal"), v);
             }
