@@ -57,6 +57,12 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let rows = || r.rows.iter().map(|x| (&x.defense, &x.attack, x.budget)).collect::<Vec<_>>();
     // Each attack's checkpoints and saved evaluations go once its stage's file is written.
     assert!(!dir.join("evals/.partial").exists(), "an attack's partial directory was left behind");
+    // The invocation is the directory's first segment, with its command and wall-clock.
+    let segments = patcher::experiment::segments::read(&dir).unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert_eq!((segments[0].command.as_str(), segments[0].outcome.as_str()), ("cargo test --test demo", "done"));
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(segments[0].seconds > 0.5 * secs && segments[0].seconds <= secs, "{} of {secs} s", segments[0].seconds);
 
     // The summary's defenses and attacks are exactly the config's, in its order.
     let defenses: Vec<String> = cfg.defenses.iter().map(|d| d.name.clone()).collect();
@@ -229,6 +235,9 @@ fn reduced_demo_runs_every_stage_and_writes_the_report() {
     let stages_before = std::fs::read_to_string(dir.join("stages.json")).unwrap();
     let ro = Runner::new(&dir, own, Device::flex(), false).unwrap().run(Provenance::default()).unwrap();
     assert_eq!(std::fs::read_to_string(dir.join("stages.json")).unwrap(), stages_before, "a stage ran");
+    // The seed-7 run was a second segment; this one, with nothing to run, is none.
+    let segments = patcher::experiment::segments::read(&dir).unwrap();
+    assert_eq!(segments.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(), ["done", "done"]);
     for (x, old) in ro.rows.iter().zip(&r.rows) {
         assert_eq!((&x.defense, &x.attack, x.budget), (&old.defense, &old.attack, old.budget));
         if x.attack == attacks[0].0 && x.budget > 0 {
@@ -287,6 +296,7 @@ fn check_export(run: &std::path::Path, r: &patcher::report::Results) {
     assert!(bytes(out.join("model.safetensors")) == bytes(run.join("models/booster/model.safetensors")));
     assert!(bytes(out.join("patcher-run/results.json")) == bytes(run.join("results.json")));
     assert!(out.join("patcher-run/metrics.jsonl").is_file(), "the defense's training log");
+    assert!(bytes(out.join("patcher-run/segments.json")) == bytes(run.join("segments.json")), "the segment log");
     // The report's figures travel with it.
     let md = std::fs::read_to_string(out.join("patcher-run/report.md")).unwrap();
     let svgs: Vec<&str> = md.split(['(', ')']).filter(|p| p.ends_with(".svg")).collect();

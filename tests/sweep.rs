@@ -175,6 +175,12 @@ fn sweep_writes_consistent_results_and_resumes_without_rerunning() {
     assert_eq!(cell_lines(&log, "done already, skipped"), 2, "{log}");
     assert!(!log.contains(" ..."), "a stage or run was redone:\n{log}");
     assert_eq!(cells(&run), before, "cached runs were rewritten");
+    // The first invocation is the directory's one segment, with the binary's command line; the
+    // second ran nothing and added none.
+    let segments = patcher::experiment::segments::read(&run).unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert!(segments[0].command.contains("sweep") && segments[0].outcome == "done", "{segments:?}");
+    assert!(segments[0].seconds > 0.0 && segments[0].seconds <= t_first, "{segments:?}");
     let r2 = check_consistent(&run, 4);
     for key in ["defenses", "cells", "rows"] {
         assert_eq!(r1[key], r2[key], "{key} changed on resume");

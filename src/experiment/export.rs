@@ -5,8 +5,8 @@
 //! - the model's own files (`config.json`, `model.safetensors`, the tokenizer, the generation
 //!   config), copied from `RUN/models/NAME/` without its training checkpoints;
 //! - `patcher-run/`: the run's resolved `config.json`, `results.json`, `report.md` /
-//!   `report.html` with their figures, `stages.json`, and the defense's training
-//!   `metrics.jsonl`;
+//!   `report.html` with their figures, `stages.json`, `segments.json` (each invocation's
+//!   commit and wall-clock), and the defense's training `metrics.jsonl`;
 //! - `README.md`, a model card: what the defense is, the commands and commit that made it, its
 //!   measured harmful scores (every judge of the run), over-refusal and utility, unattacked
 //!   and after every attack budget of the run, with steps-to-break, and how to attack it.
@@ -32,7 +32,8 @@ pub struct Exported {
 }
 
 /// The run's files kept beside the model, when present (plus every `*.svg` the report uses).
-const RUN_FILES: [&str; 5] = ["config.json", "results.json", "report.md", "report.html", "stages.json"];
+const RUN_FILES: [&str; 6] =
+    ["config.json", "results.json", "report.md", "report.html", "stages.json", super::segments::SEGMENTS];
 
 /// Export defense `defense` of the finished run in `run` to `out` (see the module doc).
 pub fn export(run: &Path, defense: &str, out: &Path) -> Result<Exported> {

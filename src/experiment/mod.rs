@@ -23,6 +23,7 @@ pub mod export;
 pub mod overrides;
 pub mod pipeline;
 pub mod robustness_study;
+pub mod segments;
 pub mod sweep;
 pub mod sweep_seeds;
 
@@ -101,8 +102,11 @@ pub struct Runner {
     pub device: Device,
     pub progress: bool,
     stages: Vec<Stage>,
-    /// How often a running stage records its wall-clock so far ([`STAGE_CLOCK`]).
+    /// How often a running stage records its wall-clock so far ([`STAGE_CLOCK`]), and the
+    /// segment log its heartbeat.
     stage_clock_every: Duration,
+    /// This invocation's entry in `segments.json`, inside [`Runner::run`] and [`Runner::sweep`].
+    segment: Option<segments::SegmentLog>,
 }
 
 /// The running stage's wall-clock so far, over all its segments: a stage finished across
@@ -205,7 +209,15 @@ impl Runner {
             }
         }
         let stages = load_json(&dir.join("stages.json")).unwrap_or_default();
-        Ok(Self { dir: dir.to_path_buf(), cfg, device, progress, stages, stage_clock_every: Duration::from_secs(30) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cfg,
+            device,
+            progress,
+            stages,
+            stage_clock_every: Duration::from_secs(30),
+            segment: None,
+        })
     }
 
     /// Record the resolved config in the run directory (before the first stage writes; again
@@ -255,6 +267,7 @@ impl Runner {
         }
         let inputs = load(self)?;
         self.record_config()?;
+        self.begin_segment()?;
         self.log(&format!("{name} ..."));
         // The wall-clock of earlier segments of this stage (a killed run, resumed).
         let clock = self.dir.join(STAGE_CLOCK);
@@ -677,9 +690,35 @@ impl Runner {
         if out.iter().map(|p| p.k).collect::<std::collections::HashSet<_>>().len() < 2 { vec![] } else { out }
     }
 
+    /// Start this invocation's entry in `segments.json` (once; only inside `run` and `sweep`).
+    fn begin_segment(&mut self) -> Result<()> {
+        match &mut self.segment {
+            Some(log) => log.begin(),
+            None => Ok(()),
+        }
+    }
+
+    /// Run `f` as one segment of work in the directory ([`segments`]): its entry is written
+    /// when its first stage or cell starts and ended with `f`'s outcome.
+    fn in_segment<T>(&mut self, provenance: &Provenance, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.segment = Some(segments::SegmentLog::new(&self.dir, provenance.clone(), self.stage_clock_every));
+        let result = f(self);
+        let mut log = self.segment.take().expect("set above");
+        let outcome = match &result {
+            Ok(_) => "done".to_string(),
+            Err(e) => format!("failed: {e}"),
+        };
+        log.end(&outcome)?;
+        result
+    }
+
     /// Run every stage and write the report, recording `provenance` (commands, time, commit)
-    /// in it. Returns the results.
+    /// in it and this invocation in `segments.json`. Returns the results.
     pub fn run(&mut self, provenance: Provenance) -> Result<Results> {
+        self.in_segment(&provenance.clone(), |r| r.run_stages(provenance))
+    }
+
+    fn run_stages(&mut self, provenance: Provenance) -> Result<Results> {
         self.cfg.check_inputs("experiment config")?;
         let data = self.tier_data()?;
         let base = self.base_model()?;
@@ -741,14 +780,22 @@ mod tests {
         };
         let done = dir.join("done");
         let pause = Duration::from_millis(400);
-        let first = runner().stage("s", &done, |_| -> Result<()> {
-            std::thread::sleep(pause);
-            // Written by the periodic record while the stage runs.
-            let mid: RunningStage = load_json(&clock)?;
-            assert!(mid.name == "s" && mid.segments == 1 && mid.seconds > 0.0, "{mid:?}");
-            Err(Error::Invalid("stopped".into()))
+        // The first segment, as `patcher run` makes one: it fails in its stage.
+        let provenance = Provenance { commands: vec!["first".into()], ..Default::default() };
+        let first = runner().in_segment(&provenance, |r| {
+            r.stage("s", &done, |_| -> Result<()> {
+                std::thread::sleep(pause);
+                // Written by the periodic record while the stage runs.
+                let mid: RunningStage = load_json(&clock)?;
+                assert!(mid.name == "s" && mid.segments == 1 && mid.seconds > 0.0, "{mid:?}");
+                Err(Error::Invalid("stopped".into()))
+            })
         });
         assert!(first.unwrap_err().to_string().contains("stopped"));
+        let log = segments::read(&dir).unwrap();
+        assert_eq!((log.len(), log[0].command.as_str(), log[0].commit.as_str()), (1, "first", "unknown"));
+        assert!(log[0].outcome.starts_with("failed: ") && log[0].outcome.contains("stopped"), "{log:?}");
+        assert!(log[0].seconds >= 0.4, "{log:?}");
         let kept: RunningStage = load_json(&clock).unwrap();
         assert!(kept.seconds >= 0.4 && kept.segments == 1, "{kept:?}");
         assert!(!dir.join("stages.json").exists(), "an unfinished stage was recorded as done");

@@ -560,6 +560,10 @@ impl Runner {
     /// swept defense (skipping runs cached in `sweep/cells/`), then `sweep/results.json`,
     /// `report.md` and the heatmaps. `provenance` is recorded in the results.
     pub fn sweep(&mut self, provenance: Provenance) -> Result<SweepResults> {
+        self.in_segment(&provenance.clone(), |r| r.sweep_cells(provenance))
+    }
+
+    fn sweep_cells(&mut self, provenance: Provenance) -> Result<SweepResults> {
         let grid = self.cfg.sweep.clone().unwrap_or_default();
         grid.validate(&self.cfg)?;
         self.cfg.check_inputs("experiment config")?;
@@ -602,6 +606,7 @@ impl Runner {
                     self.log(&format!("{what}: done already, skipped"));
                     pipeline::PartialAttack::clear(&partial)?;
                 } else {
+                    self.begin_segment()?;
                     self.log(&format!("{what} ..."));
                     let (m, tok) = self.load_cached(&mut model, dir)?;
                     let t0 = Instant::now();
