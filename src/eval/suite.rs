@@ -351,9 +351,9 @@ pub fn evaluate(
     let lim = |v: &[Conversation]| take(v, cfg.limit);
     // Units of work, for the caller's labelled progress (crate::train::progress::labelled).
     let n = |v: &[Conversation]| if cfg.limit == 0 { v.len() } else { v.len().min(cfg.limit) };
-    // The judges' own passes (a learned judge's features) count too, each over the answers.
     let mc_skipped = cfg.skip_mc && !data.mc.is_empty();
     let mc_formats: &[McFormat] = if mc_skipped { &[] } else { &cfg.mc_formats };
+    // The judges' own passes (a learned judge's features) count too, each over the answers.
     let also: Vec<_> = cfg.also_judges.iter().map(|spec| spec.shared()).collect::<Result<_>>()?;
     let judged = n(&data.harmful_prompts);
     let units = judged

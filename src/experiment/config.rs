@@ -408,8 +408,9 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    /// With `[eval] attacked_mc = false` an attacked row of the real suite has no utility, so a capability guard
-    /// on utility would never trip: both guards must compare the benign loss instead.
+    /// With `[eval] attacked_mc = false` an attacked row of the real suite has no utility, so
+    /// a capability guard on utility would never trip: both guards must compare the benign
+    /// loss instead.
     fn check_attacked_mc(&self) -> Result<()> {
         use crate::experiment::sweep::GuardMetric;
         if self.eval.attacked_mc {

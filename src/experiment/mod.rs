@@ -9,8 +9,8 @@
 //! 4. `evals/<defense>__<attack>.json`: the attack run once per (defense, attack), evaluated
 //!    at every budget through the attack's callback (no model written per budget); with
 //!    `attack_seeds` (or an attack's own `seeds`), once per seed (`__s<seed>.json`, seed 0
-//!    keeping the plain name), and the
-//!    report averages the seeds with intervals ([`crate::report::aggregate`]);
+//!    keeping the plain name), and the report averages the seeds with intervals
+//!    ([`crate::report::aggregate`]);
 //! 5. `report.md` / `report.html` / `results.json`.
 //!
 //! A stage that is done already is skipped before any model is loaded. The resolved config is
@@ -172,9 +172,9 @@ impl Runner {
         if path.exists() {
             let old: serde_json::Value = load_json(&path)?;
             // The sweep grid and the attack seeds (`attack_seeds`, each attack's `seeds`) are
-            // not part of a run's identity: each sweep
-            // cell and each seed's attack is cached under its own name, so both can grow on the
-            // same models (`config.json` is rewritten with them). Nor is the report's guard,
+            // not part of a run's identity: each sweep cell and each seed's attack is cached
+            // under its own name, so both can grow on the same models (`config.json` is
+            // rewritten with them). Nor is the report's guard,
             // which only reads the rows. Defenses are cached under their names too, so a run can
             // gain (or drop) a defense; one that keeps its name must keep its settings.
             let core = |v: &serde_json::Value| {

@@ -10,8 +10,6 @@
 //! writes `done` or `failed: <error>`. The file is rewritten atomically each time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -58,8 +56,18 @@ pub struct SegmentLog {
 struct Open {
     index: usize,
     t0: Instant,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes and ends the heartbeat at once.
+    stop: std::sync::mpsc::Sender<()>,
     heartbeat: std::thread::JoinHandle<()>,
+}
+
+impl Open {
+    /// Stop the heartbeat; returns the entry's index and wall-clock.
+    fn close(self) -> (usize, f64) {
+        drop(self.stop);
+        let _ = self.heartbeat.join();
+        (self.index, self.t0.elapsed().as_secs_f64())
+    }
 }
 
 /// Rewrite entry `index`'s seconds (and outcome, when given).
@@ -96,17 +104,12 @@ impl SegmentLog {
             outcome: "running".into(),
         });
         write_json(&self.path, &all)?;
-        let (index, t0, stop) = (all.len() - 1, Instant::now(), Arc::new(AtomicBool::new(false)));
-        let (path, every, flag) = (self.path.clone(), self.every, stop.clone());
+        let (index, t0) = (all.len() - 1, Instant::now());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (path, every) = (self.path.clone(), self.every);
         let heartbeat = std::thread::spawn(move || {
-            let tick = Duration::from_millis(20).min(every);
-            let mut last = Instant::now();
-            while !flag.load(Ordering::SeqCst) {
-                std::thread::sleep(tick);
-                if last.elapsed() >= every && !flag.load(Ordering::SeqCst) {
-                    let _ = update(&path, index, t0.elapsed().as_secs_f64(), None);
-                    last = Instant::now();
-                }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let _ = update(&path, index, t0.elapsed().as_secs_f64(), None);
             }
         });
         self.open = Some(Open { index, t0, stop, heartbeat });
@@ -116,9 +119,8 @@ impl SegmentLog {
     /// End the entry (if this invocation started one): its wall-clock and `outcome`.
     pub fn end(&mut self, outcome: &str) -> Result<()> {
         let Some(o) = self.open.take() else { return Ok(()) };
-        o.stop.store(true, Ordering::SeqCst);
-        let _ = o.heartbeat.join();
-        update(&self.path, o.index, o.t0.elapsed().as_secs_f64(), Some(outcome))
+        let (index, seconds) = o.close();
+        update(&self.path, index, seconds, Some(outcome))
     }
 }
 
@@ -126,8 +128,7 @@ impl Drop for SegmentLog {
     fn drop(&mut self) {
         // An invocation that returned without `end` (a panic) leaves its entry `running`.
         if let Some(o) = self.open.take() {
-            o.stop.store(true, Ordering::SeqCst);
-            let _ = o.heartbeat.join();
+            o.close();
         }
     }
 }
