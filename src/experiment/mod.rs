@@ -700,9 +700,13 @@ impl Runner {
 
     /// Run `f` as one segment of work in the directory ([`segments`]): its entry is written
     /// when its first stage or cell starts and ended with `f`'s outcome.
-    fn in_segment<T>(&mut self, provenance: &Provenance, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    fn in_segment<T>(
+        &mut self,
+        provenance: Provenance,
+        f: impl FnOnce(&mut Self, Provenance) -> Result<T>,
+    ) -> Result<T> {
         self.segment = Some(segments::SegmentLog::new(&self.dir, provenance.clone(), self.stage_clock_every));
-        let result = f(self);
+        let result = f(self, provenance);
         let mut log = self.segment.take().expect("set above");
         let outcome = match &result {
             Ok(_) => "done".to_string(),
@@ -715,7 +719,7 @@ impl Runner {
     /// Run every stage and write the report, recording `provenance` (commands, time, commit)
     /// in it and this invocation in `segments.json`. Returns the results.
     pub fn run(&mut self, provenance: Provenance) -> Result<Results> {
-        self.in_segment(&provenance.clone(), |r| r.run_stages(provenance))
+        self.in_segment(provenance, Self::run_stages)
     }
 
     fn run_stages(&mut self, provenance: Provenance) -> Result<Results> {
@@ -782,7 +786,7 @@ mod tests {
         let pause = Duration::from_millis(400);
         // The first segment, as `patcher run` makes one: it fails in its stage.
         let provenance = Provenance { commands: vec!["first".into()], ..Default::default() };
-        let first = runner().in_segment(&provenance, |r| {
+        let first = runner().in_segment(provenance, |r, _| {
             r.stage("s", &done, |_| -> Result<()> {
                 std::thread::sleep(pause);
                 // Written by the periodic record while the stage runs.

@@ -38,11 +38,11 @@ pub struct Segment {
 
 /// The segments recorded in `dir` (none when the file is absent).
 pub fn read(dir: &Path) -> Result<Vec<Segment>> {
-    let path = dir.join(SEGMENTS);
-    if !path.exists() {
-        return Ok(vec![]);
-    }
-    super::load_json(&path)
+    load(&dir.join(SEGMENTS))
+}
+
+fn load(path: &Path) -> Result<Vec<Segment>> {
+    if path.exists() { super::load_json(path) } else { Ok(vec![]) }
 }
 
 /// This invocation's entry in the log, once it has started one.
@@ -93,7 +93,7 @@ impl SegmentLog {
         if self.open.is_some() {
             return Ok(());
         }
-        let mut all = if self.path.exists() { super::load_json(&self.path)? } else { vec![] };
+        let mut all = load(&self.path)?;
         let p = &self.provenance;
         let known = |s: &str| if s.is_empty() { "unknown".to_string() } else { s.to_string() };
         all.push(Segment {

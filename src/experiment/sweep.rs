@@ -560,7 +560,7 @@ impl Runner {
     /// swept defense (skipping runs cached in `sweep/cells/`), then `sweep/results.json`,
     /// `report.md` and the heatmaps. `provenance` is recorded in the results.
     pub fn sweep(&mut self, provenance: Provenance) -> Result<SweepResults> {
-        self.in_segment(&provenance.clone(), |r| r.sweep_cells(provenance))
+        self.in_segment(provenance, Self::sweep_cells)
     }
 
     fn sweep_cells(&mut self, provenance: Provenance) -> Result<SweepResults> {
