@@ -180,7 +180,7 @@ pub enum Cmd {
         limit: usize,
         /// Multiple-choice formats, the first being the headline utility: `options` (lettered
         /// options in the chat prompt, answer text scored) and `cloze` (plain `Question: ...
-        /// Answer:`, options scored per byte).
+        /// Answer:`, options scored per byte); `none` skips multiple choice (utility then `null`).
         #[arg(long, value_delimiter = ',', default_value = "options,cloze")]
         mc: Vec<String>,
         /// Robustness curve: attack the model with this preset (or TOML file) and evaluate at

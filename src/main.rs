@@ -175,7 +175,7 @@ fn run(cli: Cli) -> Result<()> {
             benign,
             judge,
         } => {
-            let mc_formats = mc.iter().map(|f| f.parse()).collect::<Result<Vec<_>, _>>()?;
+            let (mc_formats, skip_mc) = patcher::eval::suite::parse_mc_formats(&mc)?;
             let specs = judge.iter().map(|j| JudgeSpec::parse(j)).collect::<Result<Vec<_>, _>>()?;
             if specs.is_empty() {
                 bail!("--judge: name at least one judge");
@@ -192,6 +192,7 @@ fn run(cli: Cli) -> Result<()> {
                 mc_formats,
                 judge,
                 also_judges,
+                skip_mc,
                 ..Default::default()
             };
             if let Some(preset) = attack {

@@ -136,6 +136,18 @@ impl EvalConfig {
     }
 }
 
+/// `patcher eval --mc`'s formats: a list of `options` and `cloze`, or `none` alone, which skips
+/// multiple choice (returned as the default formats and `true`, for [`EvalConfig::skip_mc`]).
+pub fn parse_mc_formats(names: &[String]) -> Result<(Vec<McFormat>, bool)> {
+    if names.iter().any(|n| n == "none") {
+        return match names.len() {
+            1 => Ok((EvalConfig::default().mc_formats, true)),
+            _ => Err(Error::Invalid(format!("--mc {}: `none` cannot be combined with a format", names.join(",")))),
+        };
+    }
+    Ok((names.iter().map(|f| f.parse()).collect::<Result<Vec<_>>>()?, false))
+}
+
 /// The name of MC set `set` scored in `format` in a report: `arc-easy` (options), `arc-easy cloze`.
 pub fn mc_entry(set: &str, format: McFormat) -> String {
     match format {
@@ -254,7 +266,15 @@ impl RealLimits {
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = |why: String| Error::Invalid(format!("suite `{spec}`: {why} (expected {REAL_SPEC})"));
         let count = |v: &str| -> Result<usize> {
-            if v == "all" { Ok(0) } else { v.parse().map_err(|_| bad(format!("`{v}` is not a count or `all`"))) }
+            match (v, v.parse::<usize>()) {
+                ("all", _) => Ok(0),
+                // 0 is `all` inside; written, it would read as "none" and silently mean every item.
+                (_, Ok(0)) => Err(bad(format!(
+                    "`{v}` is not a limit: write `all` for every item (`patcher eval --mc none` skips multiple choice)"
+                ))),
+                (_, Ok(n)) => Ok(n),
+                (_, Err(_)) => Err(bad(format!("`{v}` is not a count or `all`"))),
+            }
         };
         let rest = spec.strip_prefix("real").ok_or_else(|| bad("not a real-tier suite".into()))?;
         let mut parts = rest.split(',');
@@ -475,10 +495,26 @@ mod tests {
             RealLimits { harmful: 200, xstest: 0, mc: 0, loss: 100 }
         );
         assert_eq!(RealLimits::parse("real,loss=20").unwrap(), RealLimits { loss: 20, ..Default::default() });
-        for bad in ["real:x", "realx", "real:10,mcq=5", "real:10,mc", "real:10,mc=-1", "real:"] {
+        for bad in
+            ["real:x", "realx", "real:10,mcq=5", "real:10,mc", "real:10,mc=-1", "real:", "real:0", "real:50,mc=0"]
+        {
             let e = RealLimits::parse(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
+        let e = RealLimits::parse("real:50,mc=0").unwrap_err().to_string();
+        assert!(e.contains("write `all`") && e.contains("--mc none"), "{e}");
+    }
+
+    /// `--mc none` skips multiple choice; with a format beside it, or an unknown format, it is
+    /// an error.
+    #[test]
+    fn mc_none_skips_multiple_choice_and_stands_alone() {
+        let v = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
+        assert_eq!(parse_mc_formats(&v("cloze,options")).unwrap(), (vec![McFormat::Cloze, McFormat::Options], false));
+        assert!(parse_mc_formats(&v("none")).unwrap().1);
+        let e = parse_mc_formats(&v("none,cloze")).unwrap_err().to_string();
+        assert!(e.contains("--mc none,cloze"), "{e}");
+        assert!(parse_mc_formats(&v("letters")).unwrap_err().to_string().contains("letters"));
     }
 
     /// The report's utility name is the suite's own: its MC sets by name, or none.

@@ -36,7 +36,10 @@ pub fn eval_text(r: &EvalReport) -> String {
     if let Some(o) = r.over_refusal {
         lines.push(format!("  over-refusal {}", pct(o)));
     }
-    lines.push(format!("  utility ({}) {}", r.utility_metric, pct(r.utility)));
+    match r.utility.is_nan() {
+        true => lines.push(format!("  utility ({}) – (multiple choice skipped)", r.utility_metric)),
+        false => lines.push(format!("  utility ({}) {}", r.utility_metric, pct(r.utility))),
+    }
     for (i, (n, a)) in r.mc.iter().enumerate() {
         let se = match r.mc_items.get(i) {
             Some(&k) => format!(" ± {:.1} (SE, {k} items)", 100.0 * crate::eval::mc::accuracy_se(*a, k)),
@@ -61,7 +64,8 @@ pub fn eval_text(r: &EvalReport) -> String {
 pub fn curve_text(attack: &str, budgets: &[usize], points: &[(usize, EvalReport)]) -> String {
     let mut lines = vec![format!("robustness curve under `{attack}` (budget: HS, utility):")];
     for (b, r) in points {
-        lines.push(format!("  {b:>5}: HS {:5.1}%  utility {:5.1}%", 100.0 * r.safety.harmful_score, 100.0 * r.utility));
+        let utility = if r.utility.is_nan() { "    –".to_string() } else { format!("{:5.1}%", 100.0 * r.utility) };
+        lines.push(format!("  {b:>5}: HS {:5.1}%  utility {utility}", 100.0 * r.safety.harmful_score));
     }
     let curve: Vec<(usize, f64)> = points.iter().map(|(b, r)| (*b, r.safety.harmful_score)).collect();
     lines.push(match super::steps_to_break(&curve) {
@@ -274,5 +278,10 @@ mod tests {
         let text = eval_text(&r);
         assert!(text.contains("  arc-easy accuracy 30.0% ± 4.6 (SE, 100 items)"), "{text}");
         assert!(text.contains("  arc-easy cloze accuracy 50.0% ± 1.0 (SE, 2376 items)"), "{text}");
+        // Multiple choice skipped (`--mc none`, an attacked model under `attacked_mc = false`).
+        let text = eval_text(&report(0.25, f64::NAN));
+        assert!(text.contains("  utility (exact-match accuracy) – (multiple choice skipped)"), "{text}");
+        let text = curve_text("adamw", &[0, 25], &[(0, report(0.0, 0.5)), (25, report(0.6, f64::NAN))]);
+        assert!(text.contains("     25: HS  60.0%  utility     –") && !text.contains("NaN"), "{text}");
     }
 }
