@@ -36,10 +36,8 @@ pub fn eval_text(r: &EvalReport) -> String {
     if let Some(o) = r.over_refusal {
         lines.push(format!("  over-refusal {}", pct(o)));
     }
-    match r.utility.is_nan() {
-        true => lines.push(format!("  utility ({}) – (multiple choice skipped)", r.utility_metric)),
-        false => lines.push(format!("  utility ({}) {}", r.utility_metric, pct(r.utility))),
-    }
+    let utility = if r.utility.is_nan() { "– (multiple choice skipped)".to_string() } else { pct(r.utility) };
+    lines.push(format!("  utility ({}) {utility}", r.utility_metric));
     for (i, (n, a)) in r.mc.iter().enumerate() {
         let se = match r.mc_items.get(i) {
             Some(&k) => format!(" ± {:.1} (SE, {k} items)", 100.0 * crate::eval::mc::accuracy_se(*a, k)),
